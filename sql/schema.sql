@@ -1,0 +1,187 @@
+-- plaid_sync tables and views. Loaded first (bootstrap); the SQL functions come after, and
+-- sql/finalize.sql last. Column names follow Plaid's field names; every data row also keeps
+-- Plaid's whole object in `data` so nothing Plaid adds later is lost. Money is numeric.
+
+CREATE TABLE plaid_sync.items (
+    item_id                    text PRIMARY KEY,
+    status                     text NOT NULL DEFAULT 'pending' CHECK (status IN (
+                                   'pending', 'healthy', 'login_required', 'pending_expiration',
+                                   'pending_disconnect', 'revoked', 'invalid_token', 'error',
+                                   'removed')),
+    client_user_id             text,
+    institution_id             text,
+    institution_name           text,
+    -- The envelope of src/crypto.rs (documented in the README); NULL once the Item is removed.
+    access_token_encrypted     bytea,
+    environment                text NOT NULL CHECK (environment IN ('sandbox', 'production')),
+    transactions_cursor        text,
+    error                      jsonb,
+    consent_expiration_time    timestamptz,
+    webhook                    text,
+    last_synced_at             timestamptz,
+    last_webhook_at            timestamptz,
+    initial_update_complete    boolean NOT NULL DEFAULT false,
+    historical_update_complete boolean NOT NULL DEFAULT false,
+    data                       jsonb,
+    created_at                 timestamptz NOT NULL DEFAULT now(),
+    updated_at                 timestamptz NOT NULL DEFAULT now()
+);
+-- The self-healing scan looks for Items whose last sync is old.
+CREATE INDEX items_last_synced_at_idx ON plaid_sync.items (last_synced_at) WHERE status IN ('healthy', 'pending_expiration', 'pending_disconnect');
+
+CREATE TABLE plaid_sync.accounts (
+    account_id               text PRIMARY KEY,
+    item_id                  text NOT NULL REFERENCES plaid_sync.items (item_id),
+    name                     text,
+    official_name            text,
+    mask                     text,
+    type                     text,
+    subtype                  text,
+    balance_available        numeric,
+    balance_current          numeric,
+    balance_limit            numeric,
+    iso_currency_code        text,
+    unofficial_currency_code text,
+    data                     jsonb NOT NULL,
+    created_at               timestamptz NOT NULL DEFAULT now(),
+    updated_at               timestamptz NOT NULL DEFAULT now(),
+    removed_at               timestamptz
+);
+CREATE INDEX accounts_item_id_idx ON plaid_sync.accounts (item_id);
+
+CREATE TABLE plaid_sync.balance_snapshots (
+    id                       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account_id               text NOT NULL REFERENCES plaid_sync.accounts (account_id),
+    item_id                  text NOT NULL REFERENCES plaid_sync.items (item_id),
+    balance_available        numeric,
+    balance_current          numeric,
+    balance_limit            numeric,
+    iso_currency_code        text,
+    unofficial_currency_code text,
+    observed_at              timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX balance_snapshots_account_idx ON plaid_sync.balance_snapshots (account_id, observed_at);
+
+CREATE TABLE plaid_sync.transactions (
+    transaction_id            text PRIMARY KEY,
+    item_id                   text NOT NULL REFERENCES plaid_sync.items (item_id),
+    account_id                text NOT NULL,
+    amount                    numeric NOT NULL,
+    iso_currency_code         text,
+    unofficial_currency_code  text,
+    date                      date,
+    authorized_date           date,
+    datetime                  timestamptz,
+    name                      text,
+    merchant_name             text,
+    payment_channel           text,
+    pending                   boolean NOT NULL DEFAULT false,
+    pending_transaction_id    text,
+    category                  text[],
+    personal_finance_category jsonb,
+    data                      jsonb NOT NULL,
+    created_at                timestamptz NOT NULL DEFAULT now(),
+    updated_at                timestamptz NOT NULL DEFAULT now(),
+    -- NULL while live; removed rows are kept so annotations keyed by transaction_id survive.
+    removed_at                timestamptz
+);
+CREATE INDEX transactions_item_idx ON plaid_sync.transactions (item_id) WHERE removed_at IS NULL;
+CREATE INDEX transactions_account_date_idx ON plaid_sync.transactions (account_id, date);
+CREATE INDEX transactions_pending_id_idx ON plaid_sync.transactions (pending_transaction_id) WHERE pending_transaction_id IS NOT NULL;
+
+CREATE TABLE plaid_sync.inbox (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    received_at  timestamptz NOT NULL DEFAULT now(),
+    source       text NOT NULL CHECK (source IN ('backend', 'plaid')),
+    webhook_type text NOT NULL,
+    webhook_code text NOT NULL,
+    item_id      text,
+    -- Never an access token: backend notices are stored without it, and Plaid bodies with one
+    -- are refused.
+    body         jsonb NOT NULL DEFAULT '{}',
+    -- Plaid-origin rows only: the exact bytes the signature covers, and the JWT header.
+    raw_body     text,
+    plaid_verification text,
+    verification text,
+    status       text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'running', 'done', 'failed', 'rejected')),
+    attempts     integer NOT NULL DEFAULT 0,
+    run_after    timestamptz NOT NULL DEFAULT now(),
+    locked_until timestamptz,
+    locked_by    integer,
+    last_error   text,
+    finished_at  timestamptz
+);
+-- Workers claim due rows in id order.
+CREATE INDEX inbox_due_idx ON plaid_sync.inbox (run_after, id) WHERE status IN ('pending', 'running');
+-- One job per Item at a time; coalescing looks up an Item's open rows.
+CREATE INDEX inbox_item_open_idx ON plaid_sync.inbox (item_id) WHERE status IN ('pending', 'running');
+-- Retention deletes old done rows.
+CREATE INDEX inbox_finished_idx ON plaid_sync.inbox (finished_at) WHERE status = 'done';
+
+CREATE TABLE plaid_sync.sync_runs (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    item_id     text NOT NULL REFERENCES plaid_sync.items (item_id),
+    inbox_id    bigint,
+    trigger     text NOT NULL,
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz,
+    pages       integer NOT NULL DEFAULT 0,
+    restarts    integer NOT NULL DEFAULT 0,
+    added       integer NOT NULL DEFAULT 0,
+    modified    integer NOT NULL DEFAULT 0,
+    removed     integer NOT NULL DEFAULT 0,
+    request_ids text[] NOT NULL DEFAULT '{}',
+    outcome     text NOT NULL DEFAULT 'running' CHECK (outcome IN ('running', 'ok', 'retry', 'item_error', 'failed')),
+    error       text
+);
+CREATE INDEX sync_runs_item_idx ON plaid_sync.sync_runs (item_id, started_at DESC);
+
+-- Pages of a sync in progress, written as they arrive so memory stays bounded and no
+-- transaction is open during a Plaid call; applied (and deleted) in one transaction at the end.
+CREATE TABLE plaid_sync.sync_pages (
+    sync_run_id bigint NOT NULL REFERENCES plaid_sync.sync_runs (id) ON DELETE CASCADE,
+    page        integer NOT NULL,
+    body        jsonb NOT NULL,
+    PRIMARY KEY (sync_run_id, page)
+);
+
+-- /institutions/get_by_id results, cached.
+CREATE TABLE plaid_sync.institutions (
+    institution_id text PRIMARY KEY,
+    name           text,
+    data           jsonb NOT NULL,
+    fetched_at     timestamptz NOT NULL DEFAULT now()
+);
+
+-- Plaid's webhook verification keys (JWKs), cached by kid.
+CREATE TABLE plaid_sync.webhook_keys (
+    kid        text PRIMARY KEY,
+    jwk        jsonb NOT NULL,
+    created_at timestamptz,
+    expired_at timestamptz,
+    fetched_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE VIEW plaid_sync.live_transactions AS
+    SELECT * FROM plaid_sync.transactions WHERE removed_at IS NULL;
+
+CREATE VIEW plaid_sync.item_health AS
+    SELECT i.item_id,
+           i.status,
+           i.institution_name,
+           i.last_synced_at,
+           now() - i.last_synced_at AS sync_lag,
+           i.last_webhook_at,
+           (SELECT count(*) FROM plaid_sync.inbox q
+             WHERE q.item_id = i.item_id AND q.status IN ('pending', 'running')) AS pending_jobs,
+           (SELECT count(*) FROM plaid_sync.inbox q
+             WHERE q.item_id = i.item_id AND q.status = 'failed') AS failed_jobs,
+           coalesce(i.error ->> 'error_code',
+                    (SELECT q.last_error FROM plaid_sync.inbox q
+                      WHERE q.item_id = i.item_id AND q.last_error IS NOT NULL
+                      ORDER BY q.id DESC LIMIT 1)) AS last_error,
+           (SELECT r.outcome FROM plaid_sync.sync_runs r
+             WHERE r.item_id = i.item_id ORDER BY r.id DESC LIMIT 1) AS last_sync_outcome,
+           i.initial_update_complete,
+           i.historical_update_complete
+      FROM plaid_sync.items i;

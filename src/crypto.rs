@@ -1,0 +1,253 @@
+//! The access-token envelope: AES-256-GCM, one fresh nonce per value, the Item id bound in as
+//! associated data, and a key fingerprint so the right key is found after a rotation.
+//!
+//! Layout (all of it is stored in `items.access_token_encrypted`):
+//!
+//! ```text
+//! offset  size  field
+//!      0     1  version, 0x01
+//!      1     8  key fingerprint: the first 8 bytes of SHA-256(key)
+//!      9    12  nonce (random)
+//!     21     n  AES-256-GCM ciphertext of the UTF-8 token, followed by the 16-byte tag
+//! AAD = bytes 0..9 of the envelope || UTF-8 bytes of the item_id
+//! ```
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+pub const VERSION: u8 = 1;
+const FINGERPRINT_LEN: usize = 8;
+const NONCE_LEN: usize = 12;
+const HEADER_LEN: usize = 1 + FINGERPRINT_LEN;
+const TAG_LEN: usize = 16;
+
+/// A 256-bit key and its fingerprint. Debug output never shows the key.
+#[derive(Clone)]
+pub struct Key {
+    bytes: [u8; 32],
+    fingerprint: [u8; FINGERPRINT_LEN],
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Key(fingerprint {})", self.fingerprint_hex())
+    }
+}
+
+impl Key {
+    pub fn from_bytes(bytes: [u8; 32]) -> Key {
+        let digest = Sha256::digest(bytes);
+        let mut fingerprint = [0u8; FINGERPRINT_LEN];
+        fingerprint.copy_from_slice(&digest[..FINGERPRINT_LEN]);
+        Key { bytes, fingerprint }
+    }
+
+    /// Parses 64 hex characters or standard base64 of exactly 32 bytes. The error names the
+    /// setting, never the value.
+    pub fn parse(text: &str, setting: &str) -> Result<Key> {
+        let text = text.trim();
+        let decoded = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            hex::decode(text).ok()
+        } else {
+            base64::engine::general_purpose::STANDARD.decode(text).ok()
+        };
+        match decoded {
+            Some(v) if v.len() == 32 => {
+                let mut bytes = [0u8; 32];
+                bytes.copy_from_slice(&v);
+                Ok(Key::from_bytes(bytes))
+            }
+            _ => Err(Error::invalid(format!(
+                "{setting} is malformed: expected 64 hexadecimal characters or the base64 encoding of 32 bytes"
+            ))),
+        }
+    }
+
+    pub fn fingerprint_hex(&self) -> String {
+        hex::encode(self.fingerprint)
+    }
+
+    fn cipher(&self) -> Aes256Gcm {
+        Aes256Gcm::new_from_slice(&self.bytes).expect("32-byte key")
+    }
+}
+
+/// The current key (encrypts and decrypts) and older ones (decrypt only).
+#[derive(Debug, Clone)]
+pub struct Keyring {
+    pub current: Key,
+    pub previous: Vec<Key>,
+}
+
+impl Keyring {
+    /// Builds the keyring from the two settings' text. A missing current key is 55000; a
+    /// malformed one (current or previous) is 22023.
+    pub fn from_settings(current: Option<&str>, previous: Option<&str>) -> Result<Keyring> {
+        let current = match current.map(str::trim) {
+            Some(c) if !c.is_empty() => Key::parse(c, "plaid_sync.encryption_key")?,
+            _ => {
+                return Err(Error::not_configured(
+                    "plaid_sync.encryption_key is not set: access tokens cannot be encrypted",
+                ));
+            }
+        };
+        let mut keys = Vec::new();
+        for part in previous.unwrap_or("").split(',') {
+            let part = part.trim();
+            if !part.is_empty() {
+                keys.push(Key::parse(part, "plaid_sync.previous_encryption_keys")?);
+            }
+        }
+        Ok(Keyring {
+            current,
+            previous: keys,
+        })
+    }
+
+    fn find(&self, fingerprint: &[u8]) -> Option<&Key> {
+        std::iter::once(&self.current)
+            .chain(self.previous.iter())
+            .find(|k| k.fingerprint[..] == *fingerprint)
+    }
+
+    pub fn encrypt(&self, item_id: &str, token: &str) -> Vec<u8> {
+        encrypt_with(&self.current, item_id, token)
+    }
+
+    pub fn decrypt(&self, item_id: &str, envelope: &[u8]) -> Result<String> {
+        if envelope.len() < HEADER_LEN + NONCE_LEN + TAG_LEN || envelope[0] != VERSION {
+            return Err(Error::invalid(
+                "stored access token is not a plaid_sync envelope of a known version",
+            ));
+        }
+        let key = self.find(&envelope[1..HEADER_LEN]).ok_or_else(|| {
+            Error::not_configured(format!(
+                "the stored access token of Item {item_id} was encrypted with a key (fingerprint {}) that is neither plaid_sync.encryption_key nor in plaid_sync.previous_encryption_keys",
+                hex::encode(&envelope[1..HEADER_LEN])
+            ))
+        })?;
+        let nonce = Nonce::from_slice(&envelope[HEADER_LEN..HEADER_LEN + NONCE_LEN]);
+        let aad = aad(&envelope[..HEADER_LEN], item_id);
+        let plain = key
+            .cipher()
+            .decrypt(nonce, Payload { msg: &envelope[HEADER_LEN + NONCE_LEN..], aad: &aad })
+            .map_err(|_| {
+                Error::invalid(format!(
+                    "the stored access token does not decrypt for Item {item_id} (tampered, or copied from another Item)"
+                ))
+            })?;
+        String::from_utf8(plain).map_err(|_| Error::invalid("decrypted access token is not UTF-8"))
+    }
+
+    /// True when this envelope is already under the current key (rotation skips it).
+    pub fn is_current(&self, envelope: &[u8]) -> bool {
+        envelope.len() > HEADER_LEN
+            && envelope[0] == VERSION
+            && envelope[1..HEADER_LEN] == self.current.fingerprint
+    }
+}
+
+fn aad(header: &[u8], item_id: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(header.len() + item_id.len());
+    aad.extend_from_slice(header);
+    aad.extend_from_slice(item_id.as_bytes());
+    aad
+}
+
+fn encrypt_with(key: &Key, item_id: &str, token: &str) -> Vec<u8> {
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let mut out = Vec::with_capacity(HEADER_LEN + NONCE_LEN + token.len() + TAG_LEN);
+    out.push(VERSION);
+    out.extend_from_slice(&key.fingerprint);
+    let aad = aad(&out, item_id);
+    let sealed = key
+        .cipher()
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: token.as_bytes(),
+                aad: &aad,
+            },
+        )
+        .expect("AES-GCM encryption of a short token cannot fail");
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&sealed);
+    out
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    const K1: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    const K2: &str = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY="; // base64 of 32 bytes
+
+    fn ring(cur: &str, prev: Option<&str>) -> Keyring {
+        Keyring::from_settings(Some(cur), prev).unwrap()
+    }
+
+    #[test]
+    fn round_trip_and_fresh_nonce() {
+        let r = ring(K1, None);
+        let a = r.encrypt("item1", "access-sandbox-abc");
+        let b = r.encrypt("item1", "access-sandbox-abc");
+        assert_ne!(a, b, "two encryptions must use different nonces");
+        assert_eq!(a.len(), 1 + 8 + 12 + "access-sandbox-abc".len() + 16);
+        assert_eq!(r.decrypt("item1", &a).unwrap(), "access-sandbox-abc");
+    }
+
+    #[test]
+    fn other_item_does_not_decrypt() {
+        let r = ring(K1, None);
+        let a = r.encrypt("item1", "access-sandbox-abc");
+        let e = r.decrypt("item2", &a).unwrap_err();
+        assert_eq!(e.sqlstate(), "22023");
+        assert!(!e.message().contains("access-sandbox"));
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let r = ring(K1, None);
+        let mut a = r.encrypt("item1", "access-sandbox-abc");
+        let last = a.len() - 1;
+        a[last] ^= 1;
+        assert!(r.decrypt("item1", &a).is_err());
+    }
+
+    #[test]
+    fn rotation_keeps_old_tokens_readable() {
+        let old = ring(K1, None);
+        let a = old.encrypt("item1", "access-sandbox-abc");
+        let new = ring(K2, Some(&format!(" {K1} ")));
+        assert!(!new.is_current(&a));
+        assert_eq!(new.decrypt("item1", &a).unwrap(), "access-sandbox-abc");
+        let b = new.encrypt("item1", "access-sandbox-abc");
+        assert!(new.is_current(&b));
+        // Without the old key the old envelope names the missing fingerprint, not the token.
+        let e = ring(K2, None).decrypt("item1", &a).unwrap_err();
+        assert_eq!(e.sqlstate(), "55000");
+    }
+
+    #[test]
+    fn key_parsing() {
+        assert!(Key::parse(K1, "k").is_ok());
+        assert!(Key::parse(K2, "k").is_ok());
+        for bad in ["", "abc", &K1[..62], "zz", "QUJD"] {
+            let e = Key::parse(bad, "plaid_sync.encryption_key").unwrap_err();
+            assert_eq!(e.sqlstate(), "22023");
+        }
+        let e = Keyring::from_settings(None, None).unwrap_err();
+        assert_eq!(e.sqlstate(), "55000");
+        let e = Keyring::from_settings(Some("  "), None).unwrap_err();
+        assert_eq!(e.sqlstate(), "55000");
+        let e = Keyring::from_settings(Some(K1), Some("nope")).unwrap_err();
+        assert_eq!(e.sqlstate(), "22023");
+        assert!(!format!("{:?}", Key::parse(K1, "k").unwrap()).contains("0001020304"));
+    }
+}

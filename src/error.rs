@@ -1,0 +1,57 @@
+//! The errors a caller can see, each with the SQLSTATE the README documents.
+//!
+//! Messages never carry a secret: values that might be one (tokens, keys) are described,
+//! never quoted.
+
+use std::fmt;
+
+/// What went wrong, in the terms a caller can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// 22023: an argument is NULL, empty, too long, malformed or refers to nothing.
+    InvalidParameter(String),
+    /// 22P02: text that should be JSON is not.
+    InvalidJson(String),
+    /// 42501: the caller may not do this.
+    Privilege(String),
+    /// 55000: the server is not configured for this (missing or malformed key, secret, …).
+    NotConfigured(String),
+}
+
+impl Error {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::InvalidParameter(msg.into())
+    }
+    pub fn not_configured(msg: impl Into<String>) -> Self {
+        Error::NotConfigured(msg.into())
+    }
+
+    /// The five-character SQLSTATE, as documented.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Error::InvalidParameter(_) => "22023",
+            Error::InvalidJson(_) => "22P02",
+            Error::Privilege(_) => "42501",
+            Error::NotConfigured(_) => "55000",
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Error::InvalidParameter(m)
+            | Error::InvalidJson(m)
+            | Error::Privilege(m)
+            | Error::NotConfigured(m) => m,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;

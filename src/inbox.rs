@@ -1,0 +1,78 @@
+//! The inbox: every notice and webhook is one row; jobs are claimed from it with a lease.
+//! This file holds the SQL that puts rows in; `jobs.rs` holds the SQL that takes them out.
+
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+
+/// Who sent a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Backend,
+    Plaid,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Backend => "backend",
+            Source::Plaid => "plaid",
+        }
+    }
+}
+
+/// A backend notice: reuses an identical job for the same Item that has not started yet, so
+/// repeating a notice never queues the same work twice. Returns the inbox id.
+pub fn enqueue_notice(webhook_type: &str, webhook_code: &str, item_id: &str, body: &str) -> i64 {
+    let args: [DatumWithOid; 4] = [
+        webhook_type.into(),
+        webhook_code.into(),
+        item_id.into(),
+        body.into(),
+    ];
+    let id = Spi::get_one_with_args::<i64>(
+        "WITH existing AS (
+             SELECT id FROM plaid_sync.inbox
+              WHERE item_id = $3 AND source = 'backend' AND status = 'pending'
+                AND webhook_type = $1 AND webhook_code = $2 AND body = $4::jsonb
+              ORDER BY id LIMIT 1 FOR UPDATE),
+         inserted AS (
+             INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id, body)
+             SELECT 'backend', $1, $2, $3, $4::jsonb
+              WHERE NOT EXISTS (SELECT 1 FROM existing)
+             RETURNING id)
+         SELECT id FROM existing UNION ALL SELECT id FROM inserted",
+        &args,
+    )
+    .expect("enqueue backend notice")
+    .expect("enqueue returns an id");
+    crate::worker::wake_on_commit();
+    id
+}
+
+/// A webhook from Plaid, stored exactly as received; verified before it is acted on.
+pub fn enqueue_webhook(
+    webhook_type: &str,
+    webhook_code: &str,
+    item_id: Option<&str>,
+    raw_body: &str,
+    plaid_verification: Option<&str>,
+) -> i64 {
+    let args: [DatumWithOid; 5] = [
+        webhook_type.into(),
+        webhook_code.into(),
+        item_id.into(),
+        raw_body.into(),
+        plaid_verification.into(),
+    ];
+    let id = Spi::get_one_with_args::<i64>(
+        "INSERT INTO plaid_sync.inbox
+             (source, webhook_type, webhook_code, item_id, body, raw_body, plaid_verification)
+         VALUES ('plaid', $1, $2, $3, $4::jsonb, $4, $5)
+         RETURNING id",
+        &args,
+    )
+    .expect("enqueue webhook")
+    .expect("insert returns an id");
+    crate::worker::wake_on_commit();
+    id
+}

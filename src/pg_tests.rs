@@ -1,0 +1,202 @@
+//! `#[pg_test]`s: the SQL contract inside one server, each test in a rolled-back transaction.
+//! The end-to-end suite (tests/e2e) covers what needs commits, reloads, roles or the log.
+
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    const TOKEN: &str = "access-sandbox-de3ce8ef-33f8-452c-a685-8671031fc0f6";
+
+    fn count(sql: &str) -> i64 {
+        Spi::get_one::<i64>(sql).unwrap().unwrap()
+    }
+
+    #[pg_test]
+    fn schema_has_the_contract_tables_and_views() {
+        for t in [
+            "items",
+            "accounts",
+            "balance_snapshots",
+            "transactions",
+            "inbox",
+            "sync_runs",
+        ] {
+            let n = count(&format!(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'plaid_sync' AND tablename = '{t}'"
+            ));
+            assert_eq!(n, 1, "table {t}");
+        }
+        for v in ["item_health", "live_transactions"] {
+            let n = count(&format!(
+                "SELECT count(*) FROM pg_views WHERE schemaname = 'plaid_sync' AND viewname = '{v}'"
+            ));
+            assert_eq!(n, 1, "view {v}");
+        }
+        // Every data table is dumped by pg_dump.
+        let dumped =
+            count("SELECT cardinality(extconfig) FROM pg_extension WHERE extname = 'plaid_sync'");
+        assert!(dumped >= 6);
+    }
+
+    #[pg_test]
+    fn every_function_is_security_definer_with_pinned_search_path_and_no_public_execute() {
+        let bad = count(
+            "SELECT count(*) FROM pg_proc p
+              WHERE p.pronamespace = 'plaid_sync'::regnamespace
+                AND (NOT p.prosecdef
+                     OR NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%')
+                     OR has_function_privilege('public', p.oid, 'EXECUTE'))",
+        );
+        assert_eq!(bad, 0);
+        assert!(
+            count("SELECT count(*) FROM pg_proc WHERE pronamespace = 'plaid_sync'::regnamespace")
+                >= 11
+        );
+    }
+
+    #[pg_test]
+    fn notify_item_created_encrypts_upserts_and_enqueues_once() {
+        let id1 = Spi::get_one::<i64>(&format!(
+            "SELECT plaid_sync.plaid_notify_item_created('item1', '{TOKEN}', 'user-1')"
+        ))
+        .unwrap()
+        .unwrap();
+        let id2 = Spi::get_one::<i64>(&format!(
+            "SELECT plaid_sync.plaid_notify_item_created('item1', '{TOKEN}')"
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(id1, id2, "a repeated notice reuses the queued job");
+        assert_eq!(count("SELECT count(*) FROM plaid_sync.items"), 1);
+        assert_eq!(count("SELECT count(*) FROM plaid_sync.inbox"), 1);
+        let status = Spi::get_one::<String>("SELECT status FROM plaid_sync.items").unwrap();
+        assert_eq!(status.as_deref(), Some("pending"));
+        let cuid = Spi::get_one::<String>("SELECT client_user_id FROM plaid_sync.items").unwrap();
+        assert_eq!(
+            cuid.as_deref(),
+            Some("user-1"),
+            "a later NULL keeps the client_user_id"
+        );
+        // The token is stored sealed, and nowhere in plain text.
+        let plain = count(&format!(
+            "SELECT count(*) FROM plaid_sync.items i, plaid_sync.inbox q
+              WHERE position('{TOKEN}' IN i::text) > 0 OR position('{TOKEN}' IN q::text) > 0"
+        ));
+        assert_eq!(plain, 0);
+        let back = Spi::get_one::<String>("SELECT plaid_sync.plaid_decrypt_access_token('item1')")
+            .unwrap();
+        assert_eq!(back.as_deref(), Some(TOKEN));
+    }
+
+    #[pg_test]
+    fn a_new_token_replaces_the_old_one() {
+        Spi::run(&format!(
+            "SELECT plaid_sync.plaid_notify_item_created('item1', '{TOKEN}')"
+        ))
+        .unwrap();
+        Spi::run(
+            "SELECT plaid_sync.plaid_notify_item_created('item1', 'access-sandbox-relinked-1')",
+        )
+        .unwrap();
+        let back = Spi::get_one::<String>("SELECT plaid_sync.plaid_decrypt_access_token('item1')")
+            .unwrap();
+        assert_eq!(back.as_deref(), Some("access-sandbox-relinked-1"));
+        assert_eq!(count("SELECT count(*) FROM plaid_sync.items"), 1);
+    }
+
+    #[pg_test]
+    fn a_ciphertext_copied_to_another_item_does_not_decrypt() {
+        Spi::run(&format!(
+            "SELECT plaid_sync.plaid_notify_item_created('item1', '{TOKEN}')"
+        ))
+        .unwrap();
+        Spi::run(&format!(
+            "SELECT plaid_sync.plaid_notify_item_created('item2', '{TOKEN}')"
+        ))
+        .unwrap();
+        Spi::run(
+            "UPDATE plaid_sync.items SET access_token_encrypted =
+                 (SELECT access_token_encrypted FROM plaid_sync.items WHERE item_id = 'item1')
+              WHERE item_id = 'item2'",
+        )
+        .unwrap();
+        let r = std::panic::catch_unwind(|| {
+            Spi::get_one::<String>("SELECT plaid_sync.plaid_decrypt_access_token('item2')")
+        });
+        assert!(r.is_err(), "decrypting a copied envelope must fail");
+    }
+
+    #[pg_test(
+        error = "access_token belongs to production environment, but plaid_sync.environment is sandbox"
+    )]
+    fn a_token_for_the_wrong_environment_is_refused() {
+        Spi::run("SELECT plaid_sync.plaid_notify_item_created('item1', 'access-production-1234')")
+            .unwrap();
+    }
+
+    #[pg_test(
+        error = "ITEM/CREATED without an access token is a backend notice, not a Plaid webhook: call plaid_sync.plaid_notify_item_created(item_id, access_token) instead"
+    )]
+    fn receive_webhook_refuses_backend_notices() {
+        Spi::run(
+            r#"SELECT plaid_sync.plaid_receive_webhook('{"webhook_type":"ITEM","webhook_code":"CREATED","item_id":"x"}')"#,
+        )
+        .unwrap();
+    }
+
+    #[pg_test]
+    fn receive_webhook_keeps_the_exact_body() {
+        let body = "{\n  \"item_id\": \"abc\",\n  \"webhook_code\": \"SYNC_UPDATES_AVAILABLE\",\n  \"webhook_type\": \"TRANSACTIONS\"\n}";
+        let id = Spi::get_one_with_args::<i64>(
+            "SELECT plaid_sync.plaid_receive_webhook($1, 'h.p.s')",
+            &[body.into()],
+        )
+        .unwrap()
+        .unwrap();
+        let raw = Spi::get_one_with_args::<String>(
+            "SELECT raw_body FROM plaid_sync.inbox WHERE id = $1 AND source = 'plaid' AND status = 'pending'",
+            &[id.into()],
+        )
+        .unwrap();
+        assert_eq!(raw.as_deref(), Some(body));
+    }
+
+    #[pg_test]
+    fn plaid_notify_dispatches_backend_notices() {
+        Spi::run(&format!(
+            r#"SELECT plaid_sync.plaid_notify('{{"webhook_type":"ITEM","webhook_code":"CREATED","item_id":"i1","access_token":"{TOKEN}"}}')"#
+        ))
+        .unwrap();
+        Spi::run(r#"SELECT plaid_sync.plaid_notify('{"webhook_type":"ITEM","webhook_code":"UPDATED","item_id":"i1"}')"#).unwrap();
+        Spi::run(r#"SELECT plaid_sync.plaid_notify('{"webhook_type":"TRANSACTIONS","webhook_code":"HISTORICAL_UPDATE","item_id":"i1"}')"#).unwrap();
+        let codes = Spi::get_one::<String>(
+            "SELECT string_agg(webhook_code, ',' ORDER BY id) FROM plaid_sync.inbox",
+        )
+        .unwrap();
+        assert_eq!(codes.as_deref(), Some("CREATED,UPDATED,HISTORICAL_UPDATE"));
+    }
+
+    #[pg_test]
+    fn remove_item_keeps_rows_and_destroys_the_token() {
+        Spi::run(&format!(
+            "SELECT plaid_sync.plaid_notify_item_created('item1', '{TOKEN}')"
+        ))
+        .unwrap();
+        Spi::run("SELECT plaid_sync.plaid_remove_item('item1')").unwrap();
+        assert_eq!(
+            count(
+                "SELECT count(*) FROM plaid_sync.items WHERE status = 'removed' AND access_token_encrypted IS NULL"
+            ),
+            1
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM plaid_sync.inbox WHERE status = 'pending'"),
+            0
+        );
+    }
+
+    #[pg_test]
+    fn process_inbox_with_nothing_due_runs_nothing() {
+        assert_eq!(count("SELECT plaid_sync.plaid_process_inbox()::bigint"), 0);
+    }
+}

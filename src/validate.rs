@@ -1,0 +1,234 @@
+//! Checks on everything a caller hands to the SQL functions. Pure Rust: no Postgres needed.
+//! Errors describe the problem and never echo a value that could be a secret.
+
+use crate::error::{Error, Result};
+
+pub const MAX_ITEM_ID: usize = 128;
+pub const MAX_TOKEN: usize = 512;
+pub const MAX_TEXT: usize = 256;
+pub const MAX_URL: usize = 2048;
+/// Plaid webhooks are a few hundred bytes; a megabyte is generous and keeps junk out.
+pub const MAX_WEBHOOK_BODY: usize = 1024 * 1024;
+pub const MAX_JOBS: i32 = 10_000;
+
+fn present<'a>(value: Option<&'a str>, what: &str) -> Result<&'a str> {
+    match value {
+        None => Err(Error::invalid(format!("{what} must not be NULL"))),
+        Some(v) if v.trim().is_empty() => Err(Error::invalid(format!("{what} must not be empty"))),
+        Some(v) => Ok(v),
+    }
+}
+
+/// Plaid ids are opaque base62 strings; we accept letters, digits, '-' and '_' so that an id
+/// can never smuggle whitespace, control characters or SQL into logs and tables.
+pub fn item_id(value: Option<&str>) -> Result<&str> {
+    let v = present(value, "item_id")?;
+    if v.len() > MAX_ITEM_ID {
+        return Err(Error::invalid(format!(
+            "item_id is longer than {MAX_ITEM_ID} characters"
+        )));
+    }
+    if !v
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(Error::invalid(
+            "item_id may contain only letters, digits, '-' and '_'",
+        ));
+    }
+    Ok(v)
+}
+
+/// Access tokens look like `access-<environment>-<id>`; the environment must be the one this
+/// server talks to. The token itself is never part of an error.
+pub fn access_token<'a>(value: Option<&'a str>, environment: &str) -> Result<&'a str> {
+    let v = present(value, "access_token")?;
+    if v.len() > MAX_TOKEN {
+        return Err(Error::invalid(format!(
+            "access_token is longer than {MAX_TOKEN} characters"
+        )));
+    }
+    let rest = v.strip_prefix("access-").ok_or_else(|| {
+        Error::invalid("access_token is not a Plaid access token (expected access-<environment>-…)")
+    })?;
+    let (env, id) = rest.split_once('-').unwrap_or((rest, ""));
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(Error::invalid(
+            "access_token is not a Plaid access token (expected access-<environment>-…)",
+        ));
+    }
+    if env != environment {
+        let env = if matches!(env, "sandbox" | "production" | "development") {
+            env
+        } else {
+            "an unknown"
+        };
+        return Err(Error::invalid(format!(
+            "access_token belongs to {env} environment, but plaid_sync.environment is {environment}"
+        )));
+    }
+    Ok(v)
+}
+
+/// Optional free text (client_user_id): bounded, no control characters.
+pub fn optional_text<'a>(value: Option<&'a str>, what: &str) -> Result<Option<&'a str>> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.len() > MAX_TEXT => Err(Error::invalid(format!(
+            "{what} is longer than {MAX_TEXT} characters"
+        ))),
+        Some(v) if v.chars().any(char::is_control) => Err(Error::invalid(format!(
+            "{what} must not contain control characters"
+        ))),
+        Some(v) if v.trim().is_empty() => Err(Error::invalid(format!("{what} must not be empty"))),
+        Some(v) => Ok(Some(v)),
+    }
+}
+
+pub fn webhook_url(value: Option<&str>) -> Result<&str> {
+    let v = present(value, "webhook_url")?;
+    if v.len() > MAX_URL {
+        return Err(Error::invalid(format!(
+            "webhook_url is longer than {MAX_URL} characters"
+        )));
+    }
+    let rest = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("http://"))
+        .ok_or_else(|| Error::invalid("webhook_url must start with https:// or http://"))?;
+    if rest.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::invalid(
+            "webhook_url must be a URL without spaces or control characters",
+        ));
+    }
+    Ok(v)
+}
+
+pub fn max_jobs(value: Option<i32>) -> Result<i32> {
+    match value {
+        Some(n) if (1..=MAX_JOBS).contains(&n) => Ok(n),
+        _ => Err(Error::invalid(format!(
+            "max_jobs must be between 1 and {MAX_JOBS}"
+        ))),
+    }
+}
+
+/// The webhook fields we dispatch on, pulled out of a JSON object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub webhook_type: String,
+    pub webhook_code: String,
+    pub item_id: Option<String>,
+}
+
+/// Reads `webhook_type`, `webhook_code` and `item_id` from a parsed body.
+pub fn notice(body: &serde_json::Value) -> Result<Notice> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| Error::invalid("the body must be a JSON object"))?;
+    let field = |name: &str| -> Result<String> {
+        match obj.get(name) {
+            Some(serde_json::Value::String(s)) if !s.trim().is_empty() => {
+                if s.len() > 64 || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                    Err(Error::invalid(format!(
+                        "{name} must be an upper-case word such as SYNC_UPDATES_AVAILABLE"
+                    )))
+                } else {
+                    Ok(s.clone())
+                }
+            }
+            Some(_) => Err(Error::invalid(format!("{name} must be a non-empty string"))),
+            None => Err(Error::invalid(format!("the body has no {name}"))),
+        }
+    };
+    let webhook_type = field("webhook_type")?;
+    let webhook_code = field("webhook_code")?;
+    let item_id = match obj.get("item_id") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(item_id(Some(s))?.to_string()),
+        Some(_) => return Err(Error::invalid("item_id must be a string")),
+    };
+    Ok(Notice {
+        webhook_type,
+        webhook_code,
+        item_id,
+    })
+}
+
+/// Parses webhook text: size-checked, JSON (22P02 otherwise), an object.
+pub fn webhook_body(value: Option<&str>) -> Result<serde_json::Value> {
+    let v = present(value, "body")?;
+    if v.len() > MAX_WEBHOOK_BODY {
+        return Err(Error::invalid(format!(
+            "body is larger than {MAX_WEBHOOK_BODY} bytes"
+        )));
+    }
+    let parsed: serde_json::Value = serde_json::from_str(v)
+        .map_err(|e| Error::InvalidJson(format!("body is not valid JSON: {e}")))?;
+    if !parsed.is_object() {
+        return Err(Error::invalid("the body must be a JSON object"));
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn item_ids() {
+        assert!(item_id(Some("lPNjeW1nR6CDn5okmGQ6hEpMo4lLNoSrzqDje")).is_ok());
+        for bad in [
+            None,
+            Some(""),
+            Some("  "),
+            Some("a b"),
+            Some("x'; DROP TABLE items; --"),
+            Some("a\u{0}b"),
+            Some("a\nb"),
+        ] {
+            assert_eq!(item_id(bad).unwrap_err().sqlstate(), "22023", "{bad:?}");
+        }
+        assert!(item_id(Some(&"a".repeat(129))).is_err());
+    }
+
+    #[test]
+    fn tokens() {
+        assert!(
+            access_token(
+                Some("access-sandbox-de3ce8ef-33f8-452c-a685-8671031fc0f6"),
+                "sandbox"
+            )
+            .is_ok()
+        );
+        let e = access_token(Some("access-production-de3ce8ef"), "sandbox").unwrap_err();
+        assert!(e.message().contains("production environment"));
+        assert!(!e.message().contains("de3ce8ef"));
+        for bad in [
+            "",
+            "public-sandbox-x",
+            "access-sandbox-",
+            "access-sandbox-a b",
+            "access-sandbox",
+        ] {
+            assert!(access_token(Some(bad), "sandbox").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn notices() {
+        let ok = serde_json::json!({"webhook_type":"ITEM","webhook_code":"ERROR","item_id":"abc"});
+        assert_eq!(notice(&ok).unwrap().item_id.as_deref(), Some("abc"));
+        for bad in [
+            serde_json::json!([1]),
+            serde_json::json!({"webhook_code":"X"}),
+            serde_json::json!({"webhook_type":"","webhook_code":"X"}),
+            serde_json::json!({"webhook_type":1,"webhook_code":"X"}),
+            serde_json::json!({"webhook_type":"A","webhook_code":"X","item_id":"a b"}),
+        ] {
+            assert!(notice(&bad).is_err(), "{bad}");
+        }
+        assert_eq!(webhook_body(Some("{")).unwrap_err().sqlstate(), "22P02");
+        assert_eq!(webhook_body(Some("[]")).unwrap_err().sqlstate(), "22023");
+    }
+}
