@@ -30,13 +30,21 @@ fn ok<T>(r: Result<T>) -> T {
     r.unwrap_or_else(|e| raise(e))
 }
 
+/// The first column of the first row, or None when there is no row (or it is NULL).
+pub fn one<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid]) -> Option<T> {
+    match Spi::get_one_with_args::<T>(sql, args) {
+        Ok(v) => v,
+        Err(pgrx::spi::SpiError::InvalidPosition) => None,
+        Err(e) => panic!("{sql}: {e}"),
+    }
+}
+
 /// The Item's current status, or 22023 when there is no such Item.
 fn item_status(item_id: &str) -> Result<String> {
-    Spi::get_one_with_args::<String>(
+    one::<String>(
         "SELECT status FROM plaid_sync.items WHERE item_id = $1 FOR UPDATE",
         &[item_id.into()],
     )
-    .expect("read item")
     .ok_or_else(|| {
         Error::invalid(format!(
             "no Item {item_id}: announce it first with plaid_notify_item_created"
@@ -218,11 +226,10 @@ fn remove_item(item_id: Option<&str>, remove_at_plaid: Option<bool>) -> Result<(
     let remove_at_plaid =
         remove_at_plaid.ok_or_else(|| Error::invalid("remove_at_plaid must not be NULL"))?;
     let status = item_status(item_id)?;
-    let has_token = Spi::get_one_with_args::<bool>(
+    let has_token = one::<bool>(
         "SELECT access_token_encrypted IS NOT NULL FROM plaid_sync.items WHERE item_id = $1",
         &[item_id.into()],
     )
-    .expect("read item")
     .unwrap_or(false);
     if remove_at_plaid && !has_token {
         return Err(Error::invalid(format!(
@@ -336,11 +343,10 @@ fn decrypt_access_token(item_id: Option<&str>) -> Result<String> {
     }
     let item_id = validate::item_id(item_id)?;
     item_status(item_id)?;
-    let envelope = Spi::get_one_with_args::<Vec<u8>>(
+    let envelope = one::<Vec<u8>>(
         "SELECT access_token_encrypted FROM plaid_sync.items WHERE item_id = $1",
         &[item_id.into()],
     )
-    .expect("read token")
     .ok_or_else(|| {
         Error::invalid(format!(
             "Item {item_id} has no access token (it was removed)"

@@ -2,9 +2,9 @@
 //!
 //! Secrets (`secret`, `encryption_key`, `previous_encryption_keys`) never live in the GUC
 //! variable itself: a check hook moves the real value into the hook's private `extra` and
-//! leaves `********` in the variable. So `SHOW`, `current_setting()`, `pg_settings` and the
-//! postmaster's "parameter … changed to …" reload message only ever see the mask, for every
-//! role, superusers included.
+//! leaves `********` in the variable, set or not. So `SHOW`, `current_setting()`, `pg_settings`
+//! and the postmaster's "parameter … changed to …" reload message only ever see the mask, for
+//! every role, superusers included.
 
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::sync::Mutex;
@@ -58,17 +58,19 @@ static KEY: Mutex<Option<String>> = Mutex::new(None);
 static PREV_KEYS: Mutex<Option<String>> = Mutex::new(None);
 
 /// Check hook shared by the secret GUCs: keep the real value in `extra` (malloc'd, as
-/// PostgreSQL 15 frees it with `free()`), put the mask in its place.
+/// PostgreSQL 15 frees it with `free()`), put the mask in its place. The mask is the same
+/// whether a value is set or not: the postmaster logs `parameter … changed to "<raw value>"`
+/// whenever the variable's text changes on reload, so it must never change.
 unsafe fn hide_secret(newval: *mut *mut c_char, extra: *mut *mut c_void) -> bool {
     unsafe {
         let value = *newval;
-        if value.is_null() || *value == 0 {
-            *extra = std::ptr::null_mut();
-            return true;
-        }
-        let copy = libc::strdup(value);
+        let copy = if value.is_null() || *value == 0 {
+            std::ptr::null_mut()
+        } else {
+            libc::strdup(value)
+        };
         let mask = libc::strdup(MASK.as_ptr());
-        if copy.is_null() || mask.is_null() {
+        if mask.is_null() || (copy.is_null() && !value.is_null() && *value != 0) {
             libc::free(copy.cast());
             libc::free(mask.cast());
             return false; // out of memory: PostgreSQL reports it without the value

@@ -1,0 +1,57 @@
+"""Fixtures for the end-to-end suite: one real PostgreSQL 15 server per test session, with
+plaid_sync preloaded. Tests that must not meet a worker use their own database (workers
+serve only `plaid_sync.database`)."""
+
+import base64
+import os
+import re
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from harness import Cluster  # noqa: E402
+
+KEY1_HEX = "6b1f5c0a9e3d4c2b1a0f9e8d7c6b5a4938271605f4e3d2c1b0a9988776655443"
+KEY2_B64 = base64.b64encode(bytes(range(100, 132))).decode()
+SECRET = "e2e-plaid-secret-5f1d9c7a"
+WORKER_DB = "e2e_workers"
+
+# Every secret a test uses is registered here; the last test greps the server log for them.
+USED_SECRETS: set[str] = {KEY1_HEX, KEY2_B64, SECRET}
+
+
+def token(n: int | str) -> str:
+    t = f"access-sandbox-e2e{n}-7c1e-4f55-9a2d-31b0c5e8d{str(n).rjust(3, '0')}"
+    USED_SECRETS.add(t)
+    return t
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    root = os.path.join(os.environ.get("PLAID_SYNC_TEST_DIR", "/var/tmp/plaid_sync_test"), "e2e")
+    c = Cluster(root, {
+        "plaid_sync.encryption_key": f"'{KEY1_HEX}'",
+        "plaid_sync.client_id": "'e2e-client'",
+        "plaid_sync.secret": f"'{SECRET}'",
+        "plaid_sync.database": f"'{WORKER_DB}'",
+        "plaid_sync.workers": 0,
+    }).init()
+    c.start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def db(cluster, request):
+    name = "t_" + re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:55]
+    cluster.create_database(name)
+    yield name
+    with cluster.connect() as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def su(cluster, db):
+    with cluster.connect(db) as conn:
+        yield conn
