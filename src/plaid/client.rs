@@ -1,0 +1,174 @@
+//! The HTTP client: one POST per call, JSON in, raw JSON text out (so amounts reach
+//! Postgres as the exact digits Plaid sent, never through a float).
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::error::PlaidError;
+
+pub const PLAID_VERSION: &str = "2020-09-14";
+/// The largest response we read; a 500-transaction page is well under a megabyte.
+const MAX_BODY: u64 = 32 * 1024 * 1024;
+
+/// Everything needed to call Plaid. Built on the main thread from the settings; the secret
+/// goes only into request bodies sent to `base_url`.
+#[derive(Clone)]
+pub struct Config {
+    pub base_url: String,
+    pub client_id: String,
+    pub secret: String,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn base_url_for(environment: &str) -> &'static str {
+    match environment {
+        "production" => "https://production.plaid.com",
+        _ => "https://sandbox.plaid.com",
+    }
+}
+
+/// A successful call: the body as received, and its request_id.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub body: String,
+    pub request_id: String,
+}
+
+impl Response {
+    pub fn json(&self) -> Result<Value, PlaidError> {
+        serde_json::from_str(&self.body).map_err(|e| PlaidError::Decode(e.to_string()))
+    }
+}
+
+pub struct Client {
+    config: Config,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub fn new(config: Config) -> Client {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .build();
+        Client { config, agent }
+    }
+
+    /// POSTs `body` (plus credentials) to `path` and returns the raw success body.
+    pub fn call(&self, path: &str, mut body: Value) -> Result<Response, PlaidError> {
+        if let Value::Object(map) = &mut body {
+            map.insert(
+                "client_id".into(),
+                Value::String(self.config.client_id.clone()),
+            );
+            map.insert("secret".into(), Value::String(self.config.secret.clone()));
+        }
+        let url = format!("{}{}", self.config.base_url.trim_end_matches('/'), path);
+        let result = self
+            .agent
+            .post(&url)
+            .set("Content-Type", "application/json")
+            .set("Plaid-Version", PLAID_VERSION)
+            .send_string(&body.to_string());
+        match result {
+            Ok(resp) => {
+                let text = read_body(resp)?;
+                let request_id = serde_json::from_str::<RequestId>(&text)
+                    .map_err(|e| PlaidError::Decode(format!("{path}: {e}")))?
+                    .request_id;
+                Ok(Response {
+                    body: text,
+                    request_id,
+                })
+            }
+            Err(ureq::Error::Status(status, resp)) => {
+                let text = read_body(resp).unwrap_or_default();
+                Err(PlaidError::from_response(status, &text))
+            }
+            Err(ureq::Error::Transport(t)) => Err(PlaidError::Transport(format!("{path}: {t}"))),
+        }
+    }
+
+    pub fn item_get(&self, access_token: &str) -> Result<Response, PlaidError> {
+        self.call("/item/get", json!({ "access_token": access_token }))
+    }
+
+    pub fn accounts_get(&self, access_token: &str) -> Result<Response, PlaidError> {
+        self.call("/accounts/get", json!({ "access_token": access_token }))
+    }
+
+    pub fn institutions_get_by_id(&self, institution_id: &str) -> Result<Response, PlaidError> {
+        self.call(
+            "/institutions/get_by_id",
+            json!({
+                "institution_id": institution_id,
+                "country_codes": ["US", "GB", "ES", "NL", "FR", "IE", "CA", "DE", "IT", "PL",
+                                  "DK", "NO", "SE", "EE", "LT", "LV", "PT", "BE", "AT", "FI"],
+            }),
+        )
+    }
+
+    pub fn transactions_sync(
+        &self,
+        access_token: &str,
+        cursor: Option<&str>,
+        count: u32,
+    ) -> Result<Response, PlaidError> {
+        let mut body = json!({ "access_token": access_token, "count": count });
+        if let Some(c) = cursor.filter(|c| !c.is_empty()) {
+            body["cursor"] = Value::String(c.to_string());
+        }
+        self.call("/transactions/sync", body)
+    }
+
+    pub fn transactions_refresh(&self, access_token: &str) -> Result<Response, PlaidError> {
+        self.call(
+            "/transactions/refresh",
+            json!({ "access_token": access_token }),
+        )
+    }
+
+    pub fn item_webhook_update(
+        &self,
+        access_token: &str,
+        webhook: &str,
+    ) -> Result<Response, PlaidError> {
+        self.call(
+            "/item/webhook/update",
+            json!({ "access_token": access_token, "webhook": webhook }),
+        )
+    }
+
+    pub fn item_remove(&self, access_token: &str) -> Result<Response, PlaidError> {
+        self.call("/item/remove", json!({ "access_token": access_token }))
+    }
+
+    pub fn webhook_verification_key_get(&self, key_id: &str) -> Result<Response, PlaidError> {
+        self.call("/webhook_verification_key/get", json!({ "key_id": key_id }))
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct RequestId {
+    request_id: String,
+}
+
+fn read_body(resp: ureq::Response) -> Result<String, PlaidError> {
+    use std::io::Read;
+    let mut text = String::new();
+    resp.into_reader()
+        .take(MAX_BODY)
+        .read_to_string(&mut text)
+        .map_err(|e| PlaidError::Transport(format!("reading the response: {e}")))?;
+    Ok(text)
+}

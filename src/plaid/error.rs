@@ -1,0 +1,224 @@
+//! Plaid's error envelope as a typed error, and what a sync should do about each one.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+/// A failed Plaid call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlaidError {
+    /// No usable HTTP answer: connection refused, timeout, reset.
+    Transport(String),
+    /// An HTTP answer that is not a Plaid success: the envelope when there is one.
+    Api {
+        status: u16,
+        error_type: String,
+        error_code: String,
+        error_message: String,
+        request_id: Option<String>,
+    },
+    /// A 200 whose body is not what the spec says (truncated JSON, missing fields).
+    Decode(String),
+}
+
+/// What the caller does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Retry later with backoff (network, 5xx, 429, institution down, product not ready).
+    Transient,
+    /// Restart the whole pagination loop from its first cursor.
+    MutationDuringPagination,
+    /// The Item needs its user or is gone: set this status, pause syncing, do not retry.
+    ItemState(&'static str),
+    /// Retrying cannot help (bad keys, our own bad request): fail the job.
+    Fatal,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    error_type: String,
+    error_code: String,
+    #[serde(default)]
+    error_message: Option<String>,
+    #[serde(default)]
+    request_id: Option<String>,
+}
+
+impl PlaidError {
+    /// Builds the error for a non-2xx answer from its body (which may not be an envelope).
+    pub fn from_response(status: u16, body: &str) -> PlaidError {
+        match serde_json::from_str::<Envelope>(body) {
+            Ok(e) => PlaidError::Api {
+                status,
+                error_type: e.error_type,
+                error_code: e.error_code,
+                error_message: e.error_message.unwrap_or_default(),
+                request_id: e.request_id,
+            },
+            Err(_) => PlaidError::Api {
+                status,
+                error_type: if status >= 500 {
+                    "API_ERROR"
+                } else {
+                    "UNKNOWN"
+                }
+                .into(),
+                error_code: format!("HTTP_{status}"),
+                error_message: "response is not a Plaid error envelope".into(),
+                request_id: None,
+            },
+        }
+    }
+
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            PlaidError::Api { error_code, .. } => Some(error_code),
+            _ => None,
+        }
+    }
+
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            PlaidError::Api { request_id, .. } => request_id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Classified by `error_code` first, then `error_type`, then HTTP status, as Plaid advises.
+    pub fn class(&self) -> Class {
+        let (status, error_type, code) = match self {
+            PlaidError::Transport(_) | PlaidError::Decode(_) => return Class::Transient,
+            PlaidError::Api {
+                status,
+                error_type,
+                error_code,
+                ..
+            } => (*status, error_type.as_str(), error_code.as_str()),
+        };
+        match code {
+            "TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION" => Class::MutationDuringPagination,
+            "ITEM_LOGIN_REQUIRED"
+            | "ITEM_LOCKED"
+            | "PASSWORD_RESET_REQUIRED"
+            | "USER_SETUP_REQUIRED"
+            | "ACCESS_NOT_GRANTED"
+            | "ADDITIONAL_CONSENT_REQUIRED"
+            | "INSUFFICIENT_CREDENTIALS"
+            | "INVALID_CREDENTIALS"
+            | "INVALID_MFA"
+            | "INVALID_UPDATED_USERNAME"
+            | "ITEM_NOT_SUPPORTED" => Class::ItemState("login_required"),
+            "INVALID_ACCESS_TOKEN" | "ITEM_NOT_FOUND" => Class::ItemState("invalid_token"),
+            "USER_PERMISSION_REVOKED" => Class::ItemState("revoked"),
+            "NO_ACCOUNTS" | "PRODUCTS_NOT_SUPPORTED" => Class::ItemState("error"),
+            "PRODUCT_NOT_READY"
+            | "INSTITUTION_DOWN"
+            | "INSTITUTION_NOT_RESPONDING"
+            | "INSTITUTION_NOT_AVAILABLE"
+            | "INSTITUTION_RATE_LIMIT"
+            | "PLANNED_MAINTENANCE"
+            | "INTERNAL_SERVER_ERROR" => Class::Transient,
+            _ if error_type == "RATE_LIMIT_EXCEEDED" || status == 429 => Class::Transient,
+            _ if error_type == "API_ERROR" || status >= 500 => Class::Transient,
+            _ => Class::Fatal,
+        }
+    }
+}
+
+impl fmt::Display for PlaidError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlaidError::Transport(m) => write!(f, "network error: {m}"),
+            PlaidError::Decode(m) => write!(f, "unreadable Plaid response: {m}"),
+            PlaidError::Api {
+                status,
+                error_type,
+                error_code,
+                error_message,
+                request_id,
+            } => {
+                write!(f, "HTTP {status} {error_type}/{error_code}")?;
+                if !error_message.is_empty() {
+                    write!(f, ": {error_message}")?;
+                }
+                if let Some(r) = request_id {
+                    write!(f, " (request_id {r})")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    fn err(status: u16, body: &str) -> PlaidError {
+        PlaidError::from_response(status, body)
+    }
+
+    #[test]
+    fn documented_samples_are_classified() {
+        // API_NOTES §7.4, verbatim.
+        let mutation = err(
+            400,
+            r#"{"error_type":"TRANSACTIONS_ERROR","error_code":"TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION","error_message":"Underlying transaction data changed since last page was fetched. Please restart pagination from last update.","display_message":null,"request_id":"HNTDNrA8F1shFEW"}"#,
+        );
+        assert_eq!(mutation.class(), Class::MutationDuringPagination);
+        assert_eq!(mutation.request_id(), Some("HNTDNrA8F1shFEW"));
+        let login = err(
+            400,
+            r#"{"error_type":"ITEM_ERROR","error_code":"ITEM_LOGIN_REQUIRED","error_message":"the login details of this item have changed","display_message":null,"request_id":"HNTDNrA8F1shFEW"}"#,
+        );
+        assert_eq!(login.class(), Class::ItemState("login_required"));
+        let token = err(
+            400,
+            r#"{"error_type":"INVALID_INPUT","error_code":"INVALID_ACCESS_TOKEN","error_message":"could not find matching access token","display_message":null,"request_id":"HNTDNrA8F1shFEW"}"#,
+        );
+        assert_eq!(token.class(), Class::ItemState("invalid_token"));
+        let rate = err(
+            429,
+            r#"{"error_type":"RATE_LIMIT_EXCEEDED","error_code":"TRANSACTIONS_SYNC_LIMIT","error_message":"rate limit exceeded","display_message":null,"request_id":"HNTDNrA8F1shFEW"}"#,
+        );
+        assert_eq!(rate.class(), Class::Transient);
+        let internal = err(
+            500,
+            r#"{"error_type":"API_ERROR","error_code":"INTERNAL_SERVER_ERROR","error_message":"an unexpected error occurred","display_message":null,"request_id":"HNTDNrA8F1shFEW"}"#,
+        );
+        assert_eq!(internal.class(), Class::Transient);
+        let down = err(
+            400,
+            r#"{"error_type":"INSTITUTION_ERROR","error_code":"INSTITUTION_DOWN","error_message":"this institution is not currently responding","display_message":"x","request_id":"HNTDNrA8F1shFEW"}"#,
+        );
+        assert_eq!(down.class(), Class::Transient);
+        let keys = err(
+            400,
+            r#"{"error_type":"INVALID_INPUT","error_code":"INVALID_API_KEYS","error_message":"invalid client_id or secret provided","display_message":null,"request_id":"x"}"#,
+        );
+        assert_eq!(keys.class(), Class::Fatal);
+        // Unknown codes of a known retryable type, and bodies that are not envelopes.
+        assert_eq!(
+            err(
+                429,
+                r#"{"error_type":"RATE_LIMIT_EXCEEDED","error_code":"SOMETHING_NEW"}"#
+            )
+            .class(),
+            Class::Transient
+        );
+        assert_eq!(
+            err(502, "<html>bad gateway</html>").class(),
+            Class::Transient
+        );
+        assert_eq!(err(404, "not json").class(), Class::Fatal);
+        assert_eq!(
+            PlaidError::Transport("timed out".into()).class(),
+            Class::Transient
+        );
+        assert!(
+            mutation
+                .to_string()
+                .contains("TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION")
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! Plaid: the HTTP client, its typed errors, and webhook JWT checks. No pgrx in here, so all
+//! of it is unit-tested with plain `cargo test`.
+
+pub mod client;
+pub mod error;
+pub mod jwt;
+
+pub use client::{Client, Config, Response};
+pub use error::{Class, PlaidError};
