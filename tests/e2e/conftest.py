@@ -10,7 +10,10 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from harness import Cluster  # noqa: E402
+from harness import Cluster, free_port  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "emulator"))
+import plaid_emulator  # noqa: E402
 
 KEY1_HEX = "6b1f5c0a9e3d4c2b1a0f9e8d7c6b5a4938271605f4e3d2c1b0a9988776655443"
 KEY2_B64 = base64.b64encode(bytes(range(100, 132))).decode()
@@ -27,8 +30,31 @@ def token(n: int | str) -> str:
     return t
 
 
+class Emulator:
+    def __init__(self):
+        import threading
+        self.port = free_port()
+        self.server = plaid_emulator.serve(self.port, client_id="e2e-client", secret=SECRET)
+        self.world = self.server.RequestHandlerClass.world
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def __call__(self, what, **body):
+        import json, urllib.request
+        req = urllib.request.Request(f"{self.url}/_emulator/{what}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        return json.loads(urllib.request.urlopen(req, timeout=30).read())
+
+
 @pytest.fixture(scope="session")
-def cluster():
+def emulator():
+    e = Emulator()
+    yield e
+    e.server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def cluster(emulator):
     root = os.path.join(os.environ.get("PLAID_SYNC_TEST_DIR", "/var/tmp/plaid_sync_test"), "e2e")
     c = Cluster(root, {
         "plaid_sync.encryption_key": f"'{KEY1_HEX}'",
@@ -36,6 +62,10 @@ def cluster():
         "plaid_sync.secret": f"'{SECRET}'",
         "plaid_sync.database": f"'{WORKER_DB}'",
         "plaid_sync.workers": 0,
+        "plaid_sync.api_url": f"'{emulator.url}'",
+        "plaid_sync.retry_base_delay": "'10ms'",
+        "plaid_sync.retry_max_delay": "'50ms'",
+        "plaid_sync.max_attempts": 4,
     }).init()
     c.start()
     yield c

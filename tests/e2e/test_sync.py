@@ -1,0 +1,206 @@
+"""Issue 3: from an inbox row to the rows it produces, through plaid_process_inbox(), against
+the local Plaid emulator."""
+
+import time
+from decimal import Decimal
+
+import pytest
+
+from conftest import SECRET, USED_SECRETS
+
+
+def drain(conn, rounds=50):
+    """Runs due jobs until none is left (retries are due after a few ms here)."""
+    total = 0
+    for _ in range(rounds):
+        n = conn.execute("SELECT plaid_sync.plaid_process_inbox(100)").fetchone()[0]
+        total += n
+        if n == 0:
+            if conn.execute("SELECT count(*) FROM plaid_sync.inbox WHERE status = 'pending'").fetchone()[0] == 0:
+                return total
+            time.sleep(0.06)
+    return total
+
+
+def announce(emulator, su, days=60, per_day=3):
+    item = emulator("items", count=1, days=days, per_day=per_day)["items"][0]
+    USED_SECRETS.add(item["access_token"])
+    su.execute("SELECT plaid_sync.plaid_notify_item_created(%s, %s)", (item["item_id"], item["access_token"]))
+    return item["item_id"]
+
+
+def assert_matches_emulator(emulator, su, item_id):
+    truth = emulator("state", item_id=item_id)["transactions"]
+    rows = {r[0]: r for r in su.execute(
+        "SELECT transaction_id, amount::text, pending, pending_transaction_id, merchant_name "
+        "FROM plaid_sync.live_transactions WHERE item_id = %s", (item_id,))}
+    assert set(rows) == set(truth)
+    for tid, t in truth.items():
+        assert Decimal(rows[tid][1]) == Decimal(str(t["amount"]["__num__"] if isinstance(t["amount"], dict) else t["amount"]))
+        assert rows[tid][2] == t["pending"]
+        assert rows[tid][3] == t["pending_transaction_id"]
+        assert rows[tid][4] == t["merchant_name"]
+
+
+def webhook(emulator, su, item_id, code="SYNC_UPDATES_AVAILABLE", webhook_type="TRANSACTIONS", **fields):
+    w = emulator("webhook", item_id=item_id, webhook_type=webhook_type, webhook_code=code, fields=fields)
+    return su.execute("SELECT plaid_sync.plaid_receive_webhook(%s, %s)", (w["body"], w["plaid_verification"])).fetchone()[0]
+
+
+def test_first_sync_of_an_item(emulator, su):
+    item_id = announce(emulator, su, days=400, per_day=4)  # 1,600 transactions: 4 pages
+    drain(su)
+    status, inst, cursor = su.execute(
+        "SELECT status, institution_name, transactions_cursor FROM plaid_sync.items WHERE item_id = %s", (item_id,)).fetchone()
+    assert (status, inst) == ("healthy", "First Platypus Bank") and cursor
+    assert su.execute("SELECT count(*) FROM plaid_sync.accounts WHERE item_id = %s", (item_id,)).fetchone()[0] == 3
+    assert su.execute("SELECT count(*) FROM plaid_sync.balance_snapshots WHERE item_id = %s", (item_id,)).fetchone()[0] == 3
+    run = su.execute("SELECT pages, added, outcome, cardinality(request_ids) FROM plaid_sync.sync_runs WHERE item_id = %s", (item_id,)).fetchone()
+    assert run[0] >= 3 and run[2] == "ok" and run[3] == run[0]
+    assert_matches_emulator(emulator, su, item_id)
+    assert su.execute("SELECT count(*) FROM plaid_sync.sync_pages").fetchone()[0] == 0
+    h = su.execute("SELECT status, pending_jobs, last_sync_outcome FROM plaid_sync.item_health WHERE item_id = %s", (item_id,)).fetchone()
+    assert h == ("healthy", 0, "ok")
+
+
+def test_incremental_sync_modified_removed_and_pending_to_posted(emulator, su):
+    item_id = announce(emulator, su, days=30)
+    drain(su)
+    pending = next(t for t in emulator("state", item_id=item_id)["transactions"].values() if t["pending"])
+    posted = emulator("post_pending", item_id=item_id, transaction_id=pending["transaction_id"])["transaction_id"]
+    emulator("advance", item_id=item_id, days=5)
+    before = su.execute("SELECT transactions_cursor FROM plaid_sync.items WHERE item_id = %s", (item_id,)).fetchone()[0]
+    webhook(emulator, su, item_id)
+    drain(su)
+    assert_matches_emulator(emulator, su, item_id)
+    # The pending row stays, marked removed; the posted row points at it.
+    row = su.execute("SELECT removed_at IS NOT NULL FROM plaid_sync.transactions WHERE transaction_id = %s", (pending["transaction_id"],)).fetchone()
+    assert row == (True,)
+    assert su.execute("SELECT pending_transaction_id FROM plaid_sync.live_transactions WHERE transaction_id = %s", (posted,)).fetchone()[0] == pending["transaction_id"]
+    # The incremental sync started from the stored cursor.
+    syncs = [r for r in emulator("requests")["requests"] if r["path"] == "/transactions/sync"]
+    assert before in [r["cursor"] for r in syncs]
+    assert all(r["plaid_version"] == "2020-09-14" and r["count"] == 500 for r in syncs)
+    assert su.execute("SELECT count(*) FROM plaid_sync.transactions WHERE removed_at IS NOT NULL AND item_id = %s", (item_id,)).fetchone()[0] >= 1
+
+
+def test_amounts_are_exact(emulator, su):
+    item_id = announce(emulator, su, days=1, per_day=1)
+    drain(su)
+    amounts = ["0.1", "-0.07", "1234567.89", "100000000.01", "12.345", "0.123456789012345678901234567890"]
+    ids = emulator("add_transactions", item_id=item_id, transactions=[{"amount": a} for a in amounts])["transaction_ids"]
+    webhook(emulator, su, item_id)
+    drain(su)
+    got = dict(su.execute("SELECT transaction_id, amount::text FROM plaid_sync.transactions WHERE transaction_id = ANY(%s)", (ids,)))
+    assert [got[i] for i in ids] == amounts
+
+
+def test_mutation_on_page_three_restarts_from_the_first_cursor(emulator, su):
+    emulator("fault", endpoint="/transactions/sync", kind="mutation", page=3, times=1)
+    item_id = announce(emulator, su, days=400, per_day=4)
+    drain(su)
+    syncs = [r for r in emulator("requests")["requests"] if r["path"] == "/transactions/sync"]
+    # Pages 1, 2, (3 fails), then 1 again with the loop's first cursor (none: first sync).
+    firsts = [i for i, r in enumerate(syncs) if r["cursor"] is None]
+    assert len(firsts) >= 2
+    run = su.execute("SELECT restarts, outcome FROM plaid_sync.sync_runs WHERE item_id = %s", (item_id,)).fetchone()
+    assert run == (1, "ok")
+    assert_matches_emulator(emulator, su, item_id)
+
+
+def test_backfill_marks_rows_that_disappeared(emulator, su):
+    item_id = announce(emulator, su, days=10)
+    drain(su)
+    su.execute("""INSERT INTO plaid_sync.transactions (transaction_id, item_id, account_id, amount, data)
+                  VALUES ('ghost-txn', %s, 'acc', 1, '{}')""", (item_id,))
+    su.execute("SELECT plaid_sync.plaid_request_backfill(%s)", (item_id,))
+    drain(su)
+    assert su.execute("SELECT removed_at IS NOT NULL FROM plaid_sync.transactions WHERE transaction_id = 'ghost-txn'").fetchone()[0]
+    assert su.execute("SELECT trigger FROM plaid_sync.sync_runs WHERE item_id = %s ORDER BY id DESC LIMIT 1", (item_id,)).fetchone()[0] == "backfill"
+    assert_matches_emulator(emulator, su, item_id)
+
+
+def test_login_required_pauses_until_updated(emulator, su):
+    item_id = announce(emulator, su, days=5)
+    drain(su)
+    emulator("break_login", item_id=item_id)
+    webhook(emulator, su, item_id)
+    drain(su)
+    assert su.execute("SELECT status, error->>'error_code' FROM plaid_sync.items WHERE item_id = %s", (item_id,)).fetchone() == ("login_required", "ITEM_LOGIN_REQUIRED")
+    n_calls = len(emulator("requests")["requests"])
+    webhook(emulator, su, item_id)
+    drain(su)
+    assert len(emulator("requests")["requests"]) == n_calls, "a paused Item makes no Plaid call"
+    emulator("repair_login", item_id=item_id)
+    su.execute("SELECT plaid_sync.plaid_notify_item_updated(%s)", (item_id,))
+    drain(su)
+    assert su.execute("SELECT status FROM plaid_sync.items WHERE item_id = %s", (item_id,)).fetchone()[0] == "healthy"
+
+
+@pytest.mark.parametrize("code,fields,status", [
+    ("ERROR", {"error": {"error_type": "ITEM_ERROR", "error_code": "ITEM_LOGIN_REQUIRED", "error_message": "x", "display_message": None, "status": 400}}, "login_required"),
+    ("PENDING_EXPIRATION", {"consent_expiration_time": "2026-12-01T00:00:00Z"}, "pending_expiration"),
+    ("PENDING_DISCONNECT", {"reason": "INSTITUTION_MIGRATION", "disconnect_time": "2026-12-01T00:00:00Z"}, "pending_disconnect"),
+    ("USER_PERMISSION_REVOKED", {"error": {"error_type": "ITEM_ERROR", "error_code": "USER_PERMISSION_REVOKED", "error_message": "x", "display_message": None, "status": 400}}, "revoked"),
+    ("NEW_ACCOUNTS_AVAILABLE", {"error": None}, "healthy"),
+    ("WEBHOOK_UPDATE_ACKNOWLEDGED", {"new_webhook_url": "https://example.com/new", "error": None}, "healthy"),
+])
+def test_item_webhooks_move_the_state(emulator, su, code, fields, status):
+    item_id = announce(emulator, su, days=2)
+    drain(su)
+    webhook(emulator, su, item_id, code=code, webhook_type="ITEM", **fields)
+    drain(su)
+    assert su.execute("SELECT status FROM plaid_sync.items WHERE item_id = %s", (item_id,)).fetchone()[0] == status
+    if code == "WEBHOOK_UPDATE_ACKNOWLEDGED":
+        assert su.execute("SELECT webhook FROM plaid_sync.items WHERE item_id = %s", (item_id,)).fetchone()[0] == "https://example.com/new"
+    if code in ("ERROR", "PENDING_DISCONNECT"):  # LOGIN_REPAIRED brings it back and syncs
+        webhook(emulator, su, item_id, code="LOGIN_REPAIRED", webhook_type="ITEM")
+        drain(su)
+        assert su.execute("SELECT status FROM plaid_sync.items WHERE item_id = %s", (item_id,)).fetchone()[0] == "healthy"
+
+
+def test_transient_faults_are_retried_then_failed_and_requeued(emulator, su):
+    emulator("fault", endpoint="/transactions/sync", kind="http500", times=2)
+    item_id = announce(emulator, su, days=3)
+    drain(su)
+    assert su.execute("SELECT status, attempts FROM plaid_sync.inbox WHERE item_id = %s", (item_id,)).fetchone() == ("done", 3)
+    emulator("fault", endpoint="/transactions/sync", kind="rate_limit", times=100)
+    webhook(emulator, su, item_id)
+    drain(su)
+    status, err = su.execute("SELECT status, last_error FROM plaid_sync.inbox WHERE item_id = %s ORDER BY id DESC LIMIT 1", (item_id,)).fetchone()
+    assert status == "failed" and "429" in err and "TRANSACTIONS_SYNC_LIMIT" in err and "gave up after 4 attempts" in err
+    emulator("clear_faults")
+    assert su.execute("SELECT plaid_sync.plaid_retry_failed(%s)", (item_id,)).fetchone()[0] == 1
+    drain(su)
+    assert su.execute("SELECT status FROM plaid_sync.inbox WHERE item_id = %s ORDER BY id DESC LIMIT 1", (item_id,)).fetchone()[0] == "done"
+
+
+def test_slow_and_truncated_responses_are_transient(cluster, emulator, su):
+    emulator("fault", endpoint="/item/get", kind="truncated", times=1)
+    item_id = announce(emulator, su, days=2)
+    drain(su)
+    assert su.execute("SELECT status, attempts FROM plaid_sync.inbox WHERE item_id = %s", (item_id,)).fetchone() == ("done", 2)
+
+
+def test_forged_webhooks_are_rejected_and_change_nothing(emulator, su):
+    item_id = announce(emulator, su, days=2)
+    drain(su)
+    w = emulator("webhook", item_id=item_id, webhook_type="ITEM", webhook_code="USER_PERMISSION_REVOKED", fields={})
+    altered = w["body"].replace('"sandbox"', '"sandbox" ')
+    su.execute("SELECT plaid_sync.plaid_receive_webhook(%s, %s)", (altered, w["plaid_verification"]))
+    su.execute("SELECT plaid_sync.plaid_receive_webhook(%s, NULL)", (w["body"],))
+    drain(su)
+    rows = su.execute("SELECT status, last_error FROM plaid_sync.inbox WHERE source = 'plaid' ORDER BY id").fetchall()
+    assert [r[0] for r in rows] == ["rejected", "rejected"]
+    assert "request_body_sha256" in rows[0][1] and "Plaid-Verification" in rows[1][1]
+    assert su.execute("SELECT status FROM plaid_sync.items WHERE item_id = %s", (item_id,)).fetchone()[0] == "healthy"
+
+
+def test_secret_and_tokens_appear_in_no_table(emulator, su):
+    item_id = announce(emulator, su, days=5)
+    drain(su)
+    for table in ["items", "inbox", "sync_runs", "accounts", "transactions", "institutions"]:
+        text = " ".join(str(r) for r in su.execute(f"SELECT x::text FROM plaid_sync.{table} x"))
+        for s in USED_SECRETS:
+            assert s not in text, f"a secret in plaid_sync.{table}"
+        assert SECRET not in text
