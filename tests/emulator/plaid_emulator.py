@@ -197,7 +197,8 @@ class World:
 
     def new_item(self, institution_id="ins_109508", days=None, per_day=None, item_id=None):
         seed = self.rng.getrandbits(64)
-        iid = item_id or "".join(random.Random(seed).choice(BASE62) for _ in range(37))
+        r = random.Random(seed)
+        iid = item_id or "".join(r.choice(BASE62) for _ in range(37))
         item = Item(self, iid, institution_id, seed, self.default_days if days is None else days,
                     self.default_per_day if per_day is None else per_day)
         self.items[iid] = item

@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""The main job, end to end, on a throwaway PostgreSQL 15 with the local Plaid emulator:
+link a sandbox Item, announce it, sync it, let Plaid (the emulator) send a signed
+SYNC_UPDATES_AVAILABLE webhook to an application route that hands it to the database, verify
+it, sync again, and print what landed.
+
+With PLAID_CLIENT_ID and PLAID_SECRET set (and network access) Plaid's real sandbox is used
+instead of the emulator; Plaid cannot reach a webhook route on this machine, so that run asks
+for the second sync with plaid_notify_item_updated.
+"""
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "emulator"))
+from harness import Cluster, free_port  # noqa: E402
+import plaid_emulator  # noqa: E402
+
+KEY = os.urandom(32).hex()
+
+
+def step(msg):
+    print(f"\033[1m==> {msg}\033[0m", flush=True)
+
+
+def plaid(base, path, body, client_id, secret):
+    body = dict(body, client_id=client_id, secret=secret)
+    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json", "Plaid-Version": "2020-09-14"})
+    return json.loads(urllib.request.urlopen(req, timeout=30).read())
+
+
+def webhook_route(dsn_args):
+    """What an application's webhook route does: pass the raw body and the header on."""
+    import psycopg
+
+    class Route(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            raw = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            with psycopg.connect(**dsn_args, autocommit=True) as c:
+                c.execute("SELECT plaid_sync.plaid_receive_webhook(%s, %s)", (raw, self.headers.get("Plaid-Verification")))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    port = free_port()
+    server = ThreadingHTTPServer(("127.0.0.1", port), Route)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{port}/plaid/webhook"
+
+
+def run_jobs(conn):
+    # The background workers are not part of this build yet: jobs run through
+    # plaid_process_inbox(), the same code the workers will run.
+    n = 0
+    for _ in range(100):
+        ran = conn.execute("SELECT plaid_sync.plaid_process_inbox(100)").fetchone()[0]
+        n += ran
+        if ran == 0 and conn.execute("SELECT count(*) FROM plaid_sync.inbox WHERE status = 'pending'").fetchone()[0] == 0:
+            break
+        time.sleep(0.05)
+    return n
+
+
+def table(conn, title, sql, params=()):
+    cur = conn.execute(sql, params)
+    cols = [d.name for d in cur.description]
+    rows = [[("" if v is None else str(v)) for v in r] for r in cur.fetchall()]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
+    print(f"\n{title}")
+    print("  " + "  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    print("  " + "  ".join("-" * w for w in widths))
+    for r in rows:
+        print("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths)))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--root", default="/var/tmp/plaid_sync_demo")
+    ap.add_argument("--keep", action="store_true", help="leave the server running and print how to connect")
+    a = ap.parse_args()
+    real = bool(os.environ.get("PLAID_CLIENT_ID") and os.environ.get("PLAID_SECRET"))
+    if real:
+        base, client_id, secret = "https://sandbox.plaid.com", os.environ["PLAID_CLIENT_ID"], os.environ["PLAID_SECRET"]
+        step("using Plaid's real sandbox (PLAID_CLIENT_ID / PLAID_SECRET are set)")
+    else:
+        client_id, secret = "demo-client", "demo-secret-" + os.urandom(6).hex()
+        port = free_port()
+        emu = plaid_emulator.serve(port, seed=7, client_id=client_id, secret=secret)
+        threading.Thread(target=emu.serve_forever, daemon=True).start()
+        base = f"http://127.0.0.1:{port}"
+        step(f"local Plaid emulator on {base}")
+
+    settings = {
+        "plaid_sync.encryption_key": f"'{KEY}'",
+        "plaid_sync.client_id": f"'{client_id}'",
+        "plaid_sync.secret": f"'{secret}'",
+        "plaid_sync.database": "'demo'",
+        "plaid_sync.workers": 0,
+    }
+    if not real:
+        settings["plaid_sync.api_url"] = f"'{base}'"
+    cluster = Cluster(a.root, settings).init()
+    step(f"PostgreSQL 15 in {a.root} (port {cluster.port}, socket {cluster.sock}), plaid_sync preloaded")
+    cluster.start()
+    try:
+        cluster.create_database("demo")
+        conn = cluster.connect("demo")
+        hook = webhook_route({"host": cluster.sock, "port": cluster.port, "dbname": "demo", "user": "postgres"})
+        step(f"application webhook route on {hook}")
+
+        step("Plaid Link (sandbox): create a public token, exchange it for an access token")
+        pt = plaid(base, "/sandbox/public_token/create", {"institution_id": "ins_109508", "initial_products": ["transactions"], "options": {"webhook": hook}}, client_id, secret)["public_token"]
+        ex = plaid(base, "/item/public_token/exchange", {"public_token": pt}, client_id, secret)
+        item_id, token = ex["item_id"], ex["access_token"]
+
+        step(f"SELECT plaid_sync.plaid_notify_item_created('{item_id}', <access token>)")
+        conn.execute("SELECT plaid_sync.plaid_notify_item_created(%s, %s, 'demo-user')", (item_id, token))
+        step(f"running jobs: {run_jobs(conn)} ran")
+        n = conn.execute("SELECT count(*) FROM plaid_sync.live_transactions").fetchone()[0]
+        step(f"first sync done: {n} transactions")
+
+        if real:
+            step("plaid_notify_item_updated (Plaid cannot reach a webhook route on this machine)")
+            conn.execute("SELECT plaid_sync.plaid_notify_item_updated(%s)", (item_id,))
+        else:
+            step("three days pass at the bank: new transactions, pending ones post")
+            urllib.request.urlopen(urllib.request.Request(f"{base}/_emulator/advance", data=json.dumps({"item_id": item_id, "days": 3}).encode(), method="POST", headers={"Content-Type": "application/json"})).read()
+            step("Plaid fires SYNC_UPDATES_AVAILABLE (signed) at the webhook route")
+            plaid(base, "/sandbox/item/fire_webhook", {"access_token": token, "webhook_code": "SYNC_UPDATES_AVAILABLE"}, client_id, secret)
+            for _ in range(100):
+                if conn.execute("SELECT count(*) FROM plaid_sync.inbox WHERE source = 'plaid'").fetchone()[0]:
+                    break
+                time.sleep(0.05)
+            else:
+                raise SystemExit("the webhook never reached plaid_receive_webhook")
+        step(f"running jobs: {run_jobs(conn)} ran")
+        m = conn.execute("SELECT count(*) FROM plaid_sync.live_transactions").fetchone()[0]
+        step(f"now {m} live transactions")
+
+        table(conn, "Accounts", "SELECT name, mask, type, subtype, balance_current, balance_available, iso_currency_code FROM plaid_sync.accounts ORDER BY name")
+        table(conn, "Latest transactions", "SELECT date, name, merchant_name, amount, pending FROM plaid_sync.live_transactions ORDER BY date DESC, transaction_id LIMIT 10")
+        table(conn, "Inbox", "SELECT id, source, webhook_type, webhook_code, status, verification FROM plaid_sync.inbox ORDER BY id")
+        table(conn, "item_health", "SELECT item_id, status, institution_name, last_sync_outcome, pending_jobs, failed_jobs FROM plaid_sync.item_health")
+        if m <= n and not real:
+            raise SystemExit("the webhook sync brought no new transactions")
+        print()
+        if a.keep:
+            print(f"The server is still running. Connect with:\n  psql -h {cluster.sock} -p {cluster.port} -U postgres demo")
+            print(f"Stop it with:\n  runuser -u {cluster.os_user} -- /usr/lib/postgresql/15/bin/pg_ctl -D {cluster.data} stop")
+        else:
+            print(f"Done. Run `scripts/demo --keep` to leave the server running and explore it with psql.")
+    finally:
+        if not a.keep:
+            cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
