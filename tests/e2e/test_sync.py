@@ -204,3 +204,64 @@ def test_secret_and_tokens_appear_in_no_table(emulator, su):
         for s in USED_SECRETS:
             assert s not in text, f"a secret in plaid_sync.{table}"
         assert SECRET not in text
+
+
+def test_a_concurrent_reader_never_sees_a_partial_sync(cluster, emulator, su, db):
+    """While a slow multi-page sync runs, another session sees either nothing or everything."""
+    import threading
+    emulator("config", latency_ms=150)
+    try:
+        item_id = announce(emulator, su, days=400, per_day=4)
+        done = threading.Event()
+        seen = set()
+
+        def read():
+            with cluster.connect(db) as r:
+                while not done.is_set():
+                    seen.add(r.execute(
+                        "SELECT (SELECT count(*) FROM plaid_sync.transactions WHERE item_id = %s), "
+                        "(SELECT transactions_cursor IS NOT NULL FROM plaid_sync.items WHERE item_id = %s)",
+                        (item_id, item_id)).fetchone())
+                    time.sleep(0.02)
+
+        t = threading.Thread(target=read)
+        t.start()
+        drain(su)
+        time.sleep(0.1)
+        done.set()
+        t.join()
+    finally:
+        emulator("config", latency_ms=0)
+    total = su.execute("SELECT count(*) FROM plaid_sync.transactions WHERE item_id = %s", (item_id,)).fetchone()[0]
+    assert total >= 1500
+    assert seen <= {(0, False), (total, True)}, f"a reader saw a partial state: {sorted(seen)[:5]}"
+    assert (0, False) in seen
+
+
+def test_user_account_revoked_marks_one_account(emulator, su):
+    item_id = announce(emulator, su, days=2)
+    drain(su)
+    acc = su.execute("SELECT account_id FROM plaid_sync.accounts WHERE item_id = %s ORDER BY account_id LIMIT 1", (item_id,)).fetchone()[0]
+    webhook(emulator, su, item_id, code="USER_ACCOUNT_REVOKED", webhook_type="ITEM", account_id=acc)
+    drain(su)
+    assert su.execute("SELECT count(*) FROM plaid_sync.accounts WHERE item_id = %s AND removed_at IS NOT NULL", (item_id,)).fetchone()[0] == 1
+    assert su.execute("SELECT status FROM plaid_sync.items WHERE item_id = %s", (item_id,)).fetchone()[0] == "healthy"
+
+
+def test_a_response_slower_than_the_timeout_is_retried(cluster, emulator, su):
+    with cluster.connect() as c:
+        c.execute("ALTER SYSTEM SET plaid_sync.request_timeout = '700ms'")
+    cluster.reload()
+    try:
+        emulator("fault", endpoint="/accounts/get", kind="slow", delay_ms=2500, times=1)
+        with cluster.connect(su.info.dbname) as s:
+            item_id = announce(emulator, s, days=2)
+            started = time.time()
+            drain(s)
+            assert time.time() - started < 10
+            status, attempts, err = s.execute("SELECT status, attempts, last_error FROM plaid_sync.inbox WHERE item_id = %s", (item_id,)).fetchone()
+            assert (status, attempts) == ("done", 2)
+    finally:
+        with cluster.connect() as c:
+            c.execute("ALTER SYSTEM RESET plaid_sync.request_timeout")
+        cluster.reload()
