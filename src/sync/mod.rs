@@ -226,10 +226,10 @@ pub fn sync_transactions(
                 Outcome::Retry(m) | Outcome::ItemPaused(m) | Outcome::Failed(m) => m.clone(),
                 Outcome::Done(_) => String::new(),
             };
-            store::discard_pages(run_id);
             (s, label, Some(msg))
         }
     };
+    // Applied or abandoned, the staged pages are no longer needed.
     store::discard_pages(run_id);
     Spi::run_with_args(
         "UPDATE plaid_sync.sync_runs SET finished_at = now(), pages = $2, restarts = $3,
