@@ -147,6 +147,19 @@ mod unit {
     }
 
     #[test]
+    fn the_spec_example_key_parses() {
+        let v: serde_json::Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/plaid/webhook_verification_key_get.json"
+        ))
+        .unwrap();
+        let k: Jwk = serde_json::from_value(v["key"].clone()).unwrap();
+        assert_eq!(
+            (k.kty.as_str(), k.crv.as_str(), k.expired_at),
+            ("EC", "P-256", None)
+        );
+    }
+
+    #[test]
     fn one_changed_byte_fails() {
         let body = BODY.replace("390", "391");
         assert!(

@@ -236,6 +236,37 @@ mod unit {
     }
 
     #[test]
+    fn the_spec_example_page_is_read() {
+        struct Spec;
+        impl FetchPage for Spec {
+            fn fetch(&mut self, _: Option<&str>, _: u32) -> Result<Response, PlaidError> {
+                let body = include_str!("../../tests/fixtures/plaid/transactions_sync.json");
+                Ok(Response {
+                    body: body.into(),
+                    request_id: "Wvhy9PZHQLV8njG".into(),
+                })
+            }
+        }
+        let mut sink = Sink::default();
+        let sum = sync_pages(&mut Spec, &mut sink, Some("old")).unwrap();
+        assert_eq!(
+            (sum.pages, sum.added, sum.modified, sum.removed),
+            (1, 1, 1, 1)
+        );
+        assert!(
+            sum.next_cursor
+                .unwrap()
+                .starts_with("tVUUL15lYQN5rBnfDIc1I8xudpGdIlw9nsgeXWvhOfkECvUeR663i3Dt1uf/94S8")
+        );
+        assert_eq!(
+            sum.update_status.as_deref(),
+            Some("HISTORICAL_UPDATE_COMPLETE")
+        );
+        // The page is kept as Plaid sent it: amounts are still the original digits.
+        assert!(sink.pages[0].1.contains(r#""amount":72.1"#));
+    }
+
+    #[test]
     fn not_ready_keeps_no_cursor() {
         struct NotReady;
         impl FetchPage for NotReady {

@@ -111,7 +111,8 @@ class Item:
                     "iso_currency_code": "USD", "limit": money(Decimal(5000)) if typ == "credit" else None,
                     "unofficial_currency_code": None},
                 "mask": f"{i}{self.rng.randint(100, 999)}", "name": name,
-                "official_name": f"Plaid {sub.title()} Account", "subtype": sub, "type": typ})
+                "official_name": f"Plaid {sub.title()} Account", "subtype": sub, "type": typ,
+                "holder_category": "personal"})
         self.today = world.today
         for d in range(days, 0, -1):
             self.generate_day(self.today - dt.timedelta(days=d), per_day, pending_ok=d <= 2)
@@ -139,11 +140,13 @@ class Item:
             "transaction_id": self.ident(), "transaction_code": None, "transaction_type": "place"}
 
     def log(self, kind, txn_id, obj):
-        self.events.append((kind, txn_id, json.loads(json.dumps(obj)) if obj else None))
         if kind == "removed":
+            obj = {"account_id": self.txns.get(txn_id, {}).get("account_id", ""), "transaction_id": txn_id}
+            self.events.append((kind, txn_id, obj))
             self.txns.pop(txn_id, None)
-        else:
-            self.txns[txn_id] = obj
+            return
+        self.events.append((kind, txn_id, json.loads(json.dumps(obj))))
+        self.txns[txn_id] = obj
 
     def add(self, obj):
         self.log("added", obj["transaction_id"], obj)
@@ -350,13 +353,16 @@ def check_request(w, path, body):
         raise PlaidFault("INVALID_FIELD", "options must not be null")
 
 
-def item_json(item):
+def item_json(item, consent=False):
+    """`Item`; with `consent`, the `ItemWithConsentFields` of /item/get."""
     inst = INSTITUTIONS.get(item.institution_id, {})
-    return {"available_products": ["balance"], "billed_products": ["transactions"],
+    extra = {"consented_products": ["transactions"], "consented_use_cases": ["Track and manage your finances"],
+             "consented_data_scopes": ["account_balance_info", "transactions"],
+             "created_at": "2026-11-01T00:00:00Z"} if consent else {}
+    return extra | {"available_products": ["balance"], "billed_products": ["transactions"],
             "consent_expiration_time": None, "error": item.error, "institution_id": item.institution_id,
             "institution_name": inst.get("name"), "item_id": item.item_id, "update_type": "background",
-            "webhook": item.webhook, "auth_method": None, "products": ["transactions"],
-            "created_at": "2026-11-01T00:00:00Z"}
+            "webhook": item.webhook, "auth_method": None, "products": ["transactions"]}
 
 
 INSTITUTIONS = {
@@ -416,13 +422,18 @@ def handle(w, path, body):
         e = PlaidFault(item.error["error_code"])
         raise e
     if path == "/item/get":
-        return 200, {"item": item_json(item), "status": {"transactions": {"last_successful_update": None, "last_failed_update": None}, "last_webhook": None}, "request_id": rid}
+        return 200, {"item": item_json(item, consent=True), "status": {"transactions": {"last_successful_update": None, "last_failed_update": None}, "last_webhook": None}, "request_id": rid}
     if path == "/accounts/get":
         return 200, {"accounts": item.accounts, "item": item_json(item), "request_id": rid}
     if path == "/item/webhook/update":
         item.webhook = body.get("webhook")
         return 200, {"item": item_json(item), "request_id": rid}
     if path == "/transactions/refresh":
+        # An on-demand bank check: today's new transactions appear, and Plaid says so.
+        before = len(item.events)
+        item.generate_day(item.today, 2, pending_ok=True)
+        if item.webhook and item.synced_once and len(item.events) > before:
+            deliver(item.webhook, *w.webhook(item, "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE"))
         return 200, {"request_id": rid}
     if path == "/transactions/sync":
         count = body.get("count", 100)
@@ -444,7 +455,7 @@ def handle(w, path, body):
                     del added[tid]
                 else:
                     modified.pop(tid, None)
-                    removed[tid] = {"account_id": "", "transaction_id": tid}
+                    removed[tid] = obj
             elif kind == "added" or tid in added:
                 added[tid] = obj
             else:
