@@ -104,6 +104,13 @@ fn notify_item_created(
         &args,
     )
     .expect("upsert item");
+    // Webhooks that arrived before this notice stop waiting.
+    Spi::run_with_args(
+        "UPDATE plaid_sync.inbox SET run_after = now()
+          WHERE item_id = $1 AND source = 'plaid' AND status = 'pending' AND run_after > now()",
+        &[item_id.into()],
+    )
+    .expect("release waiting webhooks");
     Ok(enqueue_notice("ITEM", "CREATED", item_id, "{}"))
 }
 

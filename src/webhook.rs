@@ -29,28 +29,32 @@ pub enum Refusal {
 
 /// Verifies a claimed Plaid-origin row before it acts (API_NOTES §6.2). Keys are cached in
 /// `plaid_sync.webhook_keys`; one Plaid call per new kid.
-pub fn verify_job(job: &crate::sync::Job, client: &crate::plaid::Client) -> Result<(), Refusal> {
+pub fn verify_job(job_id: i64, client: &crate::plaid::Client) -> Result<(), Refusal> {
     use crate::api::one;
+    use crate::jobs::db;
     use crate::plaid::jwt;
     if !crate::gucs::verify_webhooks() {
-        mark(job.id, "skipped: plaid_sync.verify_webhooks is off");
+        mark(job_id, "skipped: plaid_sync.verify_webhooks is off");
         return Ok(());
     }
-    let row = Spi::connect(|c| {
-        c.select(
-            "SELECT raw_body, plaid_verification, extract(epoch FROM received_at)::bigint
+    let id = job_id;
+    let row = db(move || {
+        Spi::connect(|c| {
+            c.select(
+                "SELECT raw_body, plaid_verification, extract(epoch FROM received_at)::bigint
                FROM plaid_sync.inbox WHERE id = $1",
-            None,
-            &[job.id.into()],
-        )
-        .ok()
-        .map(|t| {
-            let r = t.first();
-            (
-                r.get::<String>(1).ok().flatten().unwrap_or_default(),
-                r.get::<String>(2).ok().flatten(),
-                r.get::<i64>(3).ok().flatten().unwrap_or(0),
+                None,
+                &[id.into()],
             )
+            .ok()
+            .map(|t| {
+                let r = t.first();
+                (
+                    r.get::<String>(1).ok().flatten().unwrap_or_default(),
+                    r.get::<String>(2).ok().flatten(),
+                    r.get::<i64>(3).ok().flatten().unwrap_or(0),
+                )
+            })
         })
     });
     let Some((body, Some(token), received)) = row else {
@@ -70,15 +74,18 @@ pub fn verify_job(job: &crate::sync::Job, client: &crate::plaid::Client) -> Resu
             match fetched {
                 Ok(v) => {
                     let key = v["key"].clone();
-                    Spi::run_with_args(
+                    let (k, text) = (kid.clone(), key.to_string());
+                    db(move || {
+                        Spi::run_with_args(
                         "INSERT INTO plaid_sync.webhook_keys (kid, jwk, created_at, expired_at)
                          SELECT $1, k, to_timestamp((k ->> 'created_at')::double precision),
                                 to_timestamp((k ->> 'expired_at')::double precision)
                            FROM (SELECT $2::jsonb AS k) x
                          ON CONFLICT (kid) DO UPDATE SET jwk = EXCLUDED.jwk, expired_at = EXCLUDED.expired_at, fetched_at = now()",
-                        &[kid.as_str().into(), key.to_string().into()],
+                        &[k.as_str().into(), text.as_str().into()],
                     )
-                    .expect("cache key");
+                    .expect("cache key")
+                    });
                     key
                 }
                 Err(e) if e.class() == crate::plaid::Class::Transient => {
@@ -95,14 +102,17 @@ pub fn verify_job(job: &crate::sync::Job, client: &crate::plaid::Client) -> Resu
     let jwk: jwt::Jwk = serde_json::from_value(jwk_json)
         .map_err(|_| Refusal::Reject("verification key is not a JWK".into()))?;
     jwt::verify(&token, body.as_bytes(), &jwk, received).map_err(Refusal::Reject)?;
-    mark(job.id, &format!("verified (kid {kid})"));
+    mark(job_id, &format!("verified (kid {kid})"));
     Ok(())
 }
 
 fn mark(id: i64, verification: &str) {
-    Spi::run_with_args(
-        "UPDATE plaid_sync.inbox SET verification = $2 WHERE id = $1",
-        &[id.into(), verification.into()],
-    )
-    .expect("record verification");
+    let verification = verification.to_string();
+    crate::jobs::db(move || {
+        Spi::run_with_args(
+            "UPDATE plaid_sync.inbox SET verification = $2 WHERE id = $1",
+            &[id.into(), verification.as_str().into()],
+        )
+        .expect("record verification")
+    });
 }

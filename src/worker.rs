@@ -1,6 +1,186 @@
-//! Background workers: the loop only. The work itself is in `jobs.rs`.
+//! Background workers: the loop only. What a job does is in `jobs.rs` and `sync/`.
+//!
+//! `plaid_sync.workers` static workers, registered only while the library is preloaded, each
+//! connected to `plaid_sync.database`. They sleep on their latch; a transaction that adds
+//! work sets their latches when it commits (`wake_on_commit`), so a new job starts at once and
+//! `plaid_sync.poll_interval` is only the fallback.
 
-pub fn init() {}
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-/// Wakes an idle worker when the current transaction commits.
-pub fn wake_on_commit() {}
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::callbacks::{PgXactCallbackEvent, register_xact_callback};
+use pgrx::lwlock::PgLwLock;
+use pgrx::prelude::*;
+use pgrx::shmem::PGRXSharedMemory;
+use pgrx::{IntoDatum, pg_shmem_init};
+
+use crate::gucs;
+use crate::jobs::{self, Step, db};
+
+const MAX_WORKERS: usize = 64;
+
+/// The PIDs of running workers, so any backend can wake them.
+#[derive(Copy, Clone)]
+pub struct Slots {
+    pids: [i32; MAX_WORKERS],
+}
+impl Default for Slots {
+    fn default() -> Self {
+        Slots {
+            pids: [0; MAX_WORKERS],
+        }
+    }
+}
+unsafe impl PGRXSharedMemory for Slots {}
+
+static SLOTS: PgLwLock<Slots> = unsafe { PgLwLock::new(c"plaid_sync_worker_slots") };
+/// Set in the postmaster while preloading; every backend inherits it.
+static PRELOADED: AtomicBool = AtomicBool::new(false);
+/// Set in worker processes: their Plaid calls can be abandoned on shutdown.
+static IN_WORKER: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    static WAKE_ARMED: Cell<bool> = const { Cell::new(false) };
+}
+
+pub fn init() {
+    if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        return; // CREATE EXTENSION alone: no workers, plaid_process_inbox() still works
+    }
+    pg_shmem_init!(SLOTS);
+    PRELOADED.store(true, Ordering::Relaxed);
+    let n = gucs::workers().clamp(0, MAX_WORKERS as i32);
+    for i in 0..n {
+        BackgroundWorkerBuilder::new(&format!("plaid_sync worker {i}"))
+            .set_type("plaid_sync worker")
+            .set_library("plaid_sync")
+            .set_function("plaid_sync_worker_main")
+            .set_argument((i as i64).into_datum())
+            .enable_spi_access()
+            .set_restart_time(Some(Duration::from_secs(2)))
+            .load();
+    }
+}
+
+/// Wakes the workers when the current transaction commits (once per transaction).
+pub fn wake_on_commit() {
+    if !PRELOADED.load(Ordering::Relaxed) || WAKE_ARMED.with(|a| a.replace(true)) {
+        return;
+    }
+    register_xact_callback(PgXactCallbackEvent::Commit, || {
+        WAKE_ARMED.with(|a| a.set(false));
+        wake_all();
+    });
+    register_xact_callback(PgXactCallbackEvent::Abort, || {
+        WAKE_ARMED.with(|a| a.set(false))
+    });
+}
+
+fn wake_all() {
+    let pids = SLOTS.share().pids;
+    for pid in pids.into_iter().filter(|p| *p != 0) {
+        unsafe {
+            let proc_ = pg_sys::BackendPidGetProc(pid);
+            if !proc_.is_null() {
+                pg_sys::SetLatch(&mut (*proc_).procLatch);
+            }
+        }
+    }
+}
+
+fn stopping() -> bool {
+    unsafe { pg_sys::ShutdownRequestPending != 0 }
+}
+
+/// In a worker, Plaid calls give up as soon as the server asks the worker to stop.
+pub fn interrupt_check() -> Option<fn() -> bool> {
+    IN_WORKER
+        .load(Ordering::Relaxed)
+        .then_some(stopping as fn() -> bool)
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
+    let index = (unsafe { i64::from_datum(arg, false) }.unwrap_or(0) as usize).min(MAX_WORKERS - 1);
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    BackgroundWorker::connect_worker_to_spi(Some(&gucs::database()), None);
+    IN_WORKER.store(true, Ordering::Relaxed);
+    SLOTS.exclusive().pids[index] = unsafe { pg_sys::MyProcPid };
+    log!(
+        "plaid_sync worker {index} started, serving database {}",
+        gucs::database()
+    );
+
+    let mut last_maintenance: Option<Instant> = None;
+    loop {
+        if BackgroundWorker::sighup_received() {
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        if stopping() {
+            break;
+        }
+        let step = jobs::run_next();
+        unsafe { pg_sys::pgstat_report_stat(false) };
+        if matches!(step, Step::Ran) {
+            continue;
+        }
+        if index == 0
+            && matches!(step, Step::Idle)
+            && last_maintenance.is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+        {
+            db(maintenance);
+            last_maintenance = Some(Instant::now());
+        }
+        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(gucs::poll_interval_ms()))) {
+            break;
+        }
+    }
+    SLOTS.exclusive().pids[index] = 0;
+    // Exit code 1: the postmaster starts the worker again after plaid_sync's restart delay
+    // (exit 0 would unregister it). At server shutdown nothing is restarted anyway.
+    unsafe { pg_sys::proc_exit(1) };
+}
+
+/// Worker 0, when idle: drop old done inbox rows, and queue a sync for Items nobody has
+/// synced for `plaid_sync.resync_interval` (webhooks can be lost: Plaid gives up after a day).
+fn maintenance() {
+    let retention = gucs::done_retention_s();
+    if retention > 0 {
+        Spi::run_with_args(
+            "DELETE FROM plaid_sync.inbox WHERE id IN (
+                 SELECT id FROM plaid_sync.inbox
+                  WHERE status = 'done' AND finished_at < now() - make_interval(secs => $1)
+                  ORDER BY finished_at LIMIT 1000)",
+            &[retention.into()],
+        )
+        .expect("inbox retention");
+    }
+    let resync = gucs::resync_interval_s();
+    if resync > 0 {
+        let queued = crate::api::one::<i64>(
+            "WITH stale AS (
+                 SELECT i.item_id FROM plaid_sync.items i
+                  WHERE i.status IN ('healthy', 'pending_expiration', 'pending_disconnect')
+                    AND i.last_synced_at < now() - make_interval(secs => $1)
+                    AND NOT EXISTS (SELECT 1 FROM plaid_sync.inbox q
+                                     WHERE q.item_id = i.item_id AND q.status IN ('pending', 'running'))
+                  ORDER BY i.last_synced_at LIMIT 100),
+             queued AS (
+                 INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id, body)
+                 SELECT 'backend', 'TRANSACTIONS', 'SYNC_UPDATES_AVAILABLE', item_id,
+                        '{\"reason\": \"resync_interval\"}'
+                   FROM stale RETURNING 1)
+             SELECT count(*) FROM queued",
+            &[resync.into()],
+        )
+        .unwrap_or(0);
+        if queued > 0 {
+            log!(
+                "plaid_sync: queued a sync for {queued} Items not synced within plaid_sync.resync_interval"
+            );
+        }
+    }
+}

@@ -20,6 +20,9 @@ pub struct Config {
     pub secret: String,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// Asked every few milliseconds while a call is in flight; `true` abandons the call (a
+    /// worker being shut down must not wait for Plaid).
+    pub interrupted: Option<fn() -> bool>,
 }
 
 impl std::fmt::Debug for Config {
@@ -64,8 +67,44 @@ impl Client {
         Client { config, agent }
     }
 
-    /// POSTs `body` (plus credentials) to `path` and returns the raw success body.
-    pub fn call(&self, path: &str, mut body: Value) -> Result<Response, PlaidError> {
+    /// POSTs `body` (plus credentials) to `path` and returns the raw success body. With an
+    /// `interrupted` check the request runs on a helper thread (which never touches Postgres)
+    /// while this thread keeps asking whether to give up.
+    pub fn call(&self, path: &str, body: Value) -> Result<Response, PlaidError> {
+        let Some(interrupted) = self.config.interrupted else {
+            return self.call_blocking(path, body);
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let this = Client {
+            config: Config {
+                interrupted: None,
+                ..self.config.clone()
+            },
+            agent: self.agent.clone(),
+        };
+        let path_owned = path.to_string();
+        std::thread::spawn(move || {
+            let _ = tx.send(this.call_blocking(&path_owned, body));
+        });
+        loop {
+            match rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(result) => return result,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if interrupted() => {
+                    return Err(PlaidError::Transport(format!(
+                        "{path}: abandoned, the worker is stopping"
+                    )));
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(PlaidError::Transport(format!(
+                        "{path}: request thread ended"
+                    )));
+                }
+            }
+        }
+    }
+
+    fn call_blocking(&self, path: &str, mut body: Value) -> Result<Response, PlaidError> {
         if let Value::Object(map) = &mut body {
             map.insert(
                 "client_id".into(),

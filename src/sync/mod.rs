@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 use serde_json::Value;
 
 use crate::api::one;
+use crate::jobs::db;
 use crate::plaid::{Class, Client, PlaidError};
 use crate::store;
 
@@ -28,6 +29,8 @@ pub enum Outcome {
     Done(Option<String>),
     /// Transient: try again later.
     Retry(String),
+    /// Not this job's fault (its Item is not announced yet): look again later, no attempt used.
+    Wait(String),
     /// The Item needs its user (or is gone): its status is set, syncs pause.
     ItemPaused(String),
     Failed(String),
@@ -58,12 +61,19 @@ fn pause_item(item_id: &str, e: &PlaidError) {
             }
             _ => Value::Null,
         };
-        Spi::run_with_args(
-            "UPDATE plaid_sync.items SET status = $2, error = $3::jsonb, updated_at = now()
-              WHERE item_id = $1 AND status <> 'removed'",
-            &[item_id.into(), status.into(), error.to_string().into()],
-        )
-        .expect("pause item");
+        let (item_id, error) = (item_id.to_string(), error.to_string());
+        db(move || {
+            Spi::run_with_args(
+                "UPDATE plaid_sync.items SET status = $2, error = $3::jsonb, updated_at = now()
+                  WHERE item_id = $1 AND status <> 'removed'",
+                &[
+                    item_id.as_str().into(),
+                    status.into(),
+                    error.as_str().into(),
+                ],
+            )
+            .expect("pause item")
+        });
     }
 }
 
@@ -78,8 +88,11 @@ pub const PAUSED: &[&str] = &[
 
 /// Item, its status and its decrypted token; `Err` ends the job.
 fn load_item(item_id: &str) -> Result<(String, Option<String>, String), Outcome> {
-    let row = Spi::connect(|c| {
-        c.select(
+    let id = item_id.to_string();
+    let row = db(move || {
+        Spi::connect(|c| {
+            let item_id = id.as_str();
+            c.select(
             "SELECT status, transactions_cursor, access_token_encrypted FROM plaid_sync.items WHERE item_id = $1",
             None,
             &[item_id.into()],
@@ -88,6 +101,7 @@ fn load_item(item_id: &str) -> Result<(String, Option<String>, String), Outcome>
         .and_then(|t| {
             let r = t.first();
             Some((r.get::<String>(1).ok()??, r.get::<String>(2).ok()?, r.get::<Vec<u8>>(3).ok()?))
+        })
         })
     });
     let Some((status, cursor, envelope)) = row else {
@@ -118,7 +132,8 @@ pub fn refresh_item(job: &Job, client: &Client, item_id: &str) -> Outcome {
             return from_plaid("/item/get", e);
         }
     };
-    store::update_item(item_id, &item["item"].to_string());
+    let (id, obj) = (item_id.to_string(), item["item"].to_string());
+    db(move || store::update_item(&id, &obj));
     if let Some(err) = item["item"]["error"].as_object() {
         let e = PlaidError::from_response(400, &Value::Object(err.clone()).to_string());
         if matches!(e.class(), Class::ItemState(_)) {
@@ -127,16 +142,24 @@ pub fn refresh_item(job: &Job, client: &Client, item_id: &str) -> Outcome {
         }
     }
     if let Some(inst) = item["item"]["institution_id"].as_str() {
-        if !store::institution_cached(inst) {
+        let id = inst.to_string();
+        if !db(move || store::institution_cached(&id)) {
             match client.institutions_get_by_id(inst).and_then(|r| r.json()) {
-                Ok(v) => store::store_institution(&v["institution"].to_string()),
+                Ok(v) => {
+                    let obj = v["institution"].to_string();
+                    db(move || store::store_institution(&obj))
+                }
                 Err(e) => return from_plaid("/institutions/get_by_id", e),
             }
         }
-        store::name_institution(item_id);
+        let id = item_id.to_string();
+        db(move || store::name_institution(&id));
     }
     match client.accounts_get(&token).and_then(|r| r.json()) {
-        Ok(v) => store::upsert_accounts(item_id, &v["accounts"].to_string(), true),
+        Ok(v) => {
+            let (id, accounts) = (item_id.to_string(), v["accounts"].to_string());
+            db(move || store::upsert_accounts(&id, &accounts, true))
+        }
         Err(e) => {
             pause_item(item_id, &e);
             return from_plaid("/accounts/get", e);
@@ -160,13 +183,20 @@ impl pagination::FetchPage for Fetch<'_> {
 }
 struct Stage {
     run_id: i64,
+    job_id: i64,
 }
 impl pagination::Pages for Stage {
+    /// Each page is committed on its own (in a worker), and renews the job's lease.
     fn keep(&mut self, page: u32, body: &str) {
-        store::stage_page(self.run_id, page as i32, body);
+        let (run_id, job_id, body) = (self.run_id, self.job_id, body.to_string());
+        db(move || {
+            store::stage_page(run_id, page as i32, &body);
+            crate::jobs::renew_lease(job_id);
+        });
     }
     fn discard(&mut self) {
-        store::discard_pages(self.run_id);
+        let run_id = self.run_id;
+        db(move || store::discard_pages(run_id));
     }
 }
 
@@ -180,17 +210,35 @@ pub fn sync_transactions(
     trigger: &str,
     backfill: bool,
 ) -> Outcome {
-    let run_id = one::<i64>(
-        "INSERT INTO plaid_sync.sync_runs (item_id, inbox_id, trigger) VALUES ($1, $2, $3) RETURNING id",
-        &[item_id.into(), job.id.into(), trigger.into()],
-    )
-    .expect("sync run id");
+    let (id, job_id, trig) = (item_id.to_string(), job.id, trigger.to_string());
+    let run_id = db(move || {
+        one::<i64>(
+            "INSERT INTO plaid_sync.sync_runs (item_id, inbox_id, trigger) VALUES ($1, $2, $3) RETURNING id",
+            &[id.as_str().into(), job_id.into(), trig.as_str().into()],
+        )
+        .expect("sync run id")
+    });
     let start = if backfill { None } else { cursor };
     let result = pagination::sync_pages(
         &mut Fetch { client, token },
-        &mut Stage { run_id },
+        &mut Stage {
+            run_id,
+            job_id: job.id,
+        },
         start.as_deref(),
     );
+    let item_id = item_id.to_string();
+    // Everything below is one transaction: the pages, the cursor and the run's record
+    // become visible together.
+    db(move || finish_sync(run_id, &item_id, backfill, result))
+}
+
+fn finish_sync(
+    run_id: i64,
+    item_id: &str,
+    backfill: bool,
+    result: Result<pagination::Summary, (PlaidError, pagination::Summary)>,
+) -> Outcome {
     let (summary, outcome, error) = match result {
         Ok(s) => {
             store::apply_pages(run_id, item_id);
@@ -223,7 +271,10 @@ pub fn sync_transactions(
                 _ => "failed",
             };
             let msg = match &o {
-                Outcome::Retry(m) | Outcome::ItemPaused(m) | Outcome::Failed(m) => m.clone(),
+                Outcome::Retry(m)
+                | Outcome::ItemPaused(m)
+                | Outcome::Failed(m)
+                | Outcome::Wait(m) => m.clone(),
                 Outcome::Done(_) => String::new(),
             };
             (s, label, Some(msg))
@@ -266,14 +317,17 @@ pub fn transactions(job: &Job, client: &Client, item_id: &str) -> Outcome {
         return Outcome::Done(Some(format!("skipped: Item is {status}")));
     }
     if job.webhook_code == "SYNC_UPDATES_AVAILABLE" {
-        Spi::run_with_args(
+        let (id, body) = (item_id.to_string(), job.body.to_string());
+        db(move || {
+            Spi::run_with_args(
             "UPDATE plaid_sync.items SET
                     initial_update_complete = initial_update_complete OR coalesce(($2::jsonb ->> 'initial_update_complete')::boolean, false),
                     historical_update_complete = historical_update_complete OR coalesce(($2::jsonb ->> 'historical_update_complete')::boolean, false)
               WHERE item_id = $1",
-            &[item_id.into(), job.body.to_string().into()],
+            &[id.as_str().into(), body.as_str().into()],
         )
-        .expect("store update flags");
+        .expect("store update flags")
+        });
     }
     let backfill = job.source == "backend" && job.webhook_code == "HISTORICAL_UPDATE";
     let trigger = if backfill {
@@ -286,6 +340,11 @@ pub fn transactions(job: &Job, client: &Client, item_id: &str) -> Outcome {
 
 /// ITEM webhooks from Plaid: each moves the Item's state as API_NOTES §5.3 documents.
 pub fn item_webhook(job: &Job, item_id: &str) -> Outcome {
+    let (job, item_id) = (job.clone(), item_id.to_string());
+    db(move || item_webhook_in_db(&job, &item_id))
+}
+
+fn item_webhook_in_db(job: &Job, item_id: &str) -> Outcome {
     let body = job.body.to_string();
     let sql = match job.webhook_code.as_str() {
         "ERROR" => {
@@ -344,7 +403,8 @@ pub fn update_webhook(job: &Job, client: &Client, item_id: &str) -> Outcome {
         .and_then(|r| r.json())
     {
         Ok(v) => {
-            store::update_item(item_id, &v["item"].to_string());
+            let (id, obj) = (item_id.to_string(), v["item"].to_string());
+            db(move || store::update_item(&id, &obj));
             Outcome::Done(None)
         }
         Err(e) => {
@@ -368,10 +428,13 @@ pub fn remove_at_plaid(client: &Client, item_id: &str) -> Outcome {
         }
         Err(e) => return from_plaid("/item/remove", e),
     };
-    Spi::run_with_args(
-        "UPDATE plaid_sync.items SET access_token_encrypted = NULL, updated_at = now() WHERE item_id = $1",
-        &[item_id.into()],
-    )
-    .expect("destroy token");
+    let id = item_id.to_string();
+    db(move || {
+        Spi::run_with_args(
+            "UPDATE plaid_sync.items SET access_token_encrypted = NULL, updated_at = now() WHERE item_id = $1",
+            &[id.as_str().into()],
+        )
+        .expect("destroy token")
+    });
     outcome
 }
