@@ -30,8 +30,19 @@ fn ok<T>(r: Result<T>) -> T {
     r.unwrap_or_else(|e| raise(e))
 }
 
+/// SPI outside a transaction crashes the process; say which statement tried, instead.
+pub fn in_transaction(sql: &str) {
+    if !unsafe { pg_sys::IsTransactionState() } {
+        panic!(
+            "plaid_sync bug: SQL run outside a transaction: {}",
+            sql.split_whitespace().take(6).collect::<Vec<_>>().join(" ")
+        );
+    }
+}
+
 /// The first column of the first row, or None when there is no row (or it is NULL).
 pub fn one<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid]) -> Option<T> {
+    in_transaction(sql);
     match Spi::get_one_with_args::<T>(sql, args) {
         Ok(v) => v,
         Err(pgrx::spi::SpiError::InvalidPosition) => None,

@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 use crate::api::one;
 
 fn run(sql: &str, args: &[DatumWithOid]) {
+    crate::api::in_transaction(sql);
     Spi::run_with_args(sql, args).unwrap_or_else(|e| panic!("plaid_sync store: {e}"));
 }
 

@@ -61,43 +61,45 @@ pub fn verify_job(job_id: i64, client: &crate::plaid::Client) -> Result<(), Refu
         return Err(Refusal::Reject("no Plaid-Verification header".into()));
     };
     let (kid, _) = jwt::header(&token).map_err(Refusal::Reject)?;
-    let cached = one::<pgrx::JsonB>(
-        "SELECT jwk FROM plaid_sync.webhook_keys WHERE kid = $1",
-        &[kid.as_str().into()],
-    );
+    let k = kid.clone();
+    let cached = db(move || {
+        one::<pgrx::JsonB>(
+            "SELECT jwk FROM plaid_sync.webhook_keys WHERE kid = $1",
+            &[k.as_str().into()],
+        )
+    });
     let jwk_json = match cached {
         Some(j) => j.0,
-        None => {
-            let fetched = client
-                .webhook_verification_key_get(&kid)
-                .and_then(|r| r.json());
-            match fetched {
-                Ok(v) => {
-                    let key = v["key"].clone();
-                    let (k, text) = (kid.clone(), key.to_string());
-                    db(move || {
-                        Spi::run_with_args(
+        None => match client
+            .webhook_verification_key_get(&kid)
+            .and_then(|r| r.json())
+        {
+            Ok(v) => {
+                let key = v["key"].clone();
+                let (k, text) = (kid.clone(), key.to_string());
+                db(move || {
+                    Spi::run_with_args(
                         "INSERT INTO plaid_sync.webhook_keys (kid, jwk, created_at, expired_at)
                          SELECT $1, k, to_timestamp((k ->> 'created_at')::double precision),
                                 to_timestamp((k ->> 'expired_at')::double precision)
                            FROM (SELECT $2::jsonb AS k) x
-                         ON CONFLICT (kid) DO UPDATE SET jwk = EXCLUDED.jwk, expired_at = EXCLUDED.expired_at, fetched_at = now()",
+                         ON CONFLICT (kid) DO UPDATE SET jwk = EXCLUDED.jwk,
+                                expired_at = EXCLUDED.expired_at, fetched_at = now()",
                         &[k.as_str().into(), text.as_str().into()],
                     )
                     .expect("cache key")
-                    });
-                    key
-                }
-                Err(e) if e.class() == crate::plaid::Class::Transient => {
-                    return Err(Refusal::Retry(format!("fetching verification key: {e}")));
-                }
-                Err(e) => {
-                    return Err(Refusal::Reject(format!(
-                        "unknown verification key id {kid}: {e}"
-                    )));
-                }
+                });
+                key
             }
-        }
+            Err(e) if e.class() == crate::plaid::Class::Transient => {
+                return Err(Refusal::Retry(format!("fetching verification key: {e}")));
+            }
+            Err(e) => {
+                return Err(Refusal::Reject(format!(
+                    "unknown verification key id {kid}: {e}"
+                )));
+            }
+        },
     };
     let jwk: jwt::Jwk = serde_json::from_value(jwk_json)
         .map_err(|_| Refusal::Reject("verification key is not a JWK".into()))?;

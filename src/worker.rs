@@ -20,6 +20,8 @@ use crate::gucs;
 use crate::jobs::{self, Step, db};
 
 const MAX_WORKERS: usize = 64;
+/// How often worker 0 runs retention and the resync scan.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
 
 /// The PIDs of running workers, so any backend can wake them.
 #[derive(Copy, Clone)]
@@ -129,12 +131,16 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
         }
         if index == 0
             && matches!(step, Step::Idle)
-            && last_maintenance.is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+            && last_maintenance.is_none_or(|t| t.elapsed() >= MAINTENANCE_EVERY)
         {
             db(maintenance);
             last_maintenance = Some(Instant::now());
         }
-        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(gucs::poll_interval_ms()))) {
+        let mut wait = Duration::from_millis(gucs::poll_interval_ms());
+        if index == 0 {
+            wait = wait.min(MAINTENANCE_EVERY); // maintenance keeps its own schedule
+        }
+        if !BackgroundWorker::wait_latch(Some(wait)) {
             break;
         }
     }

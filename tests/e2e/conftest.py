@@ -10,7 +10,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from harness import Cluster, free_port  # noqa: E402
+from harness import Cluster, free_port  # noqa: E402,F401
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "emulator"))
 import plaid_emulator  # noqa: E402
@@ -32,12 +32,27 @@ def token(n: int | str) -> str:
 
 class Emulator:
     def __init__(self):
-        import threading
         self.port = free_port()
         self.server = plaid_emulator.serve(self.port, client_id="e2e-client", secret=SECRET)
         self.world = self.server.RequestHandlerClass.world
         self.url = f"http://127.0.0.1:{self.port}"
+        self._run()
+
+    def _run(self):
+        import threading
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        """Plaid is unreachable: connections to its port are refused."""
+        self.server.shutdown()
+        self.server.server_close()
+
+    def start(self):
+        """Back on the same port, with the same data."""
+        from http.server import ThreadingHTTPServer
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), plaid_emulator.Handler)
+        self.server.daemon_threads = True
+        self._run()
 
     def __call__(self, what, **body):
         import json, urllib.request
