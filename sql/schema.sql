@@ -153,10 +153,11 @@ CREATE TABLE plaid_sync.institutions (
     fetched_at     timestamptz NOT NULL DEFAULT now()
 );
 
--- Plaid's webhook verification keys (JWKs), cached by kid.
+-- Plaid's webhook verification keys (JWKs), cached by kid. A kid Plaid does not know is
+-- remembered too (jwk NULL) so forged headers cannot make us call Plaid for every webhook.
 CREATE TABLE plaid_sync.webhook_keys (
     kid        text PRIMARY KEY,
-    jwk        jsonb NOT NULL,
+    jwk        jsonb,
     created_at timestamptz,
     expired_at timestamptz,
     fetched_at timestamptz NOT NULL DEFAULT now()

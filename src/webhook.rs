@@ -30,7 +30,6 @@ pub enum Refusal {
 /// Verifies a claimed Plaid-origin row before it acts (API_NOTES §6.2). Keys are cached in
 /// `plaid_sync.webhook_keys`; one Plaid call per new kid.
 pub fn verify_job(job_id: i64, client: &crate::plaid::Client) -> Result<(), Refusal> {
-    use crate::api::one;
     use crate::jobs::db;
     use crate::plaid::jwt;
     if !crate::gucs::verify_webhooks() {
@@ -61,51 +60,117 @@ pub fn verify_job(job_id: i64, client: &crate::plaid::Client) -> Result<(), Refu
         return Err(Refusal::Reject("no Plaid-Verification header".into()));
     };
     let (kid, _) = jwt::header(&token).map_err(Refusal::Reject)?;
-    let k = kid.clone();
-    let cached = db(move || {
-        one::<pgrx::JsonB>(
-            "SELECT jwk FROM plaid_sync.webhook_keys WHERE kid = $1",
-            &[k.as_str().into()],
-        )
-    });
-    let jwk_json = match cached {
-        Some(j) => j.0,
-        None => match client
-            .webhook_verification_key_get(&kid)
-            .and_then(|r| r.json())
-        {
-            Ok(v) => {
-                let key = v["key"].clone();
-                let (k, text) = (kid.clone(), key.to_string());
-                db(move || {
-                    Spi::run_with_args(
-                        "INSERT INTO plaid_sync.webhook_keys (kid, jwk, created_at, expired_at)
-                         SELECT $1, k, to_timestamp((k ->> 'created_at')::double precision),
-                                to_timestamp((k ->> 'expired_at')::double precision)
-                           FROM (SELECT $2::jsonb AS k) x
-                         ON CONFLICT (kid) DO UPDATE SET jwk = EXCLUDED.jwk,
-                                expired_at = EXCLUDED.expired_at, fetched_at = now()",
-                        &[k.as_str().into(), text.as_str().into()],
-                    )
-                    .expect("cache key")
-                });
-                key
+    let jwk_json = match cached_key(&kid) {
+        Cached::Key(jwk) => jwk,
+        Cached::Unknown => {
+            return Err(Refusal::Reject(format!(
+                "unknown verification key id {kid} (cached answer)"
+            )));
+        }
+        Cached::Missing => {
+            // Plaid's reference logic: a new kid may mean a rotation, so refresh the keys we
+            // hold that were still current, then fetch the new one.
+            for current in db(current_kids) {
+                if let Ok(v) = client
+                    .webhook_verification_key_get(&current)
+                    .and_then(|r| r.json())
+                {
+                    store_key(&current, Some(&v["key"]));
+                }
             }
-            Err(e) if e.class() == crate::plaid::Class::Transient => {
-                return Err(Refusal::Retry(format!("fetching verification key: {e}")));
+            match client
+                .webhook_verification_key_get(&kid)
+                .and_then(|r| r.json())
+            {
+                Ok(v) => {
+                    store_key(&kid, Some(&v["key"]));
+                    v["key"].clone()
+                }
+                Err(e) if e.class() == crate::plaid::Class::Transient => {
+                    return Err(Refusal::Retry(format!("fetching verification key: {e}")));
+                }
+                Err(e) => {
+                    store_key(&kid, None);
+                    return Err(Refusal::Reject(format!(
+                        "unknown verification key id {kid}: {e}"
+                    )));
+                }
             }
-            Err(e) => {
-                return Err(Refusal::Reject(format!(
-                    "unknown verification key id {kid}: {e}"
-                )));
-            }
-        },
+        }
     };
     let jwk: jwt::Jwk = serde_json::from_value(jwk_json)
         .map_err(|_| Refusal::Reject("verification key is not a JWK".into()))?;
     jwt::verify(&token, body.as_bytes(), &jwk, received).map_err(Refusal::Reject)?;
     mark(job_id, &format!("verified (kid {kid})"));
     Ok(())
+}
+
+enum Cached {
+    Key(serde_json::Value),
+    /// Plaid said it does not know this kid, less than `UNKNOWN_KID_TTL` ago.
+    Unknown,
+    Missing,
+}
+
+/// How long "Plaid does not know this kid" is believed before asking again.
+const UNKNOWN_KID_TTL_S: i32 = 300;
+
+fn cached_key(kid: &str) -> Cached {
+    let kid = kid.to_string();
+    crate::jobs::db(move || {
+        Spi::connect(|c| {
+            let t = c
+                .select(
+                    "SELECT jwk, jwk IS NULL AND fetched_at > now() - make_interval(secs => $2)
+                       FROM plaid_sync.webhook_keys WHERE kid = $1",
+                    None,
+                    &[kid.as_str().into(), UNKNOWN_KID_TTL_S.into()],
+                )
+                .expect("read key cache");
+            if t.is_empty() {
+                return Cached::Missing;
+            }
+            let r = t.first();
+            match (
+                r.get::<pgrx::JsonB>(1).ok().flatten(),
+                r.get::<bool>(2).ok().flatten(),
+            ) {
+                (Some(j), _) => Cached::Key(j.0),
+                (None, Some(true)) => Cached::Unknown,
+                _ => Cached::Missing,
+            }
+        })
+    })
+}
+
+fn current_kids() -> Vec<String> {
+    Spi::connect(|c| {
+        c.select(
+            "SELECT kid FROM plaid_sync.webhook_keys WHERE jwk IS NOT NULL AND expired_at IS NULL",
+            None,
+            &[],
+        )
+        .expect("current keys")
+        .filter_map(|r| r.get::<String>(1).ok().flatten())
+        .collect()
+    })
+}
+
+/// Caches a JWK (with its expiry), or that Plaid does not know `kid` (`jwk` None).
+fn store_key(kid: &str, jwk: Option<&serde_json::Value>) {
+    let (kid, text) = (kid.to_string(), jwk.map(|j| j.to_string()));
+    crate::jobs::db(move || {
+        Spi::run_with_args(
+            "INSERT INTO plaid_sync.webhook_keys (kid, jwk, created_at, expired_at)
+             SELECT $1, k, to_timestamp((k ->> 'created_at')::double precision),
+                    to_timestamp((k ->> 'expired_at')::double precision)
+               FROM (SELECT $2::jsonb AS k) x
+             ON CONFLICT (kid) DO UPDATE SET jwk = EXCLUDED.jwk, created_at = EXCLUDED.created_at,
+                    expired_at = EXCLUDED.expired_at, fetched_at = now()",
+            &[kid.as_str().into(), text.into()],
+        )
+        .expect("cache key")
+    });
 }
 
 fn mark(id: i64, verification: &str) {

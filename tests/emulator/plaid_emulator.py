@@ -291,6 +291,7 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path
         with w.lock:
             w.requests.append({"path": path, "cursor": body.get("cursor"), "count": body.get("count"),
+                               "key_id": body.get("key_id"),
                                "access_token_hash": hashlib.sha256(str(body.get("access_token")).encode()).hexdigest()[:12],
                                "plaid_version": self.headers.get("Plaid-Version"), "at": time.time()})
             fault = None
@@ -482,6 +483,37 @@ def deliver(url, raw, jwt):
     threading.Thread(target=post, daemon=True).start()
 
 
+def forged(w, raw, how):
+    """Webhook signatures Plaid would never send, for rejection tests."""
+    b64 = lambda d: base64.urlsafe_b64encode(d).rstrip(b"=").decode()
+    now = int(time.time())
+    if how == "wrong_key":
+        return w.sign(raw, key=ec.generate_private_key(ec.SECP256R1()))
+    if how == "stale_iat":
+        return w.sign(raw, iat=now - 600)
+    if how == "future_iat":
+        return w.sign(raw, iat=now + 600)
+    if how == "unknown_kid":
+        return w.sign(raw, kid=str(uuid.uuid4()))
+    if how == "expired_key":
+        kid, key = str(uuid.uuid4()), ec.generate_private_key(ec.SECP256R1())
+        w.expired_keys[kid] = key
+        return w.sign(raw, key=key, kid=kid)
+    payload = b64(json.dumps({"iat": now, "request_body_sha256": hashlib.sha256(raw).hexdigest()}).encode())
+    if how == "alg_none":
+        header = b64(json.dumps({"alg": "none", "kid": w.kid, "typ": "JWT"}).encode())
+        return f"{header}.{payload}."
+    if how == "hs256_public_key":
+        header = b64(json.dumps({"alg": "HS256", "kid": w.kid, "typ": "JWT"}).encode())
+        from cryptography.hazmat.primitives import serialization
+        pub = w.key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        sig = hmac.new(pub, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+        return f"{header}.{payload}.{b64(sig)}"
+    if how == "not_a_jwt":
+        return "this-is-not-a-jwt"
+    raise KeyError(how)
+
+
 def control(w, what, body):
     """The test-only interface."""
     if what == "reset":
@@ -549,6 +581,9 @@ def control(w, what, body):
     if what == "webhook":  # a signed webhook for the item: body text and header, optionally sent
         kw = body.get("fields", {})
         raw, jwt = w.webhook(item, body.get("webhook_type", "TRANSACTIONS"), body.get("webhook_code", "SYNC_UPDATES_AVAILABLE"), **kw)
+        forge = body.get("forge")
+        if forge:
+            jwt = forged(w, raw, forge)
         if body.get("deliver_to"):
             deliver(body["deliver_to"], raw, jwt)
         return {"body": raw.decode(), "plaid_verification": jwt}
