@@ -60,17 +60,16 @@ def webhook_route(dsn_args):
     return f"http://127.0.0.1:{port}/plaid/webhook"
 
 
-def run_jobs(conn):
-    # The background workers are not part of this build yet: jobs run through
-    # plaid_process_inbox(), the same code the workers will run.
-    n = 0
-    for _ in range(100):
-        ran = conn.execute("SELECT plaid_sync.plaid_process_inbox(100)").fetchone()[0]
-        n += ran
-        if ran == 0 and conn.execute("SELECT count(*) FROM plaid_sync.inbox WHERE status = 'pending'").fetchone()[0] == 0:
-            break
+def wait_for_workers(conn, what, timeout=60):
+    """The background workers do the work; we only watch the inbox drain."""
+    started = time.time()
+    while time.time() - started < timeout:
+        left = conn.execute("SELECT count(*) FROM plaid_sync.inbox WHERE status IN ('pending', 'running')").fetchone()[0]
+        if left == 0:
+            step(f"{what}: done by the workers in {time.time() - started:.2f} s")
+            return
         time.sleep(0.05)
-    return n
+    raise SystemExit(f"the workers did not finish ({what}) within {timeout} s")
 
 
 def table(conn, title, sql, params=()):
@@ -107,7 +106,7 @@ def main():
         "plaid_sync.client_id": f"'{client_id}'",
         "plaid_sync.secret": f"'{secret}'",
         "plaid_sync.database": "'demo'",
-        "plaid_sync.workers": 0,
+        "plaid_sync.workers": 2,
     }
     if not real:
         settings["plaid_sync.api_url"] = f"'{base}'"
@@ -127,7 +126,7 @@ def main():
 
         step(f"SELECT plaid_sync.plaid_notify_item_created('{item_id}', <access token>)")
         conn.execute("SELECT plaid_sync.plaid_notify_item_created(%s, %s, 'demo-user')", (item_id, token))
-        step(f"running jobs: {run_jobs(conn)} ran")
+        wait_for_workers(conn, "first sync (item, institution, accounts, transactions)")
         n = conn.execute("SELECT count(*) FROM plaid_sync.live_transactions").fetchone()[0]
         step(f"first sync done: {n} transactions")
 
@@ -145,7 +144,7 @@ def main():
                 time.sleep(0.05)
             else:
                 raise SystemExit("the webhook never reached plaid_receive_webhook")
-        step(f"running jobs: {run_jobs(conn)} ran")
+        wait_for_workers(conn, "webhook verified and synced")
         m = conn.execute("SELECT count(*) FROM plaid_sync.live_transactions").fetchone()[0]
         step(f"now {m} live transactions")
 
