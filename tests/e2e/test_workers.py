@@ -158,6 +158,11 @@ def test_webhooks_coalesce_into_few_syncs_per_item(emulator, conn):
     per_item = dict(conn.execute("SELECT item_id, count(*) FROM plaid_sync.sync_runs WHERE id > %s GROUP BY 1", (mark,)).fetchall())
     assert set(per_item) == {it["item_id"] for it in items}
     assert max(per_item.values()) <= 5, per_item
+    # One job per Item at a time: no two syncs of one Item overlap.
+    overlaps = conn.execute("""SELECT count(*) FROM plaid_sync.sync_runs a JOIN plaid_sync.sync_runs b
+                                 ON a.item_id = b.item_id AND a.id < b.id
+                                AND tstzrange(a.started_at, a.finished_at) && tstzrange(b.started_at, b.finished_at)""").fetchone()[0]
+    assert overlaps == 0
     done = conn.execute("SELECT count(*) FROM plaid_sync.inbox WHERE source = 'plaid' AND status = 'done'").fetchone()[0]
     assert done >= 1000
     for it in items:

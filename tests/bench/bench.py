@@ -1,0 +1,379 @@
+#!/usr/bin/env python3
+"""plaid_sync benchmarks. Every comparison runs side by side in the same run, against the
+local Plaid emulator (a separate process). Prints a table and writes it into the README
+between the bench markers, with the machine it ran on.
+
+  scripts/bench            # everything (about 20 minutes on 2 cores)
+  scripts/bench --quick    # smaller sizes, a few minutes (a smoke run; README untouched)
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(HERE, ".."))
+from harness import PG_BIN, Cluster, free_port  # noqa: E402
+
+KEY = "5c" * 32
+CLIENT, SECRET = "bench-client", "bench-secret-" + os.urandom(4).hex()
+RESULTS = []
+
+
+def say(msg):
+    print(f"\033[1m==> {msg}\033[0m", flush=True)
+
+
+def result(n, measure, value, target, met):
+    RESULTS.append((n, measure, value, target, "yes" if met else ("—" if met is None else "**no**")))
+    print(f"    {measure}: {value}   (target {target})", flush=True)
+
+
+class Emulator:
+    def __init__(self):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "..", "emulator", "plaid_emulator.py"),
+                                      "--port", str(self.port), "--client-id", CLIENT, "--secret", SECRET],
+                                     stdout=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"{self.url}/_emulator/health", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("emulator did not start")
+
+    def __call__(self, what, **body):
+        req = urllib.request.Request(f"{self.url}/_emulator/{what}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        return json.loads(urllib.request.urlopen(req, timeout=600).read())
+
+    def plaid(self, path, body):
+        body = dict(body, client_id=CLIENT, secret=SECRET)
+        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        return urllib.request.urlopen(req, timeout=600).read()
+
+    def stop(self):
+        self.proc.terminate()
+
+
+def cluster(name, emu, workers, **extra):
+    settings = {
+        "plaid_sync.encryption_key": f"'{KEY}'", "plaid_sync.client_id": f"'{CLIENT}'",
+        "plaid_sync.secret": f"'{SECRET}'", "plaid_sync.api_url": f"'{emu.url}'",
+        "plaid_sync.database": "'bench'", "plaid_sync.workers": workers,
+        "max_worker_processes": 24, "synchronous_commit": "off",
+    }
+    settings.update(extra)
+    c = Cluster(os.path.join(os.environ.get("PLAID_SYNC_BENCH_DIR", "/var/tmp/plaid_sync_bench"), name), settings).init()
+    c.start()
+    c.create_database("bench")
+    return c
+
+
+def wait_idle(conn, timeout=3600):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if conn.execute("SELECT count(*) = 0 FROM plaid_sync.inbox WHERE status IN ('pending', 'running')").fetchone()[0]:
+            return
+        time.sleep(0.02)
+    raise RuntimeError("the workers did not finish")
+
+
+def announce_all(conn, items):
+    conn.execute("SELECT count(plaid_sync.plaid_notify_item_created(i, t)) FROM unnest(%s::text[], %s::text[]) AS x(i, t)",
+                 ([i["item_id"] for i in items], [i["access_token"] for i in items]))
+
+
+def fetch_pages(emu, items):
+    """What a hand-written backend gets from Plaid: every page of every Item."""
+    pages = []
+    for it in items:
+        cursor = None
+        while True:
+            body = {"access_token": it["access_token"], "count": 500}
+            if cursor:
+                body["cursor"] = cursor
+            page = json.loads(emu.plaid("/transactions/sync", body))
+            pages.append((it["item_id"], page))
+            cursor = page["next_cursor"]
+            if not page["has_more"]:
+                break
+    return pages
+
+
+EXTRACT = """e ->> 'transaction_id', %s, e ->> 'account_id', (e ->> 'amount')::numeric,
+    e ->> 'iso_currency_code', e ->> 'unofficial_currency_code', (e ->> 'date')::date,
+    (e ->> 'authorized_date')::date, (e ->> 'datetime')::timestamptz, e ->> 'name', e ->> 'merchant_name',
+    e ->> 'payment_channel', (e ->> 'pending')::boolean, e ->> 'pending_transaction_id',
+    e -> 'personal_finance_category', e"""
+COLS = """transaction_id, item_id, account_id, amount, iso_currency_code, unofficial_currency_code, date,
+    authorized_date, datetime, name, merchant_name, payment_channel, pending, pending_transaction_id,
+    personal_finance_category, data"""
+
+
+def bench_ingest(emu, items_n, per_item):
+    say(f"1. ingest: {items_n} Items x {per_item} transactions")
+    c = cluster("ingest", emu, 2)
+    try:
+        conn = c.connect("bench")
+        items = emu("items", count=items_n, days=per_item // 4, per_day=4)["items"]
+        t0 = time.time()
+        announce_all(conn, items)
+        wait_idle(conn)
+        ours_s = time.time() - t0
+        rows = conn.execute("SELECT count(*) FROM plaid_sync.transactions").fetchone()[0]
+        ours = rows / ours_s
+        # (a) the limit: the same rows in one INSERT ... SELECT from a jsonb array.
+        pages = fetch_pages(emu, items)
+        added = [t for _, p in pages for t in p["added"]]
+        conn.execute("CREATE TABLE public.limit_txn (LIKE plaid_sync.transactions INCLUDING ALL)")
+        payload = json.dumps(added)
+        t0 = time.time()
+        conn.execute(f"INSERT INTO public.limit_txn ({COLS}) SELECT {EXTRACT.replace('%s', 'NULL::text')} FROM jsonb_array_elements(%s::jsonb) e".replace("NULL::text", "'x'"), (payload,))
+        limit_s = time.time() - t0
+        limit = len(added) / limit_s
+        # (b) a hand-written backend: fetch the pages, upsert row by row over a connection.
+        conn.execute("CREATE TABLE public.rowwise_txn (LIKE plaid_sync.transactions INCLUDING ALL)")
+        t0 = time.time()
+        pages = fetch_pages(emu, items)
+        with c.connect("bench", autocommit=False) as rc:
+            for item_id, page in pages:
+                for t in page["added"] + page["modified"]:
+                    rc.execute(f"""INSERT INTO public.rowwise_txn ({COLS}) SELECT {EXTRACT} FROM (SELECT %s::jsonb AS e) x
+                                   ON CONFLICT (transaction_id) DO UPDATE SET amount = EXCLUDED.amount, data = EXCLUDED.data,
+                                   pending = EXCLUDED.pending, updated_at = now()""", (item_id, json.dumps(t)))
+                for r in page["removed"]:
+                    rc.execute("UPDATE public.rowwise_txn SET removed_at = now() WHERE transaction_id = %s", (r["transaction_id"],))
+                rc.commit()
+        row_s = time.time() - t0
+        rowwise = len(added) / row_s
+        result("1", f"ingest by the workers ({rows:,} transactions, {items_n} Items)", f"{ours:,.0f} txn/s", "—", None)
+        result("1a", "one INSERT…SELECT from a jsonb array (the limit)", f"{limit:,.0f} txn/s; plaid_sync = {ours / limit:.2f}×", "≥ 0.5×", ours / limit >= 0.5)
+        result("1b", "hand-written backend, row-by-row upserts", f"{rowwise:,.0f} txn/s; plaid_sync = {ours / rowwise:.1f}×", "≥ 5×", ours / rowwise >= 5)
+    finally:
+        c.stop()
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def bench_latency(emu, trials):
+    say(f"2. latency: commit to visible rows, {trials} trials each")
+    c = cluster("latency", emu, 2)
+    try:
+        conn, probe = c.connect("bench"), c.connect("bench")
+        time.sleep(3)  # workers connect once the database exists
+        created, hooked = [], []
+        for _ in range(trials):
+            it = emu("items", count=1, days=25, per_day=4)["items"][0]
+            conn.execute("SELECT plaid_sync.plaid_notify_item_created(%s, %s)", (it["item_id"], it["access_token"]))
+            t0 = time.perf_counter()
+            while probe.execute("SELECT count(*) FROM plaid_sync.transactions WHERE item_id = %s", (it["item_id"],)).fetchone()[0] < 100:
+                time.sleep(0.0005)
+            created.append((time.perf_counter() - t0) * 1000)
+            emu("add_transactions", item_id=it["item_id"], transactions=[{"amount": "1.25"}] * 100)
+            h = emu("webhook", item_id=it["item_id"])
+            conn.execute("SELECT plaid_sync.plaid_receive_webhook(%s, %s)", (h["body"], h["plaid_verification"]))
+            t0 = time.perf_counter()
+            while probe.execute("SELECT count(*) FROM plaid_sync.transactions WHERE item_id = %s", (it["item_id"],)).fetchone()[0] < 200:
+                time.sleep(0.0005)
+            hooked.append((time.perf_counter() - t0) * 1000)
+        for name, xs in (("plaid_notify_item_created → 100 transactions visible", created),
+                         ("plaid_receive_webhook → 100 new transactions visible", hooked)):
+            p50, p99 = pct(xs, 50), pct(xs, 99)
+            result("2", name, f"p50 {p50:.1f} ms, p99 {p99:.1f} ms", "p50 ≤ 50 ms, p99 ≤ 250 ms", p50 <= 50 and p99 <= 250)
+    finally:
+        c.stop()
+
+
+def pgbench_tps(c, script, seconds):
+    path = os.path.join(c.root, "script.sql")
+    with open(path, "w") as f:
+        f.write(script)
+    os.chmod(path, 0o644)
+    r = c.run([f"{PG_BIN}/pgbench", "-h", c.sock, "-p", str(c.port), "-U", "postgres", "-n", "-c", "4", "-j", "2",
+               "-T", str(seconds), "-f", path, "entry"])
+    return float(re.search(r"tps = ([0-9.]+) \(without initial", r.stdout).group(1))
+
+
+def bench_entry_points(emu, seconds):
+    say(f"3. SQL entry points under pgbench (4 clients, {seconds} s each)")
+    c = cluster("entry", emu, 0)
+    try:
+        c.create_database("entry")
+        with c.connect("entry") as conn:
+            conn.execute("CREATE TABLE plain_notice (item_id text PRIMARY KEY, access_token text, created_at timestamptz DEFAULT now())")
+            conn.execute("CREATE TABLE plain_webhook (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body text, verification text, received_at timestamptz DEFAULT now())")
+        body = '{\\n  "environment": "sandbox",\\n  "item_id": "bench'' || :id || ''",\\n  "webhook_code": "SYNC_UPDATES_AVAILABLE",\\n  "webhook_type": "TRANSACTIONS"\\n}'
+        jwt = "eyJhbGciOiJFUzI1NiIsImtpZCI6ImsiLCJ0eXAiOiJKV1QifQ.eyJpYXQiOjEsInJlcXVlc3RfYm9keV9zaGEyNTYiOiJ4In0.c2ln"
+        rid = "\\set id random(1, 1000000000)\n"
+        pairs = [
+            ("plaid_notify_item_created", rid + "SELECT plaid_sync.plaid_notify_item_created('bench' || :id, 'access-sandbox-8c1f0d3e-' || :id);\n",
+             rid + "INSERT INTO plain_notice VALUES ('bench' || :id, 'access-sandbox-8c1f0d3e-' || :id) ON CONFLICT DO NOTHING;\n"),
+            ("plaid_receive_webhook", rid + f"SELECT plaid_sync.plaid_receive_webhook(E'{body}', '{jwt}');\n",
+             rid + f"INSERT INTO plain_webhook (body, verification) VALUES (E'{body}', '{jwt}');\n"),
+        ]
+        for name, ours, plain in pairs:
+            t_plain = pgbench_tps(c, plain, seconds)
+            t_ours = pgbench_tps(c, ours, seconds)
+            result("3", f"{name}: {t_ours:,.0f} tps vs plain INSERT {t_plain:,.0f} tps", f"{t_ours / t_plain:.2f}×", "≥ 0.7×", t_ours / t_plain >= 0.7)
+    finally:
+        c.stop()
+
+
+def worker_memory(conn, item, wc):
+    """Peak private memory (RssAnon, sampled every 5 ms) and VmHWM of the worker doing the sync."""
+    pid = conn.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'plaid_sync worker'").fetchone()[0]
+    peak_anon, stop = [0], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    for line in f:
+                        if line.startswith("RssAnon:"):
+                            peak_anon[0] = max(peak_anon[0], int(line.split()[1]))
+            except OSError:
+                return
+            time.sleep(0.005)
+    t = threading.Thread(target=sample)
+    t.start()
+    conn.execute("SELECT plaid_sync.plaid_notify_item_created(%s, %s)", (item["item_id"], item["access_token"]))
+    wait_idle(conn)
+    stop.set()
+    t.join()
+    with open(f"/proc/{pid}/status") as f:
+        hwm = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
+    n = conn.execute("SELECT count(*) FROM plaid_sync.transactions WHERE item_id = %s", (item["item_id"],)).fetchone()[0]
+    return peak_anon[0] / 1024, hwm / 1024, n, pid
+
+
+def bench_memory(emu, small, large):
+    say(f"4. worker memory: one Item with {small:,} then {large:,} transactions")
+    c = cluster("memory", emu, 1, shared_buffers="'16MB'")
+    try:
+        conn = c.connect("bench")
+        time.sleep(3)
+        out = {}
+        for n in (small, large):
+            it = emu("items", count=1, days=max(1, n // 274), per_day=min(n, 274))["items"][0]
+            # A fresh worker process for each size, so its peak belongs to this sync.
+            for (pid,) in conn.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'plaid_sync worker'").fetchall():
+                conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            time.sleep(3)
+            out[n] = worker_memory(conn, it, c)
+        (a_s, h_s, n_s, _), (a_l, h_l, n_l, _) = out[small], out[large]
+        result("4", f"worker peak private memory, {n_s:,} / {n_l:,} transactions", f"{a_s:.1f} MB / {a_l:.1f} MB (VmHWM {h_s:.0f} / {h_l:.0f} MB, shared_buffers 16MB)",
+               "≤ 100 MB, large within 20% of small", a_l <= 100 and a_l <= a_s * 1.2)
+    finally:
+        c.stop()
+
+
+def bench_parallel(emu, items_n):
+    say(f"5. Plaid-like latency (250 ms per call): initial sync of {items_n} Items, 1 and 8 workers")
+    emu("config", latency_ms=250)
+    rates = {}
+    try:
+        for w in (1, 8):
+            c = cluster(f"parallel{w}", emu, w)
+            try:
+                conn = c.connect("bench")
+                time.sleep(3)
+                items = emu("items", count=items_n, days=3, per_day=3)["items"]
+                t0 = time.time()
+                announce_all(conn, items)
+                wait_idle(conn)
+                rates[w] = items_n / (time.time() - t0) * 60
+            finally:
+                c.stop()
+    finally:
+        emu("config", latency_ms=0)
+    result("5", f"initial sync, {items_n} Items: 1 worker {rates[1]:,.0f} Items/min, 8 workers {rates[8]:,.0f} Items/min",
+           f"{rates[8] / rates[1]:.1f}×", "≥ 6×", rates[8] / rates[1] >= 6)
+
+
+def bench_scale(emu, sizes):
+    say(f"6. scale: {', '.join(map(str, sizes))} Items × 100 transactions")
+    c = cluster("scale", emu, 2)
+    try:
+        for n in sizes:
+            c.create_database("bench")
+            conn = c.connect("bench")
+            items = emu("items", count=n, days=25, per_day=4)["items"]
+            t0 = time.time()
+            announce_all(conn, items)
+            wait_idle(conn)
+            s = time.time() - t0
+            rows = conn.execute("SELECT count(*) FROM plaid_sync.transactions").fetchone()[0]
+            size = conn.execute("""SELECT pg_size_pretty(pg_total_relation_size('plaid_sync.transactions')),
+                                          pg_size_pretty(pg_total_relation_size('plaid_sync.inbox') + pg_total_relation_size('plaid_sync.sync_runs')),
+                                          pg_size_pretty(pg_database_size('bench'))""").fetchone()
+            result("6", f"{n:,} Items, {rows:,} transactions", f"{rows / s:,.0f} txn/s, {n / s * 60:,.0f} Items/min; transactions {size[0]}, inbox+sync_runs {size[1]}, database {size[2]}", "—", None)
+            conn.close()
+    finally:
+        c.stop()
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    mem = int(re.search(r"MemTotal:\s+(\d+)", open("/proc/meminfo").read()).group(1)) / 1024 / 1024
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, PostgreSQL 15, release build, commit {commit}, {datetime.date.today()}"
+
+
+def table():
+    lines = ["| # | measure | result | target | met |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {n} | {m} | {v} | {t} | {ok} |" for n, m, v, t, ok in RESULTS]
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default="1,2,3,4,5,6")
+    a = ap.parse_args()
+    only = set(a.only.split(","))
+    emu = Emulator()
+    try:
+        q = a.quick
+        if "1" in only:
+            bench_ingest(emu, 20 if q else 100, 1000)
+        if "2" in only:
+            bench_latency(emu, 30 if q else 200)
+        if "3" in only:
+            bench_entry_points(emu, 3 if q else 15)
+        if "4" in only:
+            bench_memory(emu, 2_000 if q else 20_000, 20_000 if q else 200_000)
+        if "5" in only:
+            bench_parallel(emu, 40 if q else 500)
+        if "6" in only:
+            bench_scale(emu, [10, 100] if q else [10, 100, 1000, 10000])
+    finally:
+        emu.stop()
+    text = f"Machine: {machine()}\n\n{table()}\n"
+    print("\n" + text)
+    if not a.quick and only == {"1", "2", "3", "4", "5", "6"}:
+        readme = os.path.join(ROOT, "README.md")
+        s = open(readme).read()
+        s = re.sub(r"(<!-- bench:begin -->\n).*?(<!-- bench:end -->)", lambda m: m.group(1) + text + m.group(2), s, flags=re.S)
+        open(readme, "w").write(s)
+        say("README.md benchmark table updated")
+
+
+if __name__ == "__main__":
+    main()
