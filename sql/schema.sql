@@ -138,12 +138,15 @@ CREATE INDEX sync_runs_item_idx ON plaid_sync.sync_runs (item_id, started_at DES
 
 -- Pages of a sync in progress, written as they arrive so memory stays bounded and no
 -- transaction is open during a Plaid call; applied (and deleted) in one transaction at the end.
-CREATE TABLE plaid_sync.sync_pages (
+-- Unlogged and uncompressed: a page lives for seconds, and after a crash its run is abandoned
+-- and the sync starts again from the stored cursor, so WAL and compression would be wasted.
+CREATE UNLOGGED TABLE plaid_sync.sync_pages (
     sync_run_id bigint NOT NULL REFERENCES plaid_sync.sync_runs (id) ON DELETE CASCADE,
     page        integer NOT NULL,
     body        jsonb NOT NULL,
     PRIMARY KEY (sync_run_id, page)
 );
+ALTER TABLE plaid_sync.sync_pages ALTER COLUMN body SET STORAGE EXTERNAL;
 
 -- /institutions/get_by_id results, cached.
 CREATE TABLE plaid_sync.institutions (

@@ -4,6 +4,7 @@
 //! All are SECURITY DEFINER with a pinned search_path; sql/finalize.sql revokes EXECUTE from
 //! PUBLIC.
 
+use pgrx::PgOid;
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
@@ -28,6 +29,40 @@ pub fn raise(e: Error) -> ! {
 
 fn ok<T>(r: Result<T>) -> T {
     r.unwrap_or_else(|e| raise(e))
+}
+
+thread_local! {
+    /// Plans of the hot statements, prepared once per backend (SPI_keepplan); Postgres
+    /// re-plans them itself when the tables change.
+    static PLANS: std::cell::RefCell<std::collections::HashMap<&'static str, pgrx::spi::OwnedPreparedStatement>> =
+        Default::default();
+}
+
+/// Like `one`, through a kept plan. `types` are the parameters' type OIDs.
+pub fn one_prepared<T: FromDatum + IntoDatum>(
+    sql: &'static str,
+    types: &[pg_sys::Oid],
+    args: &[DatumWithOid],
+) -> Option<T> {
+    in_transaction(sql);
+    Spi::connect_mut(|c| {
+        PLANS.with(|plans| {
+            let mut plans = plans.borrow_mut();
+            if !plans.contains_key(sql) {
+                let oids: Vec<PgOid> = types.iter().map(|t| PgOid::from(*t)).collect();
+                let stmt = c
+                    .prepare_mut(sql, &oids)
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                    .keep();
+                plans.insert(sql, stmt);
+            }
+            let stmt = &plans[sql];
+            match c.update(stmt, Some(1), args) {
+                Ok(t) => t.first().get_one::<T>().ok().flatten(),
+                Err(e) => panic!("{sql}: {e}"),
+            }
+        })
+    })
 }
 
 /// SPI outside a transaction crashes the process; say which statement tried, instead.
@@ -93,36 +128,43 @@ fn notify_item_created(
     let token = validate::access_token(access_token, env)?;
     let client_user_id = validate::optional_text(client_user_id, "client_user_id")?;
     let sealed = gucs::keyring()?.encrypt(item_id, token);
-    // A re-link replaces the token; an Item paused by an error goes back to pending.
-    let args: [DatumWithOid; 4] = [
-        item_id.into(),
-        client_user_id.into(),
-        sealed.into(),
-        env.into(),
-    ];
-    Spi::run_with_args(
-        "INSERT INTO plaid_sync.items (item_id, client_user_id, access_token_encrypted, environment)
-         VALUES ($1, $2, $3, $4)
-         ON CONFLICT (item_id) DO UPDATE SET
-             client_user_id = coalesce(EXCLUDED.client_user_id, items.client_user_id),
-             access_token_encrypted = EXCLUDED.access_token_encrypted,
-             environment = EXCLUDED.environment,
-             status = CASE WHEN items.status IN ('healthy', 'pending_expiration', 'pending_disconnect')
-                           THEN items.status ELSE 'pending' END,
-             error = CASE WHEN items.status IN ('healthy', 'pending_expiration', 'pending_disconnect')
-                          THEN items.error END,
-             updated_at = now()",
-        &args,
+    // One statement: upsert the Item (a re-link replaces the token; an Item paused by an error
+    // goes back to pending), let webhooks that arrived before this notice stop waiting, and
+    // queue the first sync unless one is already queued.
+    let id = one_prepared::<i64>(
+        "WITH item AS (
+             INSERT INTO plaid_sync.items (item_id, client_user_id, access_token_encrypted, environment)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (item_id) DO UPDATE SET
+                 client_user_id = coalesce(EXCLUDED.client_user_id, items.client_user_id),
+                 access_token_encrypted = EXCLUDED.access_token_encrypted,
+                 environment = EXCLUDED.environment,
+                 status = CASE WHEN items.status IN ('healthy', 'pending_expiration', 'pending_disconnect')
+                               THEN items.status ELSE 'pending' END,
+                 error = CASE WHEN items.status IN ('healthy', 'pending_expiration', 'pending_disconnect')
+                              THEN items.error END,
+                 updated_at = now()
+             RETURNING 1),
+         released AS (
+             UPDATE plaid_sync.inbox SET run_after = now()
+              WHERE item_id = $1 AND source = 'plaid' AND status = 'pending' AND run_after > now()
+             RETURNING 1),
+         existing AS (
+             SELECT id FROM plaid_sync.inbox
+              WHERE item_id = $1 AND source = 'backend' AND status = 'pending'
+                AND webhook_type = 'ITEM' AND webhook_code = 'CREATED' AND body = '{}'::jsonb
+              ORDER BY id LIMIT 1 FOR UPDATE),
+         inserted AS (
+             INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id, body)
+             SELECT 'backend', 'ITEM', 'CREATED', $1, '{}' WHERE NOT EXISTS (SELECT 1 FROM existing)
+             RETURNING id)
+         SELECT id FROM existing UNION ALL SELECT id FROM inserted",
+        &[pg_sys::TEXTOID, pg_sys::TEXTOID, pg_sys::BYTEAOID, pg_sys::TEXTOID],
+        &[item_id.into(), client_user_id.into(), sealed.into(), env.into()],
     )
-    .expect("upsert item");
-    // Webhooks that arrived before this notice stop waiting.
-    Spi::run_with_args(
-        "UPDATE plaid_sync.inbox SET run_after = now()
-          WHERE item_id = $1 AND source = 'plaid' AND status = 'pending' AND run_after > now()",
-        &[item_id.into()],
-    )
-    .expect("release waiting webhooks");
-    Ok(enqueue_notice("ITEM", "CREATED", item_id, "{}"))
+    .expect("notify returns an inbox id");
+    crate::worker::wake_on_commit();
+    Ok(id)
 }
 
 fn notify_item_updated(item_id: Option<&str>, access_token: Option<&str>) -> Result<i64> {

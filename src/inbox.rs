@@ -64,14 +64,14 @@ pub fn enqueue_webhook(
         raw_body.into(),
         plaid_verification.into(),
     ];
-    let id = Spi::get_one_with_args::<i64>(
+    let id = crate::api::one_prepared::<i64>(
         "INSERT INTO plaid_sync.inbox
              (source, webhook_type, webhook_code, item_id, body, raw_body, plaid_verification)
          VALUES ('plaid', $1, $2, $3, $4::jsonb, $4, $5)
          RETURNING id",
+        &[pg_sys::TEXTOID; 5],
         &args,
     )
-    .expect("enqueue webhook")
     .expect("insert returns an id");
     crate::worker::wake_on_commit();
     id

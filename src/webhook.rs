@@ -7,9 +7,13 @@ use pgrx::prelude::*;
 /// a JSON object with lower-case names; use its `plaid-verification` when the caller passed
 /// none.
 pub fn header_from_postgrest() -> Option<String> {
-    let headers = Spi::get_one::<String>("SELECT current_setting('request.headers', true)")
-        .ok()
-        .flatten()?;
+    let headers = unsafe {
+        let v = pg_sys::GetConfigOption(c"request.headers".as_ptr(), true, false);
+        if v.is_null() {
+            return None;
+        }
+        std::ffi::CStr::from_ptr(v).to_string_lossy().into_owned()
+    };
     let parsed: serde_json::Value = serde_json::from_str(&headers).ok()?;
     parsed
         .as_object()?

@@ -219,14 +219,16 @@ def bench_entry_points(emu, seconds):
         with c.connect("entry") as conn:
             conn.execute("CREATE TABLE plain_notice (item_id text PRIMARY KEY, access_token text, created_at timestamptz DEFAULT now())")
             conn.execute("CREATE TABLE plain_webhook (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body text, verification text, received_at timestamptz DEFAULT now())")
-        body = '{\\n  "environment": "sandbox",\\n  "item_id": "bench'' || :id || ''",\\n  "webhook_code": "SYNC_UPDATES_AVAILABLE",\\n  "webhook_type": "TRANSACTIONS"\\n}'
+        # The body as a SQL expression: the item id changes with every call.
+        body = ("E'{\\n  \"environment\": \"sandbox\",\\n  \"item_id\": \"bench' || :id || "
+                "E'\",\\n  \"webhook_code\": \"SYNC_UPDATES_AVAILABLE\",\\n  \"webhook_type\": \"TRANSACTIONS\"\\n}'")
         jwt = "eyJhbGciOiJFUzI1NiIsImtpZCI6ImsiLCJ0eXAiOiJKV1QifQ.eyJpYXQiOjEsInJlcXVlc3RfYm9keV9zaGEyNTYiOiJ4In0.c2ln"
         rid = "\\set id random(1, 1000000000)\n"
         pairs = [
             ("plaid_notify_item_created", rid + "SELECT plaid_sync.plaid_notify_item_created('bench' || :id, 'access-sandbox-8c1f0d3e-' || :id);\n",
              rid + "INSERT INTO plain_notice VALUES ('bench' || :id, 'access-sandbox-8c1f0d3e-' || :id) ON CONFLICT DO NOTHING;\n"),
-            ("plaid_receive_webhook", rid + f"SELECT plaid_sync.plaid_receive_webhook(E'{body}', '{jwt}');\n",
-             rid + f"INSERT INTO plain_webhook (body, verification) VALUES (E'{body}', '{jwt}');\n"),
+            ("plaid_receive_webhook", rid + f"SELECT plaid_sync.plaid_receive_webhook({body}, '{jwt}');\n",
+             rid + f"INSERT INTO plain_webhook (body, verification) VALUES ({body}, '{jwt}');\n"),
         ]
         for name, ours, plain in pairs:
             t_plain = pgbench_tps(c, plain, seconds)
