@@ -129,8 +129,7 @@ fn notify_item_created(
     let client_user_id = validate::optional_text(client_user_id, "client_user_id")?;
     let sealed = gucs::keyring()?.encrypt(item_id, token);
     // One statement: upsert the Item (a re-link replaces the token; an Item paused by an error
-    // goes back to pending), let webhooks that arrived before this notice stop waiting, and
-    // queue the first sync unless one is already queued.
+    // goes back to pending) and queue its first sync, unless one is queued already.
     let id = one_prepared::<i64>(
         "WITH item AS (
              INSERT INTO plaid_sync.items (item_id, client_user_id, access_token_encrypted, environment)
@@ -144,27 +143,28 @@ fn notify_item_created(
                  error = CASE WHEN items.status IN ('healthy', 'pending_expiration', 'pending_disconnect')
                               THEN items.error END,
                  updated_at = now()
-             RETURNING 1),
-         released AS (
-             UPDATE plaid_sync.inbox SET run_after = now()
-              WHERE item_id = $1 AND source = 'plaid' AND status = 'pending' AND run_after > now()
-             RETURNING 1),
-         existing AS (
-             SELECT id FROM plaid_sync.inbox
-              WHERE item_id = $1 AND source = 'backend' AND status = 'pending'
-                AND webhook_type = 'ITEM' AND webhook_code = 'CREATED' AND body = '{}'::jsonb
-              ORDER BY id LIMIT 1 FOR UPDATE),
-         inserted AS (
-             INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id, body)
-             SELECT 'backend', 'ITEM', 'CREATED', $1, '{}' WHERE NOT EXISTS (SELECT 1 FROM existing)
-             RETURNING id)
-         SELECT id FROM existing UNION ALL SELECT id FROM inserted",
+             RETURNING 1)
+         INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id, body)
+         VALUES ('backend', 'ITEM', 'CREATED', $1, '{}')
+         ON CONFLICT (item_id, webhook_type, webhook_code) WHERE source = 'backend' AND status = 'pending' AND attempts = 0
+         DO NOTHING
+         RETURNING id",
         &[pg_sys::TEXTOID, pg_sys::TEXTOID, pg_sys::BYTEAOID, pg_sys::TEXTOID],
         &[item_id.into(), client_user_id.into(), sealed.into(), env.into()],
     )
+    .or_else(|| queued_notice(item_id, "ITEM", "CREATED"))
     .expect("notify returns an inbox id");
     crate::worker::wake_on_commit();
     Ok(id)
+}
+
+/// The id of the notice already queued for this Item (when a new one was folded into it).
+fn queued_notice(item_id: &str, webhook_type: &str, webhook_code: &str) -> Option<i64> {
+    one::<i64>(
+        "SELECT id FROM plaid_sync.inbox WHERE item_id = $1 AND webhook_type = $2 AND webhook_code = $3
+            AND source = 'backend' AND status = 'pending' AND attempts = 0",
+        &[item_id.into(), webhook_type.into(), webhook_code.into()],
+    )
 }
 
 fn notify_item_updated(item_id: Option<&str>, access_token: Option<&str>) -> Result<i64> {
@@ -341,16 +341,26 @@ fn retry_failed(item_id: Option<&str>) -> Result<i32> {
         None => None,
         Some(i) => Some(validate::item_id(Some(i))?),
     };
-    let n = Spi::get_one_with_args::<i64>(
-        "WITH requeued AS (
+    // A failed notice whose twin is already queued is folded into it instead.
+    let n = one::<i64>(
+        "WITH twin AS (
+             UPDATE plaid_sync.inbox f SET status = 'done', finished_at = now(),
+                    last_error = f.last_error || ' (superseded by a newer identical notice)'
+              WHERE f.status = 'failed' AND ($1::text IS NULL OR f.item_id = $1) AND f.source = 'backend'
+                AND EXISTS (SELECT 1 FROM plaid_sync.inbox q
+                             WHERE q.item_id = f.item_id AND q.webhook_type = f.webhook_type
+                               AND q.webhook_code = f.webhook_code AND q.source = 'backend'
+                               AND q.status = 'pending' AND q.attempts = 0)
+             RETURNING f.id),
+         requeued AS (
              UPDATE plaid_sync.inbox SET status = 'pending', attempts = 0, run_after = now(),
                     locked_until = NULL, locked_by = NULL, finished_at = NULL
               WHERE status = 'failed' AND ($1::text IS NULL OR item_id = $1)
+                AND id NOT IN (SELECT id FROM twin)
               RETURNING 1)
          SELECT count(*) FROM requeued",
         &[item_id.into()],
     )
-    .expect("retry failed")
     .unwrap_or(0);
     if n > 0 {
         crate::worker::wake_on_commit();

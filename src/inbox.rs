@@ -20,8 +20,9 @@ impl Source {
     }
 }
 
-/// A backend notice: reuses an identical job for the same Item that has not started yet, so
-/// repeating a notice never queues the same work twice. Returns the inbox id.
+/// A backend notice. While an earlier identical notice for the Item still waits, this one is
+/// folded into it (its body, e.g. a webhook URL, replaced by the newer one), so repeating a
+/// notice never queues the same work twice. Returns the inbox id.
 pub fn enqueue_notice(webhook_type: &str, webhook_code: &str, item_id: &str, body: &str) -> i64 {
     let args: [DatumWithOid; 4] = [
         webhook_type.into(),
@@ -29,21 +30,15 @@ pub fn enqueue_notice(webhook_type: &str, webhook_code: &str, item_id: &str, bod
         item_id.into(),
         body.into(),
     ];
-    let id = Spi::get_one_with_args::<i64>(
-        "WITH existing AS (
-             SELECT id FROM plaid_sync.inbox
-              WHERE item_id = $3 AND source = 'backend' AND status = 'pending'
-                AND webhook_type = $1 AND webhook_code = $2 AND body = $4::jsonb
-              ORDER BY id LIMIT 1 FOR UPDATE),
-         inserted AS (
-             INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id, body)
-             SELECT 'backend', $1, $2, $3, $4::jsonb
-              WHERE NOT EXISTS (SELECT 1 FROM existing)
-             RETURNING id)
-         SELECT id FROM existing UNION ALL SELECT id FROM inserted",
+    let id = crate::api::one_prepared::<i64>(
+        "INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id, body)
+         VALUES ('backend', $1, $2, $3, $4::jsonb)
+         ON CONFLICT (item_id, webhook_type, webhook_code) WHERE source = 'backend' AND status = 'pending' AND attempts = 0
+         DO UPDATE SET body = EXCLUDED.body
+         RETURNING id",
+        &[pg_sys::TEXTOID; 4],
         &args,
     )
-    .expect("enqueue backend notice")
     .expect("enqueue returns an id");
     crate::worker::wake_on_commit();
     id

@@ -32,19 +32,36 @@ pub fn renew_lease(job_id: i64) {
     .expect("renew lease");
 }
 
-/// The Plaid client from the current settings (read on the main thread).
-pub fn client() -> Result<Client, String> {
+thread_local! {
+    /// The client of the last job and the settings it was built from: a worker reuses it
+    /// (and its connections) until a reload changes them.
+    static CLIENT: std::cell::RefCell<Option<(Config, std::rc::Rc<Client>)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The Plaid client for the current settings (read on the main thread).
+pub fn client() -> Result<std::rc::Rc<Client>, String> {
     let secret = gucs::secret().ok_or("plaid_sync.secret is not set")?;
     let client_id = gucs::client_id().ok_or("plaid_sync.client_id is not set")?;
     let base_url = gucs::api_url()
         .unwrap_or_else(|| crate::plaid::client::base_url_for(gucs::environment().as_str()).into());
-    Ok(Client::new(Config {
+    let config = Config {
         base_url,
         client_id,
         secret,
         connect_timeout: std::time::Duration::from_millis(gucs::connect_timeout_ms()),
         request_timeout: std::time::Duration::from_millis(gucs::request_timeout_ms()),
         interrupted: crate::worker::interrupt_check(),
+    };
+    Ok(CLIENT.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        match cached.as_ref() {
+            Some((c, client)) if *c == config => client.clone(),
+            _ => {
+                let client = std::rc::Rc::new(Client::new(config.clone()));
+                *cached = Some((config, client.clone()));
+                client
+            }
+        }
     }))
 }
 
@@ -163,7 +180,7 @@ pub fn run(job: &Job, client: &Client) -> Outcome {
     };
     if job.source == "plaid" {
         // Plaid may be quicker than the backend: a webhook for an Item nobody announced yet
-        // waits for it (plaid_notify_item_created makes it due at once) until the grace ends.
+        // waits for it, looking again every second, until the grace ends.
         let (id, grace) = (item_id.to_string(), gucs::unknown_item_grace_s());
         let waiting = db(move || {
             crate::api::one::<bool>(
@@ -243,7 +260,8 @@ pub fn record(job: &Job, outcome: &Outcome) {
             0,
         ),
         Outcome::Retry(m) => ("pending", Some(m.clone()), backoff_ms(job.attempts)),
-        Outcome::Wait(m) => ("waiting", Some(m.clone()), 5_000),
+        // Re-checked every second: the Item's announcement does not have to find it.
+        Outcome::Wait(m) => ("waiting", Some(m.clone()), 1_000),
     };
     let (status, undo_attempt) = if status == "waiting" {
         ("pending", 1)
@@ -312,12 +330,24 @@ fn unlock_item(job: &Job) {
     }
 }
 
-/// Gives a claimed job back untouched (its Item is busy elsewhere).
+/// Gives a claimed job back untouched (its Item is busy elsewhere), or folds it into an
+/// identical notice queued meanwhile.
 fn release(job: &Job) {
     Spi::run_with_args(
-        "UPDATE plaid_sync.inbox SET status = 'pending', attempts = attempts - 1, locked_until = NULL,
-                locked_by = NULL, run_after = now() + interval '200 milliseconds'
-          WHERE id = $1",
+        "UPDATE plaid_sync.inbox j SET
+                status = CASE WHEN twin.id IS NULL THEN 'pending' ELSE 'done' END,
+                finished_at = CASE WHEN twin.id IS NULL THEN NULL ELSE now() END,
+                last_error = CASE WHEN twin.id IS NULL THEN j.last_error ELSE 'folded into job ' || twin.id END,
+                attempts = j.attempts - 1, locked_until = NULL, locked_by = NULL,
+                run_after = now() + interval '200 milliseconds'
+           FROM (SELECT NULL) x
+           LEFT JOIN LATERAL (
+                SELECT q.id FROM plaid_sync.inbox q, plaid_sync.inbox me
+                 WHERE me.id = $1 AND me.source = 'backend' AND me.attempts = 1
+                   AND q.item_id = me.item_id AND q.webhook_type = me.webhook_type
+                   AND q.webhook_code = me.webhook_code AND q.source = 'backend'
+                   AND q.status = 'pending' AND q.attempts = 0) twin ON true
+          WHERE j.id = $1",
         &[job.id.into()],
     )
     .expect("release job");

@@ -25,6 +25,25 @@ pub struct Config {
     pub interrupted: Option<fn() -> bool>,
 }
 
+/// Same settings, same client (the interrupt check is fixed for the life of a process).
+impl PartialEq for Config {
+    fn eq(&self, o: &Config) -> bool {
+        (
+            &self.base_url,
+            &self.client_id,
+            &self.secret,
+            self.connect_timeout,
+            self.request_timeout,
+        ) == (
+            &o.base_url,
+            &o.client_id,
+            &o.secret,
+            o.connect_timeout,
+            o.request_timeout,
+        )
+    }
+}
+
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")

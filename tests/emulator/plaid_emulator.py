@@ -256,6 +256,9 @@ def parse_cursor(item, cursor):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # http.server writes headers and body separately; with Nagle's algorithm and delayed
+    # ACKs that costs ~40 ms a response, which Plaid's own servers do not add.
+    disable_nagle_algorithm = True
     world: World = None
 
     def log_message(self, *a):
