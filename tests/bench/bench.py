@@ -141,9 +141,13 @@ def bench_ingest(emu, items_n, per_item):
         added = [t for _, p in pages for t in p["added"]]
         conn.execute("CREATE TABLE public.limit_txn (LIKE plaid_sync.transactions INCLUDING ALL)")
         payload = json.dumps(added)
-        t0 = time.time()
-        conn.execute(f"INSERT INTO public.limit_txn ({COLS}) SELECT {EXTRACT.replace('%s', 'NULL::text')} FROM jsonb_array_elements(%s::jsonb) e".replace("NULL::text", "'x'"), (payload,))
-        limit_s = time.time() - t0
+        insert = f"INSERT INTO public.limit_txn ({COLS}) SELECT {EXTRACT.replace('%s', repr('x'))} FROM jsonb_array_elements(%s::jsonb) e"
+        limit_s = None
+        for _ in range(3):  # the limit is the best of three
+            conn.execute("TRUNCATE public.limit_txn")
+            t0 = time.time()
+            conn.execute(insert, (payload,))
+            limit_s = min(limit_s or 1e9, time.time() - t0)
         limit = len(added) / limit_s
         # (b) a hand-written backend: fetch the pages, upsert row by row over a connection.
         conn.execute("CREATE TABLE public.rowwise_txn (LIKE plaid_sync.transactions INCLUDING ALL)")
