@@ -159,7 +159,9 @@ def main():
             print(f"The server is still running. Connect with:\n  psql -h {cluster.sock} -p {cluster.port} -U postgres demo")
             print(f"Stop it with:\n  runuser -u {cluster.os_user} -- /usr/lib/postgresql/15/bin/pg_ctl -D {cluster.data} stop")
         else:
-            print(f"Done. Run `scripts/demo --keep` to leave the server running and explore it with psql.")
+            print("Done; the throwaway server is stopped. To explore the data with psql, run\n"
+                  "  scripts/demo --keep\n"
+                  f"and connect with the command it prints (this run's was: psql -h {cluster.sock} -p {cluster.port} -U postgres demo).")
     finally:
         if not a.keep:
             cluster.stop()
