@@ -68,20 +68,27 @@ def emulator():
     e.server.shutdown()
 
 
-@pytest.fixture(scope="session")
-def cluster(emulator):
-    root = os.path.join(os.environ.get("PLAID_SYNC_TEST_DIR", "/var/tmp/plaid_sync_test"), "e2e")
-    c = Cluster(root, {
+def make_cluster(name, emulator, **settings):
+    """A throwaway server for the suite, talking to the session's emulator."""
+    root = os.path.join(os.environ.get("PLAID_SYNC_TEST_DIR", "/var/tmp/plaid_sync_test"), name)
+    return Cluster(root, {
         "plaid_sync.encryption_key": f"'{KEY1_HEX}'",
         "plaid_sync.client_id": "'e2e-client'",
         "plaid_sync.secret": f"'{SECRET}'",
+        "plaid_sync.api_url": f"'{emulator.url}'",
+        **settings,
+    }).init()
+
+
+@pytest.fixture(scope="session")
+def cluster(emulator):
+    c = make_cluster("e2e", emulator, **{
         "plaid_sync.database": f"'{WORKER_DB}'",
         "plaid_sync.workers": 0,
-        "plaid_sync.api_url": f"'{emulator.url}'",
         "plaid_sync.retry_base_delay": "'10ms'",
         "plaid_sync.retry_max_delay": "'50ms'",
         "plaid_sync.max_attempts": 4,
-    }).init()
+    })
     c.start()
     yield c
     c.stop()

@@ -8,7 +8,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import KEY1_HEX, SECRET, USED_SECRETS, Cluster
+from conftest import USED_SECRETS, make_cluster
 from test_sync import assert_matches_emulator
 
 DB = "plaid"
@@ -16,12 +16,7 @@ DB = "plaid"
 
 @pytest.fixture(scope="module")
 def wc(emulator):
-    root = os.path.join(os.environ.get("PLAID_SYNC_TEST_DIR", "/var/tmp/plaid_sync_test"), "workers")
-    c = Cluster(root, {
-        "plaid_sync.encryption_key": f"'{KEY1_HEX}'",
-        "plaid_sync.client_id": "'e2e-client'",
-        "plaid_sync.secret": f"'{SECRET}'",
-        "plaid_sync.api_url": f"'{emulator.url}'",
+    c = make_cluster("workers", emulator, **{
         "plaid_sync.database": f"'{DB}'",
         "plaid_sync.workers": 2,
         "plaid_sync.poll_interval": "'60s'",  # a job that starts quickly was woken, not polled
@@ -30,7 +25,7 @@ def wc(emulator):
         "plaid_sync.max_attempts": 6,
         "plaid_sync.job_lease": "'30s'",
         "plaid_sync.request_timeout": "'5s'",
-    }).init()
+    })
     c.start()
     c.create_database(DB)
     yield c
