@@ -83,6 +83,16 @@ def cluster(name, emu, workers, **extra):
     return c
 
 
+def wait_workers(conn, n, timeout=60):
+    """Workers connect to the database they serve (they retry every 2 s until it exists)."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if conn.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'plaid_sync worker' AND datname = current_database()").fetchone()[0] >= n:
+            return
+        time.sleep(0.05)
+    raise RuntimeError("the workers did not connect")
+
+
 def wait_idle(conn, timeout=3600):
     t0 = time.time()
     while time.time() - t0 < timeout:
@@ -129,6 +139,7 @@ def bench_ingest(emu, items_n, per_item):
     c = cluster("ingest", emu, 2)
     try:
         conn = c.connect("bench")
+        wait_workers(conn, 2)
         items = emu("items", count=items_n, days=per_item // 4, per_day=4)["items"]
         t0 = time.time()
         announce_all(conn, items)
@@ -181,7 +192,7 @@ def bench_latency(emu, trials):
     c = cluster("latency", emu, 2)
     try:
         conn, probe = c.connect("bench"), c.connect("bench")
-        time.sleep(3)  # workers connect once the database exists
+        wait_workers(conn, 2)
         created, hooked = [], []
         for _ in range(trials):
             it = emu("items", count=1, days=25, per_day=4)["items"][0]
@@ -274,14 +285,15 @@ def bench_memory(emu, small, large):
     c = cluster("memory", emu, 1, shared_buffers="'16MB'")
     try:
         conn = c.connect("bench")
-        time.sleep(3)
+        wait_workers(conn, 1)
         out = {}
         for n in (small, large):
             it = emu("items", count=1, days=max(1, n // 274), per_day=min(n, 274))["items"][0]
             # A fresh worker process for each size, so its peak belongs to this sync.
             for (pid,) in conn.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'plaid_sync worker'").fetchall():
                 conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-            time.sleep(3)
+            time.sleep(0.5)
+            wait_workers(conn, 1)
             out[n] = worker_memory(conn, it, c)
         (a_s, h_s, n_s, _), (a_l, h_l, n_l, _) = out[small], out[large]
         result("4", f"worker peak private memory, {n_s:,} / {n_l:,} transactions", f"{a_s:.1f} MB / {a_l:.1f} MB (VmHWM {h_s:.0f} / {h_l:.0f} MB, shared_buffers 16MB)",
@@ -299,7 +311,7 @@ def bench_parallel(emu, items_n):
             c = cluster(f"parallel{w}", emu, w)
             try:
                 conn = c.connect("bench")
-                time.sleep(3)
+                wait_workers(conn, w)
                 items = emu("items", count=items_n, days=3, per_day=3)["items"]
                 t0 = time.time()
                 announce_all(conn, items)
@@ -320,6 +332,7 @@ def bench_scale(emu, sizes):
         for n in sizes:
             c.create_database("bench")
             conn = c.connect("bench")
+            wait_workers(conn, 2)
             items = emu("items", count=n, days=25, per_day=4)["items"]
             t0 = time.time()
             announce_all(conn, items)
