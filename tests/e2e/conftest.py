@@ -43,9 +43,10 @@ class Emulator:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def stop(self):
-        """Plaid is unreachable: connections to its port are refused."""
+        """Plaid is unreachable: open connections are cut and new ones are refused."""
         self.server.shutdown()
         self.server.server_close()
+        plaid_emulator.drop_connections()
 
     def start(self):
         """Back on the same port, with the same data."""

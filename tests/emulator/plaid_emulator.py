@@ -260,6 +260,16 @@ class Handler(BaseHTTPRequestHandler):
     # ACKs that costs ~40 ms a response, which Plaid's own servers do not add.
     disable_nagle_algorithm = True
     world: World = None
+    # Open client connections, so an outage can cut them (keep-alive would outlive the listener).
+    connections: set = set()
+
+    def setup(self):
+        super().setup()
+        Handler.connections.add(self.connection)
+
+    def finish(self):
+        Handler.connections.discard(self.connection)
+        super().finish()
 
     def log_message(self, *a):
         pass
@@ -591,6 +601,16 @@ def control(w, what, body):
             deliver(body["deliver_to"], raw, jwt)
         return {"body": raw.decode(), "plaid_verification": jwt}
     raise KeyError(what)
+
+
+def drop_connections():
+    """Cuts every open client connection, as an outage would."""
+    import socket
+    for conn in list(Handler.connections):
+        try:
+            conn.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def serve(port, seed=1, host="127.0.0.1", client_id=CLIENT_ID, secret=SECRET):
