@@ -4,22 +4,6 @@
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
-/// Who sent a row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    Backend,
-    Plaid,
-}
-
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Backend => "backend",
-            Source::Plaid => "plaid",
-        }
-    }
-}
-
 /// A backend notice. While an earlier identical notice for the Item still waits, this one is
 /// folded into it (its body, e.g. a webhook URL, replaced by the newer one), so repeating a
 /// notice never queues the same work twice. Returns the inbox id.
