@@ -275,3 +275,20 @@ def test_a_response_slower_than_the_timeout_is_retried(cluster, emulator, su):
         with cluster.connect() as c:
             c.execute("ALTER SYSTEM RESET plaid_sync.request_timeout")
         cluster.reload()
+
+
+def test_readme_step_4_announces_and_points_existing_items_in_one_statement(emulator, su):
+    """README "Integrating with Plaid", step 4, exactly as written there."""
+    su.execute("CREATE SCHEMA app")
+    su.execute("CREATE TABLE app.plaid_items (item_id text PRIMARY KEY, access_token text NOT NULL)")
+    items = emulator("items", count=3, days=2, per_day=2)["items"]
+    for it in items:
+        USED_SECRETS.add(it["access_token"])
+        su.execute("INSERT INTO app.plaid_items VALUES (%s, %s)", (it["item_id"], it["access_token"]))
+    su.execute("""SELECT plaid_sync.plaid_notify_item_created(item_id, access_token),
+                         plaid_sync.plaid_update_item_webhook(item_id, 'https://api.example.com/plaid/webhook')
+                    FROM app.plaid_items""")
+    drain(su)
+    rows = su.execute("SELECT status, webhook FROM plaid_sync.items").fetchall()
+    assert rows == [("healthy", "https://api.example.com/plaid/webhook")] * 3
+    assert su.execute("SELECT count(*) FROM plaid_sync.inbox WHERE status <> 'done'").fetchone()[0] == 0
