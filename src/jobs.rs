@@ -155,7 +155,7 @@ fn coalesce(job: &Job, client: &Client) {
                     attempts: 1,
                     ..job.clone()
                 };
-                db(|| record(&job, &Outcome::Failed(format!("rejected: {r}"))));
+                db(|| record(&job, &Outcome::Rejected(format!("rejected: {r}"))));
             }
             Err(crate::webhook::Refusal::Retry(_)) => {} // it runs on its own later
         }
@@ -204,7 +204,7 @@ pub fn run(job: &Job, client: &Client) -> Outcome {
         match crate::webhook::verify_job(job.id, client) {
             Ok(()) => {}
             Err(crate::webhook::Refusal::Reject(r)) => {
-                return Outcome::Failed(format!("rejected: {r}"));
+                return Outcome::Rejected(format!("rejected: {r}"));
             }
             Err(crate::webhook::Refusal::Retry(r)) => return Outcome::Retry(r),
         }
@@ -249,24 +249,22 @@ pub fn backoff_ms(attempts: i32) -> i64 {
 
 /// Writes the outcome on the inbox row.
 pub fn record(job: &Job, outcome: &Outcome) {
-    let (status, error, delay_ms): (&str, Option<String>, i64) = match outcome {
-        Outcome::Done(note) => ("done", note.clone(), 0),
-        Outcome::ItemPaused(m) => ("done", Some(format!("Item paused: {m}")), 0),
-        Outcome::Failed(m) if m.starts_with("rejected: ") => ("rejected", Some(m.clone()), 0),
-        Outcome::Failed(m) => ("failed", Some(m.clone()), 0),
-        Outcome::Retry(m) if job.attempts >= gucs::max_attempts() => (
-            "failed",
-            Some(format!("{m} (gave up after {} attempts)", job.attempts)),
-            0,
-        ),
-        Outcome::Retry(m) => ("pending", Some(m.clone()), backoff_ms(job.attempts)),
+    // (status, delay before it is due again, attempts given back)
+    let (status, delay_ms, undo_attempt): (&str, i64, i32) = match outcome {
+        Outcome::Done(_) | Outcome::ItemPaused(_) => ("done", 0, 0),
+        Outcome::Rejected(_) => ("rejected", 0, 0),
+        Outcome::Failed(_) => ("failed", 0, 0),
+        Outcome::Retry(_) if job.attempts >= gucs::max_attempts() => ("failed", 0, 0),
+        Outcome::Retry(_) => ("pending", backoff_ms(job.attempts), 0),
         // Re-checked every second: the Item's announcement does not have to find it.
-        Outcome::Wait(m) => ("waiting", Some(m.clone()), 1_000),
+        Outcome::Wait(_) => ("pending", 1_000, 1),
     };
-    let (status, undo_attempt) = if status == "waiting" {
-        ("pending", 1)
-    } else {
-        (status, 0)
+    let error = match outcome {
+        Outcome::ItemPaused(m) => Some(format!("Item paused: {m}")),
+        Outcome::Retry(m) if status == "failed" => {
+            Some(format!("{m} (gave up after {} attempts)", job.attempts))
+        }
+        other => other.message().map(str::to_string),
     };
     Spi::run_with_args(
         "UPDATE plaid_sync.inbox SET status = $2, last_error = $3, locked_until = NULL, locked_by = NULL,
@@ -334,20 +332,20 @@ fn unlock_item(job: &Job) {
 /// identical notice queued meanwhile.
 fn release(job: &Job) {
     Spi::run_with_args(
-        "UPDATE plaid_sync.inbox j SET
-                status = CASE WHEN twin.id IS NULL THEN 'pending' ELSE 'done' END,
-                finished_at = CASE WHEN twin.id IS NULL THEN NULL ELSE now() END,
-                last_error = CASE WHEN twin.id IS NULL THEN j.last_error ELSE 'folded into job ' || twin.id END,
-                attempts = j.attempts - 1, locked_until = NULL, locked_by = NULL,
+        "WITH twin AS (
+             SELECT q.id FROM plaid_sync.inbox q
+               JOIN plaid_sync.inbox me ON q.item_id = me.item_id AND q.webhook_type = me.webhook_type
+                                       AND q.webhook_code = me.webhook_code
+              WHERE me.id = $1 AND me.source = 'backend' AND me.attempts = 1
+                AND q.source = 'backend' AND q.status = 'pending' AND q.attempts = 0
+              LIMIT 1)
+         UPDATE plaid_sync.inbox SET
+                status = CASE WHEN EXISTS (SELECT 1 FROM twin) THEN 'done' ELSE 'pending' END,
+                finished_at = CASE WHEN EXISTS (SELECT 1 FROM twin) THEN now() END,
+                last_error = coalesce('folded into job ' || (SELECT id FROM twin), last_error),
+                attempts = attempts - 1, locked_until = NULL, locked_by = NULL,
                 run_after = now() + interval '200 milliseconds'
-           FROM (SELECT NULL) x
-           LEFT JOIN LATERAL (
-                SELECT q.id FROM plaid_sync.inbox q, plaid_sync.inbox me
-                 WHERE me.id = $1 AND me.source = 'backend' AND me.attempts = 1
-                   AND q.item_id = me.item_id AND q.webhook_type = me.webhook_type
-                   AND q.webhook_code = me.webhook_code AND q.source = 'backend'
-                   AND q.status = 'pending' AND q.attempts = 0) twin ON true
-          WHERE j.id = $1",
+          WHERE id = $1",
         &[job.id.into()],
     )
     .expect("release job");

@@ -33,7 +33,32 @@ pub enum Outcome {
     Wait(String),
     /// The Item needs its user (or is gone): its status is set, syncs pause.
     ItemPaused(String),
+    /// A Plaid-origin webhook that failed verification.
+    Rejected(String),
     Failed(String),
+}
+
+impl Outcome {
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            Outcome::Done(note) => note.as_deref(),
+            Outcome::Retry(m)
+            | Outcome::Wait(m)
+            | Outcome::ItemPaused(m)
+            | Outcome::Rejected(m)
+            | Outcome::Failed(m) => Some(m),
+        }
+    }
+
+    /// `sync_runs.outcome` for a sync that ended this way.
+    fn run_label(&self) -> &'static str {
+        match self {
+            Outcome::Done(_) => "ok",
+            Outcome::Retry(_) | Outcome::Wait(_) => "retry",
+            Outcome::ItemPaused(_) => "item_error",
+            Outcome::Rejected(_) | Outcome::Failed(_) => "failed",
+        }
+    }
 }
 
 fn from_plaid(call: &str, e: PlaidError) -> Outcome {
@@ -239,7 +264,7 @@ fn finish_sync(
     backfill: bool,
     result: Result<pagination::Summary, (PlaidError, pagination::Summary)>,
 ) -> Outcome {
-    let (summary, outcome, error) = match result {
+    let (summary, outcome) = match result {
         Ok(s) => {
             store::apply_pages(run_id, item_id);
             if backfill {
@@ -260,24 +285,11 @@ fn finish_sync(
                 &[item_id.into(), s.next_cursor.clone().into(), s.update_status.clone().into()],
             )
             .expect("advance cursor");
-            (s, "ok", None)
+            (s, Outcome::Done(None))
         }
         Err((e, s)) => {
             pause_item(item_id, &e);
-            let o = from_plaid("/transactions/sync", e);
-            let label = match &o {
-                Outcome::Retry(_) => "retry",
-                Outcome::ItemPaused(_) => "item_error",
-                _ => "failed",
-            };
-            let msg = match &o {
-                Outcome::Retry(m)
-                | Outcome::ItemPaused(m)
-                | Outcome::Failed(m)
-                | Outcome::Wait(m) => m.clone(),
-                Outcome::Done(_) => String::new(),
-            };
-            (s, label, Some(msg))
+            (s, from_plaid("/transactions/sync", e))
         }
     };
     // Applied or abandoned, the staged pages are no longer needed.
@@ -294,17 +306,12 @@ fn finish_sync(
             (summary.modified as i32).into(),
             (summary.removed as i32).into(),
             summary.request_ids.clone().into(),
-            outcome.into(),
-            error.clone().into(),
+            outcome.run_label().into(),
+            outcome.message().into(),
         ],
     )
     .expect("record sync run");
-    match (outcome, error) {
-        ("ok", _) => Outcome::Done(None),
-        ("retry", Some(m)) => Outcome::Retry(m),
-        ("item_error", Some(m)) => Outcome::ItemPaused(m),
-        (_, m) => Outcome::Failed(m.unwrap_or_default()),
-    }
+    outcome
 }
 
 /// TRANSACTIONS webhooks and backend backfills.
