@@ -10,18 +10,16 @@ for the second sync with plaid_notify_item_updated.
 """
 
 import argparse
-import json
 import os
 import sys
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "emulator"))
-from harness import Cluster, free_port  # noqa: E402
+from harness import Cluster, free_port, post_json  # noqa: E402
 import plaid_emulator  # noqa: E402
 
 KEY = os.urandom(32).hex()
@@ -32,10 +30,10 @@ def step(msg):
 
 
 def plaid(base, path, body, client_id, secret):
-    body = dict(body, client_id=client_id, secret=secret)
-    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json", "Plaid-Version": "2020-09-14"})
-    return json.loads(urllib.request.urlopen(req, timeout=30).read())
+    status, answer = post_json(base + path, dict(body, client_id=client_id, secret=secret))
+    if status != 200:
+        raise SystemExit(f"Plaid {path}: HTTP {status} {answer.get('error_code') if answer else ''}")
+    return answer
 
 
 def webhook_route(dsn_args):
@@ -135,7 +133,7 @@ def main():
             conn.execute("SELECT plaid_sync.plaid_notify_item_updated(%s)", (item_id,))
         else:
             step("three days pass at the bank: new transactions, pending ones post")
-            urllib.request.urlopen(urllib.request.Request(f"{base}/_emulator/advance", data=json.dumps({"item_id": item_id, "days": 3}).encode(), method="POST", headers={"Content-Type": "application/json"})).read()
+            post_json(f"{base}/_emulator/advance", {"item_id": item_id, "days": 3})
             step("Plaid fires SYNC_UPDATES_AVAILABLE (signed) at the webhook route")
             plaid(base, "/sandbox/item/fire_webhook", {"access_token": token, "webhook_code": "SYNC_UPDATES_AVAILABLE"}, client_id, secret)
             for _ in range(100):

@@ -6,6 +6,7 @@ OS user (PLAID_SYNC_TEST_USER, created by scripts/setup). Each cluster has its o
 directory, port and socket directory, and is stopped when the caller is done with it.
 """
 
+import json
 import os
 import pwd
 import shutil
@@ -14,6 +15,19 @@ import subprocess
 import time
 
 import psycopg
+
+
+def post_json(url: str, body: dict, timeout: float = 30):
+    """POSTs JSON the way Plaid clients do; returns (HTTP status, parsed body), errors included."""
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json", "Plaid-Version": "2020-09-14"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 

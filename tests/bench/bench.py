@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import re
-import statistics
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(HERE, ".."))
-from harness import PG_BIN, Cluster, free_port  # noqa: E402
+from harness import PG_BIN, Cluster, free_port, post_json  # noqa: E402
 
 KEY = "5c" * 32
 CLIENT, SECRET = "bench-client", "bench-secret-" + os.urandom(4).hex()
@@ -55,15 +54,12 @@ class Emulator:
         raise RuntimeError("emulator did not start")
 
     def __call__(self, what, **body):
-        req = urllib.request.Request(f"{self.url}/_emulator/{what}", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
-        return json.loads(urllib.request.urlopen(req, timeout=600).read())
+        return post_json(f"{self.url}/_emulator/{what}", body, timeout=600)[1]
 
     def plaid(self, path, body):
-        body = dict(body, client_id=CLIENT, secret=SECRET)
-        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
-        return urllib.request.urlopen(req, timeout=600).read()
+        status, answer = post_json(self.url + path, dict(body, client_id=CLIENT, secret=SECRET), timeout=600)
+        assert status == 200, answer
+        return answer
 
     def stop(self):
         self.proc.terminate()
@@ -116,7 +112,7 @@ def fetch_pages(emu, items):
             body = {"access_token": it["access_token"], "count": 500}
             if cursor:
                 body["cursor"] = cursor
-            page = json.loads(emu.plaid("/transactions/sync", body))
+            page = emu.plaid("/transactions/sync", body)
             pages.append((it["item_id"], page))
             cursor = page["next_cursor"]
             if not page["has_more"]:

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from harness import Cluster, free_port  # noqa: E402,F401
+from harness import Cluster, free_port, post_json  # noqa: E402,F401
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "emulator"))
 import plaid_emulator  # noqa: E402
@@ -56,10 +56,7 @@ class Emulator:
         self._run()
 
     def __call__(self, what, **body):
-        import json, urllib.request
-        req = urllib.request.Request(f"{self.url}/_emulator/{what}", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
-        return json.loads(urllib.request.urlopen(req, timeout=30).read())
+        return post_json(f"{self.url}/_emulator/{what}", body)[1]
 
 
 @pytest.fixture(scope="session")

@@ -3,10 +3,10 @@ real cursors and pages."""
 
 import json
 import os
-import urllib.error
-import urllib.request
 
 import pytest
+
+from harness import post_json
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "plaid")
 
@@ -19,13 +19,7 @@ def fixture(name):
 def call(emulator, path, body, creds=True):
     if creds:
         body = dict(body, client_id="e2e-client", secret=emulator.world.secret)
-    req = urllib.request.Request(emulator.url + path, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json", "Plaid-Version": "2020-09-14"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+    return post_json(emulator.url + path, body, timeout=10)
 
 
 def keys(obj):

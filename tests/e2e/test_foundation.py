@@ -2,7 +2,6 @@
 
 import base64
 import hashlib
-import subprocess
 
 import psycopg
 import pytest

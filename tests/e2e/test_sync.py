@@ -207,7 +207,7 @@ def test_forged_webhooks_are_rejected_and_change_nothing(emulator, su):
 
 
 def test_secret_and_tokens_appear_in_no_table(emulator, su):
-    item_id = announce(emulator, su, days=5)
+    announce(emulator, su, days=5)
     drain(su)
     for table in ["items", "inbox", "sync_runs", "accounts", "transactions", "institutions"]:
         text = " ".join(str(r) for r in su.execute(f"SELECT x::text FROM plaid_sync.{table} x"))

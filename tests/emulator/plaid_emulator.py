@@ -462,7 +462,7 @@ def handle(w, path, body):
         end = snap["end"] if snap else len(item.events)
         page = (snap["page"] + 1) if snap else 1
         chunk = item.events[pos:min(end, pos + count)]
-        added, modified, removed, order = {}, {}, {}, []
+        added, modified, removed = {}, {}, {}
         for kind, tid, obj in chunk:
             if kind == "removed":
                 if tid in added:
