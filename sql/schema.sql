@@ -121,11 +121,10 @@ CREATE TABLE plaid_sync.inbox (
 );
 -- Workers claim due rows in id order.
 CREATE INDEX inbox_due_idx ON plaid_sync.inbox (run_after, id) WHERE status IN ('pending', 'running');
--- One job per Item at a time; coalescing looks up an Item's open rows.
+-- One job per Item at a time; coalescing looks up an Item's open rows, and so does the fold
+-- of a repeated backend notice (src/inbox.rs). No unique index does that fold: every index
+-- here is paid by every notice and webhook, and the Item's row lock already orders them.
 CREATE INDEX inbox_item_open_idx ON plaid_sync.inbox (item_id) WHERE status IN ('pending', 'running');
--- A backend notice is queued once: repeating it before it is first tried replaces its body.
-CREATE UNIQUE INDEX inbox_one_pending_notice_idx ON plaid_sync.inbox (item_id, webhook_type, webhook_code)
-    WHERE source = 'backend' AND status = 'pending' AND attempts = 0;
 -- Retention deletes old done rows.
 CREATE INDEX inbox_finished_idx ON plaid_sync.inbox (finished_at) WHERE status = 'done';
 

@@ -7,20 +7,37 @@ use pgrx::prelude::*;
 /// A backend notice. While an earlier identical notice for the Item still waits, this one is
 /// folded into it (its body, e.g. a webhook URL, replaced by the newer one), so repeating a
 /// notice never queues the same work twice. Returns the inbox id.
+///
+/// The fold is a lookup, not a unique index (see sql/schema.sql), so it needs the Item's row
+/// lock: two notices for one Item then run one after the other, and the second one's lookup,
+/// a later statement, sees the first one's row. A claim that takes the queued row meanwhile
+/// makes the lookup skip it (FOR UPDATE re-checks the row), and a new row is queued.
 pub fn enqueue_notice(webhook_type: &str, webhook_code: &str, item_id: &str, body: &str) -> i64 {
+    crate::api::one::<bool>(
+        "SELECT true FROM plaid_sync.items WHERE item_id = $1 FOR UPDATE",
+        &[item_id.into()],
+    );
     let args: [DatumWithOid; 4] = [
         webhook_type.into(),
         webhook_code.into(),
         item_id.into(),
         body.into(),
     ];
-    let id = crate::api::one_prepared::<i64>(
-        "INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id, body)
-         VALUES ('backend', $1, $2, $3, $4::jsonb)
-         ON CONFLICT (item_id, webhook_type, webhook_code) WHERE source = 'backend' AND status = 'pending' AND attempts = 0
-         DO UPDATE SET body = EXCLUDED.body
-         RETURNING id",
-        &[pg_sys::TEXTOID; 4],
+    let id = crate::api::one::<i64>(
+        "WITH queued AS (
+             SELECT id FROM plaid_sync.inbox
+              WHERE item_id = $3 AND webhook_type = $1 AND webhook_code = $2
+                AND source = 'backend' AND status = 'pending' AND attempts = 0
+              ORDER BY id LIMIT 1
+              FOR UPDATE),
+         folded AS (
+             UPDATE plaid_sync.inbox q SET body = $4::jsonb FROM queued
+              WHERE q.id = queued.id RETURNING q.id),
+         added AS (
+             INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id, body)
+             SELECT 'backend', $1, $2, $3, $4::jsonb WHERE NOT EXISTS (SELECT FROM queued)
+             RETURNING id)
+         SELECT id FROM folded UNION ALL SELECT id FROM added",
         &args,
     )
     .expect("enqueue returns an id");

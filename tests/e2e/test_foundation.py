@@ -2,6 +2,8 @@
 
 import base64
 import hashlib
+import threading
+import time
 
 import psycopg
 import pytest
@@ -188,6 +190,42 @@ def test_idempotent_item_created(su):
     assert su.execute("SELECT count(*) FROM plaid_sync.items").fetchone()[0] == 1
     assert su.execute("SELECT count(*) FROM plaid_sync.inbox").fetchone()[0] == 1
     assert su.execute("SELECT plaid_sync.plaid_decrypt_access_token('idem')").fetchone()[0] == token(7)
+
+
+def test_concurrent_notices_for_one_item_queue_one_job(cluster, db, su):
+    """Notices are folded by a lookup under the Item's row lock, not a unique index: a call
+    that waits for another's commit must find that call's row, not queue a second."""
+    def race(sql, args):
+        first = cluster.connect(db, autocommit=False)
+        first.execute(sql, args)  # open transaction: holds the Item's lock
+        second = {}
+
+        def run():
+            with cluster.connect(db) as c:
+                second["id"] = c.execute(sql, args).fetchone()[0]
+        t = threading.Thread(target=run)
+        t.start()
+        time.sleep(0.3)
+        assert t.is_alive(), "the second call should wait for the first one's commit"
+        mine = first.execute("SELECT max(id) FROM plaid_sync.inbox").fetchone()[0]
+        first.commit()
+        first.close()
+        t.join(10)
+        return mine, second["id"]
+
+    # A new Item announced twice at once.
+    a, b = race("SELECT plaid_sync.plaid_notify_item_created('race', %s)", (token(1),))
+    assert a == b
+    # A repeated notice for a known Item.
+    a, b = race("SELECT plaid_sync.plaid_request_backfill('race')", ())
+    assert a == b
+    assert su.execute("SELECT webhook_code, count(*) FROM plaid_sync.inbox GROUP BY 1 ORDER BY 1").fetchall() == [
+        ("CREATED", 1), ("HISTORICAL_UPDATE", 1)]
+    # Once a worker has taken the queued notice, a repeat queues a new one.
+    su.execute("UPDATE plaid_sync.inbox SET status = 'running', attempts = 1 WHERE webhook_code = 'CREATED'")
+    c = su.execute("SELECT plaid_sync.plaid_notify_item_created('race', %s)", (token(2),)).fetchone()[0]
+    assert c != a
+    assert su.execute("SELECT count(*) FROM plaid_sync.inbox WHERE webhook_code = 'CREATED'").fetchone()[0] == 2
 
 
 def test_application_role_with_only_the_readme_grants(cluster, su, db):
