@@ -213,6 +213,8 @@ def bench_latency(emu, trials):
 
 
 def pgbench_tps(c, script, seconds):
+    with c.connect("entry") as conn:
+        conn.execute("CHECKPOINT")
     path = os.path.join(c.root, "script.sql")
     with open(path, "w") as f:
         f.write(script)
@@ -222,9 +224,15 @@ def pgbench_tps(c, script, seconds):
     return float(re.search(r"tps = ([0-9.]+) \(without initial", r.stdout).group(1))
 
 
-def bench_entry_points(emu, seconds):
-    say(f"3. SQL entry points under pgbench (4 clients, {seconds} s each)")
-    c = cluster("entry", emu, 0)
+def median(xs):
+    return sorted(xs)[len(xs) // 2]
+
+
+def bench_entry_points(emu, seconds, rounds):
+    say(f"3. SQL entry points under pgbench (4 clients, {rounds} rounds of {seconds} s per script, median)")
+    # No checkpoint or autovacuum lands inside a run: each run starts after a CHECKPOINT, so
+    # both sides pay the same full-page writes, and background work does not pick a side.
+    c = cluster("entry", emu, 0, max_wal_size="'20GB'", checkpoint_timeout="'1h'", autovacuum="off")
     try:
         c.create_database("entry")
         with c.connect("entry") as conn:
@@ -235,16 +243,37 @@ def bench_entry_points(emu, seconds):
                 "E'\",\\n  \"webhook_code\": \"SYNC_UPDATES_AVAILABLE\",\\n  \"webhook_type\": \"TRANSACTIONS\"\\n}'")
         jwt = "eyJhbGciOiJFUzI1NiIsImtpZCI6ImsiLCJ0eXAiOiJKV1QifQ.eyJpYXQiOjEsInJlcXVlc3RfYm9keV9zaGEyNTYiOiJ4In0.c2ln"
         rid = "\\set id random(1, 1000000000)\n"
+        # What a notice must write, two rows (the Item and its first sync), as one statement
+        # of the application's own, unencrypted: the floor for any implementation on the executor.
+        by_hand = rid + ("WITH item AS (INSERT INTO plaid_sync.items (item_id, access_token_encrypted, environment) "
+                         "VALUES ('hand' || :id, convert_to('access-sandbox-8c1f0d3e-' || :id, 'UTF8'), 'sandbox') "
+                         "ON CONFLICT (item_id) DO NOTHING RETURNING item_id) "
+                         "INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id) "
+                         "SELECT 'backend', 'ITEM', 'CREATED', item_id FROM item;\n")
         pairs = [
-            ("plaid_notify_item_created", rid + "SELECT plaid_sync.plaid_notify_item_created('bench' || :id, 'access-sandbox-8c1f0d3e-' || :id);\n",
-             rid + "INSERT INTO plain_notice VALUES ('bench' || :id, 'access-sandbox-8c1f0d3e-' || :id) ON CONFLICT DO NOTHING;\n"),
+            ("plaid_notify_item_created",
+             rid + "SELECT plaid_sync.plaid_notify_item_created('bench' || :id, 'access-sandbox-8c1f0d3e-' || :id);\n",
+             rid + "INSERT INTO plain_notice VALUES ('bench' || :id, 'access-sandbox-8c1f0d3e-' || :id) ON CONFLICT DO NOTHING;\n",
+             by_hand),
             ("plaid_receive_webhook", rid + f"SELECT plaid_sync.plaid_receive_webhook({body}, '{jwt}');\n",
-             rid + f"INSERT INTO plain_webhook (body, verification) VALUES ({body}, '{jwt}');\n"),
+             rid + f"INSERT INTO plain_webhook (body, verification) VALUES ({body}, '{jwt}');\n", None),
         ]
-        for name, ours, plain in pairs:
-            t_plain = pgbench_tps(c, plain, seconds)
-            t_ours = pgbench_tps(c, ours, seconds)
-            result("3", f"{name}: {t_ours:,.0f} tps vs plain INSERT {t_plain:,.0f} tps", f"{t_ours / t_plain:.2f}×", "≥ 0.7×", t_ours / t_plain >= 0.7)
+        for name, ours, plain, hand in pairs:
+            # Interleaved rounds, so a slow minute on a shared machine hits both sides.
+            runs = {"ours": [], "plain": [], "hand": []}
+            for _ in range(rounds):
+                runs["plain"].append(pgbench_tps(c, plain, seconds))
+                runs["ours"].append(pgbench_tps(c, ours, seconds))
+                if hand:
+                    runs["hand"].append(pgbench_tps(c, hand, seconds))
+            print(f"    rounds (tps): {json.dumps({k: [round(x) for x in v] for k, v in runs.items() if v})}", flush=True)
+            ratio = median([o / p for o, p in zip(runs["ours"], runs["plain"])])
+            extra = ""
+            if hand:
+                extra = (f"; the same two rows by hand, one SQL statement: {median(runs['hand']):,.0f} tps = "
+                         f"{median([h / p for h, p in zip(runs['hand'], runs['plain'])]):.2f}×")
+            result("3", f"{name}: {median(runs['ours']):,.0f} tps vs plain INSERT {median(runs['plain']):,.0f} tps{extra}",
+                   f"{ratio:.2f}×", "≥ 0.7×", ratio >= 0.7)
     finally:
         c.stop()
 
@@ -371,7 +400,7 @@ def main():
         if "2" in only:
             bench_latency(emu, 30 if q else 200)
         if "3" in only:
-            bench_entry_points(emu, 3 if q else 15)
+            bench_entry_points(emu, 3 if q else 10, 1 if q else 3)
         if "4" in only:
             bench_memory(emu, 2_000 if q else 20_000, 20_000 if q else 200_000)
         if "5" in only:
