@@ -39,12 +39,13 @@ thread_local! {
         Default::default();
 }
 
-/// Like `one`, through a kept plan. `types` are the parameters' type OIDs.
-pub fn one_prepared<T: FromDatum + IntoDatum>(
+/// Runs `f` with the kept plan of `sql` (prepared on first use in this backend). `types` are
+/// the parameters' type OIDs.
+pub fn with_prepared<R>(
     sql: &'static str,
     types: &[pg_sys::Oid],
-    args: &[DatumWithOid],
-) -> Option<T> {
+    f: impl FnOnce(&mut pgrx::spi::SpiClient<'_>, &pgrx::spi::OwnedPreparedStatement) -> R,
+) -> R {
     in_transaction(sql);
     Spi::connect_mut(|c| {
         PLANS.with(|plans| {
@@ -58,12 +59,20 @@ pub fn one_prepared<T: FromDatum + IntoDatum>(
                     .keep();
                 plans.insert(key, stmt);
             }
-            let stmt = &plans[&key];
-            match c.update(stmt, Some(1), args) {
-                Ok(t) => t.first().get_one::<T>().ok().flatten(),
-                Err(e) => panic!("{sql}: {e}"),
-            }
+            f(c, &plans[&key])
         })
+    })
+}
+
+/// Like `one`, through a kept plan.
+pub fn one_prepared<T: FromDatum + IntoDatum>(
+    sql: &'static str,
+    types: &[pg_sys::Oid],
+    args: &[DatumWithOid],
+) -> Option<T> {
+    with_prepared(sql, types, |c, stmt| match c.update(stmt, Some(1), args) {
+        Ok(t) => t.first().get_one::<T>().ok().flatten(),
+        Err(e) => panic!("{sql}: {e}"),
     })
 }
 

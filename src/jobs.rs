@@ -68,43 +68,48 @@ pub fn client() -> Result<std::rc::Rc<Client>, String> {
 /// Claims the oldest due job whose Item has no other job running, under a lease. A job whose
 /// lease ran out, or whose process is gone (a crash), is claimable again.
 pub fn claim() -> Option<Job> {
-    let job = Spi::connect_mut(|c| {
-        let rows = c
-            .update(
-                "WITH next AS (
-                     SELECT q.id FROM plaid_sync.inbox q
-                      WHERE q.status IN ('pending', 'running') AND q.run_after <= now()
-                        AND (q.status = 'pending' OR q.locked_until < now()
-                             OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = q.locked_by))
-                        AND (q.item_id IS NULL OR NOT EXISTS (
-                             SELECT 1 FROM plaid_sync.inbox r
-                              WHERE r.item_id = q.item_id AND r.status = 'running'
-                                AND r.locked_until >= now() AND r.id <> q.id
-                                AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.locked_by)))
-                      ORDER BY q.id
-                      LIMIT 1
-                      FOR UPDATE SKIP LOCKED)
-                 UPDATE plaid_sync.inbox q
-                    SET status = 'running', attempts = q.attempts + 1,
-                        locked_until = now() + make_interval(secs => $1), locked_by = pg_backend_pid()
-                   FROM next WHERE q.id = next.id
-                 RETURNING q.id, q.source, q.webhook_type, q.webhook_code, q.item_id, q.body::text, q.attempts",
-                None,
-                &[gucs::job_lease_s().into()],
-            )
-            .expect("claim job");
-        let r = rows.first();
-        let id = r.get::<i64>(1).ok().flatten()?;
-        Some(Job {
-            id,
-            source: r.get::<String>(2).ok()??,
-            webhook_type: r.get::<String>(3).ok()??,
-            webhook_code: r.get::<String>(4).ok()??,
-            item_id: r.get::<String>(5).ok()?,
-            body: serde_json::from_str(&r.get::<String>(6).ok()??).ok()?,
-            attempts: r.get::<i32>(7).ok()??,
-        })
-    })?;
+    // Kept plans: an idle worker woken by a commit runs this and nothing else.
+    let job = crate::api::with_prepared(
+        "WITH next AS (
+             SELECT q.id FROM plaid_sync.inbox q
+              WHERE q.status IN ('pending', 'running') AND q.run_after <= now()
+                AND (q.status = 'pending' OR q.locked_until < now()
+                     OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = q.locked_by))
+                AND (q.item_id IS NULL OR NOT EXISTS (
+                     SELECT 1 FROM plaid_sync.inbox r
+                      WHERE r.item_id = q.item_id AND r.status = 'running'
+                        AND r.locked_until >= now() AND r.id <> q.id
+                        AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.locked_by)))
+              ORDER BY q.id
+              LIMIT 1
+              FOR UPDATE SKIP LOCKED)
+         UPDATE plaid_sync.inbox q
+            SET status = 'running', attempts = q.attempts + 1,
+                locked_until = now() + make_interval(secs => $1), locked_by = pg_backend_pid()
+           FROM next WHERE q.id = next.id
+         RETURNING q.id, q.source, q.webhook_type, q.webhook_code, q.item_id, q.body::text, q.attempts,
+                   EXISTS (SELECT FROM plaid_sync.inbox m
+                            WHERE m.status = 'pending' AND m.run_after <= now() AND m.id > q.id)",
+        &[pg_sys::INT4OID],
+        |c, stmt| {
+            let rows = c
+                .update(stmt, None, &[gucs::job_lease_s().into()])
+                .expect("claim job");
+            let r = rows.first();
+            let id = r.get::<i64>(1).ok().flatten()?;
+            let job = Job {
+                id,
+                source: r.get::<String>(2).ok()??,
+                webhook_type: r.get::<String>(3).ok()??,
+                webhook_code: r.get::<String>(4).ok()??,
+                item_id: r.get::<String>(5).ok()?,
+                body: serde_json::from_str(&r.get::<String>(6).ok()??).ok()?,
+                attempts: r.get::<i32>(7).ok()??,
+            };
+            Some((job, r.get::<bool>(8).ok().flatten().unwrap_or(false)))
+        },
+    );
+    let (job, more_due) = job?;
     // A sync a dead process left behind is closed, and its staged pages dropped.
     Spi::run_with_args(
         "WITH gone AS (
@@ -115,6 +120,7 @@ pub fn claim() -> Option<Job> {
         &[job.id.into()],
     )
     .expect("close abandoned runs");
+    crate::worker::on_claim(more_due);
     Some(job)
 }
 
@@ -353,8 +359,9 @@ fn release(job: &Job) {
 
 /// True once `CREATE EXTENSION plaid_sync` has run in this database.
 fn extension_ready() -> bool {
-    crate::api::one::<bool>(
+    crate::api::one_prepared::<bool>(
         "SELECT true FROM pg_extension WHERE extname = 'plaid_sync'",
+        &[],
         &[],
     )
     .is_some()

@@ -95,13 +95,30 @@ def test_a_notice_becomes_rows_with_no_manual_call_and_wakes_a_worker_at_once(em
     assert_matches_emulator(emulator, conn, item["item_id"])
 
 
+def test_one_commit_of_many_jobs_busies_every_worker(emulator, conn):
+    """A commit wakes one idle worker, not all of them; a worker that claims a job while more
+    are due wakes the next. Two Items announced in one transaction run side by side."""
+    until(lambda: idle(conn), what="an idle queue")
+    a, b = new_item(emulator), new_item(emulator)
+    emulator("fault", endpoint="/accounts/get", kind="slow", delay_ms=2000, times=2)
+    with conn.transaction():
+        announce(conn, a)
+        announce(conn, b)
+    running = "SELECT count(DISTINCT locked_by) FROM plaid_sync.inbox WHERE status = 'running'"
+    until(lambda: conn.execute(running).fetchone()[0] == 2, timeout=1.5, every=0.02,
+          what="both workers busy before the first slow call ends (the poll interval is 60 s)")
+    until(lambda: status(conn, a["item_id"]) == status(conn, b["item_id"]) == "healthy", what="both syncs")
+
+
 def test_no_transaction_is_open_while_plaid_is_called(emulator, conn):
     item = new_item(emulator)
     emulator("fault", endpoint="/accounts/get", kind="slow", delay_ms=3000, times=1)
     announce(conn, item)
-    until(lambda: any(r["path"] == "/accounts/get" for r in emulator("requests")["requests"][-20:]), what="the slow call")
     # The worker making the call (the other one may be busy with its own maintenance).
-    pid = conn.execute("SELECT locked_by FROM plaid_sync.inbox WHERE item_id = %s AND status = 'running'", (item["item_id"],)).fetchone()[0]
+    running = "SELECT locked_by FROM plaid_sync.inbox WHERE item_id = %s AND status = 'running'"
+    until(lambda: conn.execute(running, (item["item_id"],)).fetchone(), what="the job to be claimed")
+    pid = conn.execute(running, (item["item_id"],)).fetchone()[0]
+    until(lambda: emulator("requests")["requests"][-1]["path"] == "/accounts/get", what="the slow call")
     samples = []
     for _ in range(20):
         samples += [w[2] for w in workers(conn) if w[0] == pid]
