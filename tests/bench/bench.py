@@ -228,11 +228,14 @@ def median(xs):
     return sorted(xs)[len(xs) // 2]
 
 
-def bench_entry_points(emu, seconds, rounds):
-    say(f"3. SQL entry points under pgbench (4 clients, {rounds} rounds of {seconds} s per script, median)")
+def bench_entry_points(emu, seconds, rounds, workers=0):
+    """The functions alone (no workers), or with idle workers that serve another database, so
+    every wake-up a commit causes is paid and finds nothing to do: the worst case for waking."""
+    setting = f", {workers} idle workers serving another database" if workers else ""
+    say(f"3. SQL entry points under pgbench (4 clients, {rounds} rounds of {seconds} s per script, median{setting})")
     # No checkpoint or autovacuum lands inside a run: each run starts after a CHECKPOINT, so
     # both sides pay the same full-page writes, and background work does not pick a side.
-    c = cluster("entry", emu, 0, max_wal_size="'20GB'", checkpoint_timeout="'1h'", autovacuum="off")
+    c = cluster("entry", emu, workers, max_wal_size="'20GB'", checkpoint_timeout="'1h'", autovacuum="off")
     try:
         c.create_database("entry")
         with c.connect("entry") as conn:
@@ -251,11 +254,11 @@ def bench_entry_points(emu, seconds, rounds):
                          "INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id) "
                          "SELECT 'backend', 'ITEM', 'CREATED', item_id FROM item;\n")
         pairs = [
-            ("plaid_notify_item_created",
+            (f"plaid_notify_item_created{setting}",
              rid + "SELECT plaid_sync.plaid_notify_item_created('bench' || :id, 'access-sandbox-8c1f0d3e-' || :id);\n",
              rid + "INSERT INTO plain_notice VALUES ('bench' || :id, 'access-sandbox-8c1f0d3e-' || :id) ON CONFLICT DO NOTHING;\n",
-             by_hand),
-            ("plaid_receive_webhook", rid + f"SELECT plaid_sync.plaid_receive_webhook({body}, '{jwt}');\n",
+             None if workers else by_hand),
+            (f"plaid_receive_webhook{setting}", rid + f"SELECT plaid_sync.plaid_receive_webhook({body}, '{jwt}');\n",
              rid + f"INSERT INTO plain_webhook (body, verification) VALUES ({body}, '{jwt}');\n", None),
         ]
         for name, ours, plain, hand in pairs:
@@ -273,7 +276,7 @@ def bench_entry_points(emu, seconds, rounds):
                 extra = (f"; the same two rows by hand, one SQL statement: {median(runs['hand']):,.0f} tps = "
                          f"{median([h / p for h, p in zip(runs['hand'], runs['plain'])]):.2f}×")
             result("3", f"{name}: {median(runs['ours']):,.0f} tps vs plain INSERT {median(runs['plain']):,.0f} tps{extra}",
-                   f"{ratio:.2f}×", "≥ 0.7×", ratio >= 0.7)
+                   f"{ratio:.2f}×", "≥ 0.7×" if not workers else "— (reported)", ratio >= 0.7 if not workers else None)
     finally:
         c.stop()
 
@@ -401,6 +404,7 @@ def main():
             bench_latency(emu, 30 if q else 200)
         if "3" in only:
             bench_entry_points(emu, 3 if q else 10, 1 if q else 3)
+            bench_entry_points(emu, 3 if q else 10, 1 if q else 2, workers=8)
         if "4" in only:
             bench_memory(emu, 2_000 if q else 20_000, 20_000 if q else 200_000)
         if "5" in only:
