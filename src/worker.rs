@@ -135,13 +135,16 @@ fn set_idle(index: usize, idle: bool) {
     }
 }
 
-/// Called when a job is claimed: a worker is busy from here on, and when more jobs are due,
-/// the next idle worker takes one.
+/// Called when a job is claimed: a worker is busy from here on. When more jobs are due, or a
+/// commit woke this worker to look for its rows (the claim may have taken an older job), the
+/// next idle worker looks instead.
 pub fn on_claim(more_due: bool) {
+    let mut hand_on = more_due;
     if let Some(i) = MY_INDEX.with(Cell::get) {
         set_idle(i, false);
+        hand_on |= WOKEN.get().fetch_and(!(1 << i), Ordering::SeqCst) & (1 << i) != 0;
     }
-    if more_due && PRELOADED.load(Ordering::Relaxed) {
+    if hand_on && PRELOADED.load(Ordering::Relaxed) {
         wake_one();
     }
 }
