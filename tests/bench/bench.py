@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import threading
@@ -224,10 +225,6 @@ def pgbench_tps(c, script, seconds):
     return float(re.search(r"tps = ([0-9.]+) \(without initial", r.stdout).group(1))
 
 
-def median(xs):
-    return sorted(xs)[len(xs) // 2]
-
-
 def bench_entry_points(emu, seconds, rounds, workers=0):
     """The functions alone (no workers), or with idle workers that serve another database, so
     every wake-up a commit causes is paid and finds nothing to do: the worst case for waking."""
@@ -270,12 +267,12 @@ def bench_entry_points(emu, seconds, rounds, workers=0):
                 if hand:
                     runs["hand"].append(pgbench_tps(c, hand, seconds))
             print(f"    rounds (tps): {json.dumps({k: [round(x) for x in v] for k, v in runs.items() if v})}", flush=True)
-            ratio = median([o / p for o, p in zip(runs["ours"], runs["plain"])])
+            ratio = statistics.median([o / p for o, p in zip(runs["ours"], runs["plain"])])
             extra = ""
             if hand:
-                extra = (f"; the same two rows by hand, one SQL statement: {median(runs['hand']):,.0f} tps = "
-                         f"{median([h / p for h, p in zip(runs['hand'], runs['plain'])]):.2f}×")
-            result("3", f"{name}: {median(runs['ours']):,.0f} tps vs plain INSERT {median(runs['plain']):,.0f} tps{extra}",
+                extra = (f"; the same two rows by hand, one SQL statement: {statistics.median(runs['hand']):,.0f} tps = "
+                         f"{statistics.median([h / p for h, p in zip(runs['hand'], runs['plain'])]):.2f}×")
+            result("3", f"{name}: {statistics.median(runs['ours']):,.0f} tps vs plain INSERT {statistics.median(runs['plain']):,.0f} tps{extra}",
                    f"{ratio:.2f}×", "≥ 0.7×" if not workers else "— (reported)", ratio >= 0.7 if not workers else None)
     finally:
         c.stop()
