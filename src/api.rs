@@ -22,6 +22,7 @@ pub fn raise(e: Error) -> ! {
         Error::InvalidJson(_) => PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
         Error::Privilege(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
         Error::NotConfigured(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        Error::Retry(_) => PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
     };
     ErrorReport::new(code, e.message().to_string(), "plaid_sync").report(PgLogLevel::ERROR);
     unreachable!("ERROR does not return")
@@ -193,8 +194,8 @@ fn notify_item_created(
         }
         // Deleted by hand between the two statements: insert it again.
     }
-    Err(Error::invalid(format!(
-        "Item {item_id} is being inserted and deleted concurrently; try again"
+    Err(Error::Retry(format!(
+        "Item {item_id} was deleted while it was being announced; call again"
     )))
 }
 

@@ -16,6 +16,8 @@ pub enum Error {
     Privilege(String),
     /// 55000: the server is not configured for this (missing or malformed key, secret, …).
     NotConfigured(String),
+    /// 40001: a concurrent change got in the way; the same call again succeeds.
+    Retry(String),
 }
 
 impl Error {
@@ -33,6 +35,7 @@ impl Error {
             Error::InvalidJson(_) => "22P02",
             Error::Privilege(_) => "42501",
             Error::NotConfigured(_) => "55000",
+            Error::Retry(_) => "40001",
         }
     }
 
@@ -41,7 +44,8 @@ impl Error {
             Error::InvalidParameter(m)
             | Error::InvalidJson(m)
             | Error::Privilege(m)
-            | Error::NotConfigured(m) => m,
+            | Error::NotConfigured(m)
+            | Error::Retry(m) => m,
         }
     }
 }
