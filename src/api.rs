@@ -51,16 +51,13 @@ pub fn with_prepared<R>(
     Spi::connect_mut(|c| {
         PLANS.with(|plans| {
             let mut plans = plans.borrow_mut();
-            let key = sql.as_ptr() as usize;
-            if !plans.contains_key(&key) {
+            let stmt = plans.entry(sql.as_ptr() as usize).or_insert_with(|| {
                 let oids: Vec<PgOid> = types.iter().map(|t| PgOid::from(*t)).collect();
-                let stmt = c
-                    .prepare_mut(sql, &oids)
+                c.prepare_mut(sql, &oids)
                     .unwrap_or_else(|e| panic!("{sql}: {e}"))
-                    .keep();
-                plans.insert(key, stmt);
-            }
-            f(c, &plans[&key])
+                    .keep()
+            });
+            f(c, stmt)
         })
     })
 }

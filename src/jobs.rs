@@ -130,8 +130,7 @@ fn coalesce(job: &Job, client: &Client) {
     if job.webhook_type != "TRANSACTIONS" {
         return;
     }
-    let (id, item_id) = (job.id, job.item_id.clone());
-    let queued: Vec<(i64, bool)> = db(move || {
+    let queued: Vec<(i64, bool)> = db(|| {
         Spi::connect(|c| {
             c.select(
                 "SELECT id, source = 'plaid' FROM plaid_sync.inbox
@@ -140,7 +139,7 @@ fn coalesce(job: &Job, client: &Client) {
                     AND NOT (source = 'backend' AND webhook_code = 'HISTORICAL_UPDATE')
                   ORDER BY id LIMIT 10000",
                 None,
-                &[id.into(), item_id.into()],
+                &[job.id.into(), job.item_id.as_deref().into()],
             )
             .expect("queued triggers")
             .filter_map(|r| Some((r.get::<i64>(1).ok()??, r.get::<bool>(2).ok()??)))
@@ -167,12 +166,12 @@ fn coalesce(job: &Job, client: &Client) {
         }
     }
     if !absorbed.is_empty() {
-        db(move || {
+        db(|| {
             Spi::run_with_args(
                 "UPDATE plaid_sync.inbox SET status = 'done', finished_at = now(),
                         last_error = 'coalesced into job ' || $1
                   WHERE id = ANY($2) AND status = 'pending'",
-                &[id.into(), absorbed.into()],
+                &[job.id.into(), absorbed.into()],
             )
             .expect("coalesce")
         });
@@ -187,13 +186,13 @@ pub fn run(job: &Job, client: &Client) -> Outcome {
     if job.source == "plaid" {
         // Plaid may be quicker than the backend: a webhook for an Item nobody announced yet
         // waits for it, looking again every second, until the grace ends.
-        let (id, grace) = (item_id.to_string(), gucs::unknown_item_grace_s());
-        let waiting = db(move || {
+        let grace = gucs::unknown_item_grace_s();
+        let waiting = db(|| {
             crate::api::one::<bool>(
                 "SELECT q.received_at > now() - make_interval(secs => $2)
                    FROM plaid_sync.inbox q
                   WHERE q.id = $3 AND NOT EXISTS (SELECT 1 FROM plaid_sync.items i WHERE i.item_id = $1)",
-                &[id.as_str().into(), grace.into(), job.id.into()],
+                &[item_id.into(), grace.into(), job.id.into()],
             )
         });
         match waiting {
@@ -214,11 +213,10 @@ pub fn run(job: &Job, client: &Client) -> Outcome {
             }
             Err(crate::webhook::Refusal::Retry(r)) => return Outcome::Retry(r),
         }
-        let id = item_id.to_string();
-        db(move || {
+        db(|| {
             Spi::run_with_args(
                 "UPDATE plaid_sync.items SET last_webhook_at = now() WHERE item_id = $1",
-                &[id.as_str().into()],
+                &[item_id.into()],
             )
             .expect("last_webhook_at")
         });

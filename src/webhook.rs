@@ -40,14 +40,13 @@ pub fn verify_job(job_id: i64, client: &crate::plaid::Client) -> Result<(), Refu
         mark(job_id, "skipped: plaid_sync.verify_webhooks is off");
         return Ok(());
     }
-    let id = job_id;
-    let row = db(move || {
+    let row = db(|| {
         Spi::connect(|c| {
             c.select(
                 "SELECT raw_body, plaid_verification, extract(epoch FROM received_at)::bigint
                FROM plaid_sync.inbox WHERE id = $1",
                 None,
-                &[id.into()],
+                &[job_id.into()],
             )
             .ok()
             .map(|t| {
@@ -120,15 +119,14 @@ enum Cached {
 const UNKNOWN_KID_TTL_S: i32 = 300;
 
 fn cached_key(kid: &str) -> Cached {
-    let kid = kid.to_string();
-    crate::jobs::db(move || {
+    crate::jobs::db(|| {
         Spi::connect(|c| {
             let t = c
                 .select(
                     "SELECT jwk, jwk IS NULL AND fetched_at > now() - make_interval(secs => $2)
                        FROM plaid_sync.webhook_keys WHERE kid = $1",
                     None,
-                    &[kid.as_str().into(), UNKNOWN_KID_TTL_S.into()],
+                    &[kid.into(), UNKNOWN_KID_TTL_S.into()],
                 )
                 .expect("read key cache");
             if t.is_empty() {
@@ -162,8 +160,8 @@ fn current_kids() -> Vec<String> {
 
 /// Caches a JWK (with its expiry), or that Plaid does not know `kid` (`jwk` None).
 fn store_key(kid: &str, jwk: Option<&serde_json::Value>) {
-    let (kid, text) = (kid.to_string(), jwk.map(|j| j.to_string()));
-    crate::jobs::db(move || {
+    let text = jwk.map(|j| j.to_string());
+    crate::jobs::db(|| {
         Spi::run_with_args(
             "INSERT INTO plaid_sync.webhook_keys (kid, jwk, created_at, expired_at)
              SELECT $1, k, to_timestamp((k ->> 'created_at')::double precision),
@@ -171,18 +169,17 @@ fn store_key(kid: &str, jwk: Option<&serde_json::Value>) {
                FROM (SELECT $2::jsonb AS k) x
              ON CONFLICT (kid) DO UPDATE SET jwk = EXCLUDED.jwk, created_at = EXCLUDED.created_at,
                     expired_at = EXCLUDED.expired_at, fetched_at = now()",
-            &[kid.as_str().into(), text.into()],
+            &[kid.into(), text.into()],
         )
         .expect("cache key")
     });
 }
 
 fn mark(id: i64, verification: &str) {
-    let verification = verification.to_string();
-    crate::jobs::db(move || {
+    crate::jobs::db(|| {
         Spi::run_with_args(
             "UPDATE plaid_sync.inbox SET verification = $2 WHERE id = $1",
-            &[id.into(), verification.as_str().into()],
+            &[id.into(), verification.into()],
         )
         .expect("record verification")
     });

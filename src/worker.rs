@@ -10,7 +10,7 @@
 //! every worker, and with 8 idle workers the entry points ran at a fifth of their speed.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
@@ -50,13 +50,13 @@ static IDLE: PgAtomic<AtomicU64> = unsafe { PgAtomic::new(c"plaid_sync_idle_work
 static WOKEN: PgAtomic<AtomicU64> = unsafe { PgAtomic::new(c"plaid_sync_woken_workers") };
 /// Set in the postmaster while preloading; every backend inherits it.
 static PRELOADED: AtomicBool = AtomicBool::new(false);
-/// Set in worker processes: their Plaid calls can be abandoned on shutdown.
-static IN_WORKER: AtomicBool = AtomicBool::new(false);
+/// In a worker process, its index (`NOT_A_WORKER` elsewhere). A worker's Plaid calls can be
+/// abandoned on shutdown, and its claims clear its idle bit.
+static MY_INDEX: AtomicUsize = AtomicUsize::new(NOT_A_WORKER);
+const NOT_A_WORKER: usize = usize::MAX;
 
 thread_local! {
     static WAKE_ARMED: Cell<bool> = const { Cell::new(false) };
-    /// This process's worker index, in a worker.
-    static MY_INDEX: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
 pub fn init() {
@@ -119,7 +119,7 @@ fn wake_one() {
                     return;
                 }
                 // A worker that died without clearing its bits: try the next one.
-                WOKEN.get().fetch_and(!(1 << i), Ordering::SeqCst);
+                clear_woken(i);
                 bits = idle.load(Ordering::SeqCst);
             }
             Err(now) => bits = now,
@@ -135,18 +135,27 @@ fn set_idle(index: usize, idle: bool) {
     }
 }
 
+/// Clears worker i's woken bit; true when it was set.
+fn clear_woken(i: usize) -> bool {
+    WOKEN.get().fetch_and(!(1 << i), Ordering::SeqCst) & (1 << i) != 0
+}
+
 /// Called when a job is claimed: a worker is busy from here on. When more jobs are due, or a
 /// commit woke this worker to look for its rows (the claim may have taken an older job), the
 /// next idle worker looks instead.
 pub fn on_claim(more_due: bool) {
     let mut hand_on = more_due;
-    if let Some(i) = MY_INDEX.with(Cell::get) {
+    if let Some(i) = my_index() {
         set_idle(i, false);
-        hand_on |= WOKEN.get().fetch_and(!(1 << i), Ordering::SeqCst) & (1 << i) != 0;
+        hand_on |= clear_woken(i);
     }
     if hand_on && PRELOADED.load(Ordering::Relaxed) {
         wake_one();
     }
+}
+
+fn my_index() -> Option<usize> {
+    Some(MY_INDEX.load(Ordering::Relaxed)).filter(|&i| i != NOT_A_WORKER)
 }
 
 fn stopping() -> bool {
@@ -155,9 +164,7 @@ fn stopping() -> bool {
 
 /// In a worker, Plaid calls give up as soon as the server asks the worker to stop.
 pub fn interrupt_check() -> Option<fn() -> bool> {
-    IN_WORKER
-        .load(Ordering::Relaxed)
-        .then_some(stopping as fn() -> bool)
+    my_index().map(|_| stopping as fn() -> bool)
 }
 
 #[pg_guard]
@@ -166,9 +173,8 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
     let index = (unsafe { i64::from_datum(arg, false) }.unwrap_or(0) as usize).min(MAX_WORKERS - 1);
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi(Some(&gucs::database()), None);
-    IN_WORKER.store(true, Ordering::Relaxed);
     SLOTS.exclusive().pids[index] = unsafe { pg_sys::MyProcPid };
-    MY_INDEX.with(|i| i.set(Some(index)));
+    MY_INDEX.store(index, Ordering::Relaxed);
     log!(
         "plaid_sync worker {index} started, serving database {}",
         gucs::database()
@@ -184,7 +190,7 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
         }
         // Idle before looking: a commit after this point wakes us, one before it is seen.
         set_idle(index, true);
-        WOKEN.get().fetch_and(!(1 << index), Ordering::SeqCst);
+        clear_woken(index);
         let step = jobs::run_next();
         unsafe { pg_sys::pgstat_report_stat(false) };
         if matches!(step, Step::Ran) {
@@ -209,7 +215,7 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
         }
     }
     set_idle(index, false);
-    WOKEN.get().fetch_and(!(1 << index), Ordering::SeqCst);
+    clear_woken(index);
     SLOTS.exclusive().pids[index] = 0;
     // Exit code 1: the postmaster starts the worker again after plaid_sync's restart delay
     // (exit 0 would unregister it). At server shutdown nothing is restarted anyway.

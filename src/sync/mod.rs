@@ -86,16 +86,12 @@ fn pause_item(item_id: &str, e: &PlaidError) {
             }
             _ => Value::Null,
         };
-        let (item_id, error) = (item_id.to_string(), error.to_string());
-        db(move || {
+        let error = error.to_string();
+        db(|| {
             Spi::run_with_args(
                 "UPDATE plaid_sync.items SET status = $2, error = $3::jsonb, updated_at = now()
                   WHERE item_id = $1 AND status <> 'removed'",
-                &[
-                    item_id.as_str().into(),
-                    status.into(),
-                    error.as_str().into(),
-                ],
+                &[item_id.into(), status.into(), error.as_str().into()],
             )
             .expect("pause item")
         });
@@ -113,10 +109,8 @@ pub const PAUSED: &[&str] = &[
 
 /// Item, its status and its decrypted token; `Err` ends the job.
 fn load_item(item_id: &str) -> Result<(String, Option<String>, String), Outcome> {
-    let id = item_id.to_string();
-    let row = db(move || {
+    let row = db(|| {
         Spi::connect(|c| {
-            let item_id = id.as_str();
             c.select(
             "SELECT status, transactions_cursor, access_token_encrypted FROM plaid_sync.items WHERE item_id = $1",
             None,
@@ -157,8 +151,8 @@ pub fn refresh_item(job: &Job, client: &Client, item_id: &str) -> Outcome {
             return from_plaid("/item/get", e);
         }
     };
-    let (id, obj) = (item_id.to_string(), item["item"].to_string());
-    db(move || store::update_item(&id, &obj));
+    let obj = item["item"].to_string();
+    db(|| store::update_item(item_id, &obj));
     if let Some(err) = item["item"]["error"].as_object() {
         let e = PlaidError::from_response(400, &Value::Object(err.clone()).to_string());
         if matches!(e.class(), Class::ItemState(_)) {
@@ -167,23 +161,21 @@ pub fn refresh_item(job: &Job, client: &Client, item_id: &str) -> Outcome {
         }
     }
     if let Some(inst) = item["item"]["institution_id"].as_str() {
-        let id = inst.to_string();
-        if !db(move || store::institution_cached(&id)) {
+        if !db(|| store::institution_cached(inst)) {
             match client.institutions_get_by_id(inst).and_then(|r| r.json()) {
                 Ok(v) => {
                     let obj = v["institution"].to_string();
-                    db(move || store::store_institution(&obj))
+                    db(|| store::store_institution(&obj))
                 }
                 Err(e) => return from_plaid("/institutions/get_by_id", e),
             }
         }
-        let id = item_id.to_string();
-        db(move || store::name_institution(&id));
+        db(|| store::name_institution(item_id));
     }
     match client.accounts_get(&token).and_then(|r| r.json()) {
         Ok(v) => {
-            let (id, accounts) = (item_id.to_string(), v["accounts"].to_string());
-            db(move || store::upsert_accounts(&id, &accounts, true))
+            let accounts = v["accounts"].to_string();
+            db(|| store::upsert_accounts(item_id, &accounts, true))
         }
         Err(e) => {
             pause_item(item_id, &e);
@@ -213,15 +205,13 @@ struct Stage {
 impl pagination::Pages for Stage {
     /// Each page is committed on its own (in a worker), and renews the job's lease.
     fn keep(&mut self, page: u32, body: &str) {
-        let (run_id, job_id, body) = (self.run_id, self.job_id, body.to_string());
-        db(move || {
-            store::stage_page(run_id, page as i32, &body);
-            crate::jobs::renew_lease(job_id);
+        db(|| {
+            store::stage_page(self.run_id, page as i32, body);
+            crate::jobs::renew_lease(self.job_id);
         });
     }
     fn discard(&mut self) {
-        let run_id = self.run_id;
-        db(move || store::discard_pages(run_id));
+        db(|| store::discard_pages(self.run_id));
     }
 }
 
@@ -235,11 +225,10 @@ pub fn sync_transactions(
     trigger: &str,
     backfill: bool,
 ) -> Outcome {
-    let (id, job_id, trig) = (item_id.to_string(), job.id, trigger.to_string());
-    let run_id = db(move || {
+    let run_id = db(|| {
         one::<i64>(
             "INSERT INTO plaid_sync.sync_runs (item_id, inbox_id, trigger) VALUES ($1, $2, $3) RETURNING id",
-            &[id.as_str().into(), job_id.into(), trig.as_str().into()],
+            &[item_id.into(), job.id.into(), trigger.into()],
         )
         .expect("sync run id")
     });
@@ -252,10 +241,9 @@ pub fn sync_transactions(
         },
         start.as_deref(),
     );
-    let item_id = item_id.to_string();
     // Everything below is one transaction: the pages, the cursor and the run's record
     // become visible together.
-    db(move || finish_sync(run_id, &item_id, backfill, result))
+    db(|| finish_sync(run_id, item_id, backfill, result))
 }
 
 fn finish_sync(
@@ -324,14 +312,14 @@ pub fn transactions(job: &Job, client: &Client, item_id: &str) -> Outcome {
         return Outcome::Done(Some(format!("skipped: Item is {status}")));
     }
     if job.webhook_code == "SYNC_UPDATES_AVAILABLE" {
-        let (id, body) = (item_id.to_string(), job.body.to_string());
-        db(move || {
+        let body = job.body.to_string();
+        db(|| {
             Spi::run_with_args(
             "UPDATE plaid_sync.items SET
                     initial_update_complete = initial_update_complete OR coalesce(($2::jsonb ->> 'initial_update_complete')::boolean, false),
                     historical_update_complete = historical_update_complete OR coalesce(($2::jsonb ->> 'historical_update_complete')::boolean, false)
               WHERE item_id = $1",
-            &[id.as_str().into(), body.as_str().into()],
+            &[item_id.into(), body.as_str().into()],
         )
         .expect("store update flags")
         });
@@ -347,8 +335,7 @@ pub fn transactions(job: &Job, client: &Client, item_id: &str) -> Outcome {
 
 /// ITEM webhooks from Plaid: each moves the Item's state as API_NOTES §5.3 documents.
 pub fn item_webhook(job: &Job, item_id: &str) -> Outcome {
-    let (job, item_id) = (job.clone(), item_id.to_string());
-    db(move || item_webhook_in_db(&job, &item_id))
+    db(|| item_webhook_in_db(job, item_id))
 }
 
 fn item_webhook_in_db(job: &Job, item_id: &str) -> Outcome {
@@ -410,8 +397,8 @@ pub fn update_webhook(job: &Job, client: &Client, item_id: &str) -> Outcome {
         .and_then(|r| r.json())
     {
         Ok(v) => {
-            let (id, obj) = (item_id.to_string(), v["item"].to_string());
-            db(move || store::update_item(&id, &obj));
+            let obj = v["item"].to_string();
+            db(|| store::update_item(item_id, &obj));
             Outcome::Done(None)
         }
         Err(e) => {
@@ -435,11 +422,10 @@ pub fn remove_at_plaid(client: &Client, item_id: &str) -> Outcome {
         }
         Err(e) => return from_plaid("/item/remove", e),
     };
-    let id = item_id.to_string();
-    db(move || {
+    db(|| {
         Spi::run_with_args(
             "UPDATE plaid_sync.items SET access_token_encrypted = NULL, updated_at = now() WHERE item_id = $1",
-            &[id.as_str().into()],
+            &[item_id.into()],
         )
         .expect("destroy token")
     });

@@ -123,6 +123,25 @@ mod unit {
         fail_on_call: Option<(usize, PlaidError)>,
     }
 
+    impl Script {
+        /// Pages c0 → c3; call `n` (counted from 1) fails once with a Plaid error body.
+        fn failing_on(
+            n: usize,
+            status: u16,
+            error_type: &str,
+            code: &str,
+            request_id: &str,
+        ) -> Script {
+            let body = format!(
+                r#"{{"error_type":"{error_type}","error_code":"{code}","error_message":"x","request_id":"{request_id}"}}"#
+            );
+            Script {
+                calls: vec![],
+                fail_on_call: Some((n, PlaidError::from_response(status, &body))),
+            }
+        }
+    }
+
     impl FetchPage for Script {
         fn fetch(&mut self, cursor: Option<&str>, count: u32) -> Result<Response, PlaidError> {
             assert_eq!(count, 500);
@@ -186,14 +205,13 @@ mod unit {
 
     #[test]
     fn mutation_on_page_three_restarts_from_the_first_cursor() {
-        let mutation = PlaidError::from_response(
+        let mut s = Script::failing_on(
+            3,
             400,
-            r#"{"error_type":"TRANSACTIONS_ERROR","error_code":"TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION","error_message":"x","request_id":"m1"}"#,
+            "TRANSACTIONS_ERROR",
+            "TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION",
+            "m1",
         );
-        let mut s = Script {
-            calls: vec![],
-            fail_on_call: Some((3, mutation)),
-        };
         let mut sink = Sink::default();
         let sum = sync_pages(&mut s, &mut sink, Some("c0")).unwrap();
         assert_eq!(sum.restarts, 1);
@@ -206,14 +224,7 @@ mod unit {
 
     #[test]
     fn other_errors_stop_the_loop() {
-        let e = PlaidError::from_response(
-            500,
-            r#"{"error_type":"API_ERROR","error_code":"INTERNAL_SERVER_ERROR","error_message":"x","request_id":"e1"}"#,
-        );
-        let mut s = Script {
-            calls: vec![],
-            fail_on_call: Some((2, e)),
-        };
+        let mut s = Script::failing_on(2, 500, "API_ERROR", "INTERNAL_SERVER_ERROR", "e1");
         let mut sink = Sink::default();
         let (err, sum) = sync_pages(&mut s, &mut sink, None).unwrap_err();
         assert_eq!(err.class(), Class::Transient);
