@@ -3,7 +3,7 @@
 local Plaid emulator (a separate process). Prints a table and writes it into the README
 between the bench markers, with the machine it ran on.
 
-  scripts/bench            # everything (about 20 minutes on 2 cores)
+  scripts/bench            # everything (about 25 minutes on 2 cores)
   scripts/bench --quick    # smaller sizes, a few minutes (a smoke run; README untouched)
 """
 
