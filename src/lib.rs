@@ -1,23 +1,34 @@
 //! plaid_sync: keeps Plaid Items, Accounts and Transactions in sync inside PostgreSQL.
 //!
-//! Reading order, following the data: `api.rs` (SQL functions) → `validate.rs` → `inbox.rs`
-//! (rows in) → `worker.rs` (the loop) → `jobs.rs` (claim, run, record) → `sync/` (what each job
-//! does) → `plaid/` (the HTTP client) → `store.rs` (the rows it writes).
-//! `crypto.rs` seals access tokens; `gucs.rs` holds the settings; `webhook.rs` verifies Plaid.
+//! Layers, each using only those below it, in the order the data moves:
+//! - entry points: `api.rs` (the SQL functions) and `worker.rs` (the loop);
+//! - what jobs do: `jobs.rs` (dispatch), `sync/` (Items, transactions), `webhook.rs` (verification glue);
+//! - the rows: `inbox/` (notices and webhooks in, jobs out), `store/` (Items, accounts, transactions);
+//! - the wake-up: `wake.rs` (shared-memory latches);
+//! - the database layer: `database/` (SPI, kept plans, the step wrapper `db`, SQLSTATEs), `gucs.rs` (settings);
+//! - the pure core, no pgrx: `validate.rs`, `error.rs`, `job.rs`, `crypto.rs`, `plaid/` (the HTTP client).
 
 use pgrx::prelude::*;
 
-pub mod api;
+// The pure core.
 pub mod crypto;
 pub mod error;
-pub mod gucs;
-pub mod inbox;
-pub mod jobs;
+pub mod job;
 pub mod plaid;
-pub mod store;
-pub mod sync;
 pub mod validate;
+// The database layer and the wake-up.
+pub mod database;
+pub mod gucs;
+pub mod wake;
+// The rows.
+pub mod inbox;
+pub mod store;
+// What jobs do.
+pub mod jobs;
+pub mod sync;
 pub mod webhook;
+// The entry points.
+pub mod api;
 pub mod worker;
 
 pg_module_magic!();

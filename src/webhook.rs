@@ -34,7 +34,7 @@ pub enum Refusal {
 /// Verifies a claimed Plaid-origin row before it acts (API_NOTES §6.2). Keys are cached in
 /// `plaid_sync.webhook_keys`; one Plaid call per new kid.
 pub fn verify_job(job_id: i64, client: &crate::plaid::Client) -> Result<(), Refusal> {
-    use crate::jobs::db;
+    use crate::database::db;
     use crate::plaid::jwt;
     if !crate::gucs::verify_webhooks() {
         mark(job_id, "skipped: plaid_sync.verify_webhooks is off");
@@ -119,7 +119,7 @@ enum Cached {
 const UNKNOWN_KID_TTL_S: i32 = 300;
 
 fn cached_key(kid: &str) -> Cached {
-    crate::jobs::db(|| {
+    crate::database::db(|| {
         Spi::connect(|c| {
             let t = c
                 .select(
@@ -161,7 +161,7 @@ fn current_kids() -> Vec<String> {
 /// Caches a JWK (with its expiry), or that Plaid does not know `kid` (`jwk` None).
 fn store_key(kid: &str, jwk: Option<&serde_json::Value>) {
     let text = jwk.map(|j| j.to_string());
-    crate::jobs::db(|| {
+    crate::database::db(|| {
         Spi::run_with_args(
             "INSERT INTO plaid_sync.webhook_keys (kid, jwk, created_at, expired_at)
              SELECT $1, k, to_timestamp((k ->> 'created_at')::double precision),
@@ -176,7 +176,7 @@ fn store_key(kid: &str, jwk: Option<&serde_json::Value>) {
 }
 
 fn mark(id: i64, verification: &str) {
-    crate::jobs::db(|| {
+    crate::database::db(|| {
         Spi::run_with_args(
             "UPDATE plaid_sync.inbox SET verification = $2 WHERE id = $1",
             &[id.into(), verification.into()],

@@ -1,15 +1,7 @@
-//! The rows a sync writes. Plaid's JSON goes into Postgres as text and is taken apart in SQL,
-//! so `numeric` columns get the exact digits Plaid sent.
+//! Transactions: the staged pages of a sync in progress, and their apply, in which the last
+//! thing the pages said about each transaction wins.
 
-use pgrx::datum::DatumWithOid;
-use pgrx::prelude::*;
-
-use crate::api::one;
-
-fn run(sql: &str, args: &[DatumWithOid]) {
-    crate::api::in_transaction(sql);
-    Spi::run_with_args(sql, args).unwrap_or_else(|e| panic!("plaid_sync store: {e}"));
-}
+use crate::database::{one, run};
 
 /// Stages one page of a sync in progress.
 pub fn stage_page(run_id: i64, page: i32, body: &str) {
@@ -100,7 +92,7 @@ pub fn apply_pages(run_id: i64, item_id: &str) {
           ORDER BY page DESC LIMIT 1",
         &[run_id.into()],
     ) {
-        upsert_accounts(item_id, &accounts.0.to_string(), false);
+        super::upsert_accounts(item_id, &accounts.0.to_string(), false);
     }
 }
 
@@ -122,105 +114,4 @@ pub fn remove_unseen(run_id: i64, item_id: &str) -> i64 {
         &[run_id.into(), item_id.into()],
     )
     .unwrap_or(0)
-}
-
-/// Upserts accounts from a JSON array of Plaid accounts, keeping a balance snapshot whenever
-/// an account's balances change. With `complete` (an `/accounts/get` answer), the Item's
-/// accounts missing from the list are marked removed.
-pub fn upsert_accounts(item_id: &str, accounts_json: &str, complete: bool) {
-    run(
-        "WITH incoming AS (
-             SELECT a ->> 'account_id' AS account_id, a ->> 'name' AS name,
-                    a ->> 'official_name' AS official_name, a ->> 'mask' AS mask,
-                    a ->> 'type' AS type, a ->> 'subtype' AS subtype,
-                    (a -> 'balances' ->> 'available')::numeric AS balance_available,
-                    (a -> 'balances' ->> 'current')::numeric AS balance_current,
-                    (a -> 'balances' ->> 'limit')::numeric AS balance_limit,
-                    a -> 'balances' ->> 'iso_currency_code' AS iso_currency_code,
-                    a -> 'balances' ->> 'unofficial_currency_code' AS unofficial_currency_code,
-                    a AS data
-               FROM jsonb_array_elements($2::jsonb) a),
-         changed AS (
-             SELECT i.* FROM incoming i
-               LEFT JOIN plaid_sync.accounts old USING (account_id)
-              WHERE old.account_id IS NULL
-                 OR (old.balance_available, old.balance_current, old.balance_limit,
-                     old.iso_currency_code, old.unofficial_currency_code)
-                    IS DISTINCT FROM (i.balance_available, i.balance_current, i.balance_limit,
-                                      i.iso_currency_code, i.unofficial_currency_code)),
-         up AS (
-             INSERT INTO plaid_sync.accounts (account_id, item_id, name, official_name, mask, type,
-                    subtype, balance_available, balance_current, balance_limit,
-                    iso_currency_code, unofficial_currency_code, data)
-             SELECT account_id, $1, name, official_name, mask, type, subtype, balance_available,
-                    balance_current, balance_limit, iso_currency_code, unofficial_currency_code, data
-               FROM incoming
-             ON CONFLICT (account_id) DO UPDATE SET
-                    name = EXCLUDED.name, official_name = EXCLUDED.official_name,
-                    mask = EXCLUDED.mask, type = EXCLUDED.type, subtype = EXCLUDED.subtype,
-                    balance_available = EXCLUDED.balance_available,
-                    balance_current = EXCLUDED.balance_current,
-                    balance_limit = EXCLUDED.balance_limit,
-                    iso_currency_code = EXCLUDED.iso_currency_code,
-                    unofficial_currency_code = EXCLUDED.unofficial_currency_code,
-                    data = EXCLUDED.data, removed_at = NULL, updated_at = now()
-              WHERE accounts.item_id = EXCLUDED.item_id
-             RETURNING 1),
-         gone AS (
-             UPDATE plaid_sync.accounts SET removed_at = now(), updated_at = now()
-              WHERE $3 AND item_id = $1 AND removed_at IS NULL
-                AND account_id NOT IN (SELECT account_id FROM incoming)
-             RETURNING 1)
-         INSERT INTO plaid_sync.balance_snapshots (account_id, item_id, balance_available,
-                balance_current, balance_limit, iso_currency_code, unofficial_currency_code)
-         SELECT account_id, $1, balance_available, balance_current, balance_limit,
-                iso_currency_code, unofficial_currency_code
-           FROM changed",
-        &[item_id.into(), accounts_json.into(), complete.into()],
-    );
-}
-
-/// Stores an `/item/get` (or `/accounts/get`) `item` object on the Item.
-pub fn update_item(item_id: &str, item_json: &str) {
-    run(
-        "UPDATE plaid_sync.items i SET
-                institution_id = coalesce(x.o ->> 'institution_id', i.institution_id),
-                institution_name = coalesce(x.o ->> 'institution_name', i.institution_name),
-                webhook = x.o ->> 'webhook',
-                consent_expiration_time = (x.o ->> 'consent_expiration_time')::timestamptz,
-                data = x.o, updated_at = now()
-           FROM (SELECT $2::jsonb AS o) x
-          WHERE i.item_id = $1",
-        &[item_id.into(), item_json.into()],
-    );
-}
-
-/// The cached institution name, if we have it.
-pub fn institution_cached(institution_id: &str) -> bool {
-    one::<bool>(
-        "SELECT true FROM plaid_sync.institutions WHERE institution_id = $1",
-        &[institution_id.into()],
-    )
-    .is_some()
-}
-
-pub fn store_institution(institution_json: &str) {
-    run(
-        "WITH x AS (SELECT $1::jsonb AS o)
-         INSERT INTO plaid_sync.institutions (institution_id, name, data)
-         SELECT o ->> 'institution_id', o ->> 'name', o FROM x
-         ON CONFLICT (institution_id) DO UPDATE SET name = EXCLUDED.name, data = EXCLUDED.data,
-                fetched_at = now()",
-        &[institution_json.into()],
-    );
-}
-
-pub fn name_institution(item_id: &str) {
-    run(
-        "UPDATE plaid_sync.items i SET institution_name = n.name
-           FROM plaid_sync.institutions n
-          WHERE i.item_id = $1 AND n.institution_id = i.institution_id
-            AND i.institution_name IS DISTINCT FROM n.name",
-        &[item_id.into()],
-    );
 }

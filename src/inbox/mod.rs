@@ -1,5 +1,9 @@
 //! The inbox: every notice and webhook is one row; jobs are claimed from it with a lease.
-//! This file holds the SQL that puts rows in; `jobs.rs` holds the SQL that takes them out.
+//! This file holds the SQL that puts rows in; `queue.rs` the SQL that claims and records
+//! them; `maintenance.rs` retention and the self-healing resync.
+
+pub mod maintenance;
+pub mod queue;
 
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
@@ -13,7 +17,7 @@ use pgrx::prelude::*;
 /// a later statement, sees the first one's row. A claim that takes the queued row meanwhile
 /// makes the lookup skip it (FOR UPDATE re-checks the row), and a new row is queued.
 pub fn enqueue_notice(webhook_type: &str, webhook_code: &str, item_id: &str, body: &str) -> i64 {
-    crate::api::one::<bool>(
+    crate::database::one::<bool>(
         "SELECT true FROM plaid_sync.items WHERE item_id = $1 FOR UPDATE",
         &[item_id.into()],
     );
@@ -23,7 +27,7 @@ pub fn enqueue_notice(webhook_type: &str, webhook_code: &str, item_id: &str, bod
         item_id.into(),
         body.into(),
     ];
-    let id = crate::api::one::<i64>(
+    let id = crate::database::one::<i64>(
         "WITH queued AS (
              SELECT id FROM plaid_sync.inbox
               WHERE item_id = $3 AND webhook_type = $1 AND webhook_code = $2
@@ -41,7 +45,7 @@ pub fn enqueue_notice(webhook_type: &str, webhook_code: &str, item_id: &str, bod
         &args,
     )
     .expect("enqueue returns an id");
-    crate::worker::wake_on_commit();
+    crate::wake::wake_on_commit();
     id
 }
 
@@ -60,7 +64,7 @@ pub fn enqueue_webhook(
         raw_body.into(),
         plaid_verification.into(),
     ];
-    let id = crate::api::one_prepared::<i64>(
+    let id = crate::database::one_prepared::<i64>(
         "INSERT INTO plaid_sync.inbox
              (source, webhook_type, webhook_code, item_id, body, raw_body, plaid_verification)
          VALUES ('plaid', $1, $2, $3, $4::jsonb, $4, $5)
@@ -69,6 +73,6 @@ pub fn enqueue_webhook(
         &args,
     )
     .expect("insert returns an id");
-    crate::worker::wake_on_commit();
+    crate::wake::wake_on_commit();
     id
 }

@@ -1,0 +1,23 @@
+//! The database layer: SPI helpers with kept plans, the step-in-its-own-transaction wrapper
+//! `db`, and errors raised with their SQLSTATE. Everything above talks to Postgres through it.
+
+mod raise;
+mod spi;
+
+pub use raise::{ok, raise};
+pub use spi::{in_transaction, one, one_prepared, run, with_prepared};
+
+use std::panic::AssertUnwindSafe;
+
+use pgrx::bgworkers::BackgroundWorker;
+use pgrx::pg_sys;
+
+/// Runs `f` in the open transaction, or (in a worker, between steps) in a new one that
+/// commits when `f` returns.
+pub fn db<R>(f: impl FnOnce() -> R) -> R {
+    if unsafe { pg_sys::IsTransactionState() } {
+        f()
+    } else {
+        BackgroundWorker::transaction(AssertUnwindSafe(f))
+    }
+}

@@ -1,0 +1,74 @@
+//! SPI in the forms the rest of the crate needs: one value, a statement run, and statements
+//! whose plans are kept per backend. Each refuses to run outside a transaction.
+
+use pgrx::PgOid;
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+
+thread_local! {
+    /// Plans of the hot statements, prepared once per backend (SPI_keepplan); Postgres
+    /// re-plans them itself when the tables change.
+    /// Keyed by the statement's address: hashing its text on every call showed in profiles.
+    static PLANS: std::cell::RefCell<std::collections::HashMap<usize, pgrx::spi::OwnedPreparedStatement>> =
+        Default::default();
+}
+
+/// Runs `f` with the kept plan of `sql` (prepared on first use in this backend). `types` are
+/// the parameters' type OIDs.
+pub fn with_prepared<R>(
+    sql: &'static str,
+    types: &[pg_sys::Oid],
+    f: impl FnOnce(&mut pgrx::spi::SpiClient<'_>, &pgrx::spi::OwnedPreparedStatement) -> R,
+) -> R {
+    in_transaction(sql);
+    Spi::connect_mut(|c| {
+        PLANS.with(|plans| {
+            let mut plans = plans.borrow_mut();
+            let stmt = plans.entry(sql.as_ptr() as usize).or_insert_with(|| {
+                let oids: Vec<PgOid> = types.iter().map(|t| PgOid::from(*t)).collect();
+                c.prepare_mut(sql, &oids)
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                    .keep()
+            });
+            f(c, stmt)
+        })
+    })
+}
+
+/// Like `one`, through a kept plan.
+pub fn one_prepared<T: FromDatum + IntoDatum>(
+    sql: &'static str,
+    types: &[pg_sys::Oid],
+    args: &[DatumWithOid],
+) -> Option<T> {
+    with_prepared(sql, types, |c, stmt| match c.update(stmt, Some(1), args) {
+        Ok(t) => t.first().get_one::<T>().ok().flatten(),
+        Err(e) => panic!("{sql}: {e}"),
+    })
+}
+
+/// SPI outside a transaction crashes the process; say which statement tried, instead.
+pub fn in_transaction(sql: &str) {
+    if !unsafe { pg_sys::IsTransactionState() } {
+        panic!(
+            "plaid_sync bug: SQL run outside a transaction: {}",
+            sql.split_whitespace().take(6).collect::<Vec<_>>().join(" ")
+        );
+    }
+}
+
+/// The first column of the first row, or None when there is no row (or it is NULL).
+pub fn one<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid]) -> Option<T> {
+    in_transaction(sql);
+    match Spi::get_one_with_args::<T>(sql, args) {
+        Ok(v) => v,
+        Err(pgrx::spi::SpiError::InvalidPosition) => None,
+        Err(e) => panic!("{sql}: {e}"),
+    }
+}
+
+/// Runs a statement for its effect.
+pub fn run(sql: &str, args: &[DatumWithOid]) {
+    in_transaction(sql);
+    Spi::run_with_args(sql, args).unwrap_or_else(|e| panic!("plaid_sync: {e}"));
+}

@@ -1,0 +1,208 @@
+//! The SQL that takes jobs out of the inbox: claim under a lease, renew it, give a job back,
+//! fold queued triggers into a running sync, and record how a job ended.
+
+use pgrx::prelude::*;
+
+use crate::database::{one, with_prepared};
+use crate::gucs;
+use crate::job::{Job, Outcome, backoff_ms};
+
+/// Claims the oldest due job whose Item has no other job running, under a lease. A job whose
+/// lease ran out, or whose process is gone (a crash), is claimable again.
+pub fn claim() -> Option<Job> {
+    // Kept plans: an idle worker woken by a commit runs this and nothing else.
+    let job = with_prepared(
+        "WITH next AS (
+             SELECT q.id FROM plaid_sync.inbox q
+              WHERE q.status IN ('pending', 'running') AND q.run_after <= now()
+                AND (q.status = 'pending' OR q.locked_until < now()
+                     OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = q.locked_by))
+                AND (q.item_id IS NULL OR NOT EXISTS (
+                     SELECT 1 FROM plaid_sync.inbox r
+                      WHERE r.item_id = q.item_id AND r.status = 'running'
+                        AND r.locked_until >= now() AND r.id <> q.id
+                        AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.locked_by)))
+              ORDER BY q.id
+              LIMIT 1
+              FOR UPDATE SKIP LOCKED)
+         UPDATE plaid_sync.inbox q
+            SET status = 'running', attempts = q.attempts + 1,
+                locked_until = now() + make_interval(secs => $1), locked_by = pg_backend_pid()
+           FROM next WHERE q.id = next.id
+         RETURNING q.id, q.source, q.webhook_type, q.webhook_code, q.item_id, q.body::text, q.attempts,
+                   EXISTS (SELECT FROM plaid_sync.inbox m
+                            WHERE m.status = 'pending' AND m.run_after <= now() AND m.id > q.id)",
+        &[pg_sys::INT4OID],
+        |c, stmt| {
+            let rows = c
+                .update(stmt, None, &[gucs::job_lease_s().into()])
+                .expect("claim job");
+            let r = rows.first();
+            let id = r.get::<i64>(1).ok().flatten()?;
+            let job = Job {
+                id,
+                source: r.get::<String>(2).ok()??,
+                webhook_type: r.get::<String>(3).ok()??,
+                webhook_code: r.get::<String>(4).ok()??,
+                item_id: r.get::<String>(5).ok()?,
+                body: serde_json::from_str(&r.get::<String>(6).ok()??).ok()?,
+                attempts: r.get::<i32>(7).ok()??,
+            };
+            Some((job, r.get::<bool>(8).ok().flatten().unwrap_or(false)))
+        },
+    );
+    let (job, more_due) = job?;
+    // A sync a dead process left behind is closed, and its staged pages dropped.
+    Spi::run_with_args(
+        "WITH gone AS (
+             UPDATE plaid_sync.sync_runs SET outcome = 'failed', finished_at = now(),
+                    error = 'abandoned: the process running it stopped'
+              WHERE inbox_id = $1 AND outcome = 'running' RETURNING id)
+         DELETE FROM plaid_sync.sync_pages WHERE sync_run_id IN (SELECT id FROM gone)",
+        &[job.id.into()],
+    )
+    .expect("close abandoned runs");
+    crate::wake::on_claim(more_due);
+    Some(job)
+}
+
+/// A long sync keeps its job's lease alive page by page.
+pub fn renew_lease(job_id: i64) {
+    Spi::run_with_args(
+        "UPDATE plaid_sync.inbox SET locked_until = now() + make_interval(secs => $2)
+          WHERE id = $1 AND status = 'running'",
+        &[job_id.into(), gucs::job_lease_s().into()],
+    )
+    .expect("renew lease");
+}
+
+/// Gives a claimed job back untouched (its Item is busy elsewhere), or folds it into an
+/// identical notice queued meanwhile.
+pub fn release(job: &Job) {
+    Spi::run_with_args(
+        "WITH twin AS (
+             SELECT q.id FROM plaid_sync.inbox q
+               JOIN plaid_sync.inbox me ON q.item_id = me.item_id AND q.webhook_type = me.webhook_type
+                                       AND q.webhook_code = me.webhook_code
+              WHERE me.id = $1 AND me.source = 'backend' AND me.attempts = 1
+                AND q.source = 'backend' AND q.status = 'pending' AND q.attempts = 0
+              LIMIT 1)
+         UPDATE plaid_sync.inbox SET
+                status = CASE WHEN EXISTS (SELECT 1 FROM twin) THEN 'done' ELSE 'pending' END,
+                finished_at = CASE WHEN EXISTS (SELECT 1 FROM twin) THEN now() END,
+                last_error = coalesce('folded into job ' || (SELECT id FROM twin), last_error),
+                attempts = attempts - 1, locked_until = NULL, locked_by = NULL,
+                run_after = now() + interval '200 milliseconds'
+          WHERE id = $1",
+        &[job.id.into()],
+    )
+    .expect("release job");
+}
+
+/// Sync triggers of the job's Item queued behind it: (id, came from Plaid).
+pub fn queued_triggers(job: &Job) -> Vec<(i64, bool)> {
+    Spi::connect(|c| {
+        c.select(
+            "SELECT id, source = 'plaid' FROM plaid_sync.inbox
+              WHERE item_id = $2 AND status = 'pending' AND id <> $1 AND webhook_type = 'TRANSACTIONS'
+                AND webhook_code <> 'RECURRING_TRANSACTIONS_UPDATE'
+                AND NOT (source = 'backend' AND webhook_code = 'HISTORICAL_UPDATE')
+              ORDER BY id LIMIT 10000",
+            None,
+            &[job.id.into(), job.item_id.as_deref().into()],
+        )
+        .expect("queued triggers")
+        .filter_map(|r| Some((r.get::<i64>(1).ok()??, r.get::<bool>(2).ok()??)))
+        .collect()
+    })
+}
+
+/// The rows `absorbed` are done: job `into` does their work.
+pub fn mark_coalesced(into: i64, absorbed: Vec<i64>) {
+    Spi::run_with_args(
+        "UPDATE plaid_sync.inbox SET status = 'done', finished_at = now(),
+                last_error = 'coalesced into job ' || $1
+          WHERE id = ANY($2) AND status = 'pending'",
+        &[into.into(), absorbed.into()],
+    )
+    .expect("coalesce");
+}
+
+/// For a Plaid-origin job whose Item is not announced: Some(true) while it may still wait,
+/// Some(false) once the grace is over; None when the Item exists.
+pub fn waiting_for_item(job_id: i64, item_id: &str) -> Option<bool> {
+    one::<bool>(
+        "SELECT q.received_at > now() - make_interval(secs => $2)
+           FROM plaid_sync.inbox q
+          WHERE q.id = $3 AND NOT EXISTS (SELECT 1 FROM plaid_sync.items i WHERE i.item_id = $1)",
+        &[
+            item_id.into(),
+            gucs::unknown_item_grace_s().into(),
+            job_id.into(),
+        ],
+    )
+}
+
+/// Writes the outcome on the inbox row.
+pub fn record(job: &Job, outcome: &Outcome) {
+    // (status, delay before it is due again, attempts given back)
+    let (status, delay_ms, undo_attempt): (&str, i64, i32) = match outcome {
+        Outcome::Done(_) | Outcome::ItemPaused(_) => ("done", 0, 0),
+        Outcome::Rejected(_) => ("rejected", 0, 0),
+        Outcome::Failed(_) => ("failed", 0, 0),
+        Outcome::Retry(_) if job.attempts >= gucs::max_attempts() => ("failed", 0, 0),
+        Outcome::Retry(_) => (
+            "pending",
+            backoff_ms(
+                job.attempts,
+                gucs::retry_base_ms(),
+                gucs::retry_max_ms(),
+                &mut rand::thread_rng(),
+            ),
+            0,
+        ),
+        // Re-checked every second: the Item's announcement does not have to find it.
+        Outcome::Wait(_) => ("pending", 1_000, 1),
+    };
+    let error = match outcome {
+        Outcome::ItemPaused(m) => Some(format!("Item paused: {m}")),
+        Outcome::Retry(m) if status == "failed" => {
+            Some(format!("{m} (gave up after {} attempts)", job.attempts))
+        }
+        other => other.message().map(str::to_string),
+    };
+    Spi::run_with_args(
+        "UPDATE plaid_sync.inbox SET status = $2, last_error = $3, locked_until = NULL, locked_by = NULL,
+                attempts = attempts - $5,
+                run_after = CASE WHEN $2 = 'pending' THEN now() + make_interval(secs => $4 / 1000.0) ELSE run_after END,
+                finished_at = CASE WHEN $2 = 'pending' THEN NULL ELSE now() END
+          WHERE id = $1",
+        &[job.id.into(), status.into(), error.into(), (delay_ms as f64).into(), undo_attempt.into()],
+    )
+    .expect("record job");
+}
+
+/// Puts failed jobs (of one Item, or all) back in the queue; returns how many. A failed
+/// notice whose twin is already queued is folded into it instead.
+pub fn retry_failed(item_id: Option<&str>) -> i64 {
+    one::<i64>(
+        "WITH twin AS (
+             UPDATE plaid_sync.inbox f SET status = 'done', finished_at = now(),
+                    last_error = f.last_error || ' (superseded by a newer identical notice)'
+              WHERE f.status = 'failed' AND ($1::text IS NULL OR f.item_id = $1) AND f.source = 'backend'
+                AND EXISTS (SELECT 1 FROM plaid_sync.inbox q
+                             WHERE q.item_id = f.item_id AND q.webhook_type = f.webhook_type
+                               AND q.webhook_code = f.webhook_code AND q.source = 'backend'
+                               AND q.status = 'pending' AND q.attempts = 0)
+             RETURNING f.id),
+         requeued AS (
+             UPDATE plaid_sync.inbox SET status = 'pending', attempts = 0, run_after = now(),
+                    locked_until = NULL, locked_by = NULL, finished_at = NULL
+              WHERE status = 'failed' AND ($1::text IS NULL OR item_id = $1)
+                AND id NOT IN (SELECT id FROM twin)
+              RETURNING 1)
+         SELECT count(*) FROM requeued",
+        &[item_id.into()],
+    )
+    .unwrap_or(0)
+}

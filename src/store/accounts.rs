@@ -1,0 +1,59 @@
+//! Accounts, and a balance snapshot whenever an account's balances change.
+
+use crate::database::run;
+
+/// Upserts accounts from a JSON array of Plaid accounts, keeping a balance snapshot whenever
+/// an account's balances change. With `complete` (an `/accounts/get` answer), the Item's
+/// accounts missing from the list are marked removed.
+pub fn upsert_accounts(item_id: &str, accounts_json: &str, complete: bool) {
+    run(
+        "WITH incoming AS (
+             SELECT a ->> 'account_id' AS account_id, a ->> 'name' AS name,
+                    a ->> 'official_name' AS official_name, a ->> 'mask' AS mask,
+                    a ->> 'type' AS type, a ->> 'subtype' AS subtype,
+                    (a -> 'balances' ->> 'available')::numeric AS balance_available,
+                    (a -> 'balances' ->> 'current')::numeric AS balance_current,
+                    (a -> 'balances' ->> 'limit')::numeric AS balance_limit,
+                    a -> 'balances' ->> 'iso_currency_code' AS iso_currency_code,
+                    a -> 'balances' ->> 'unofficial_currency_code' AS unofficial_currency_code,
+                    a AS data
+               FROM jsonb_array_elements($2::jsonb) a),
+         changed AS (
+             SELECT i.* FROM incoming i
+               LEFT JOIN plaid_sync.accounts old USING (account_id)
+              WHERE old.account_id IS NULL
+                 OR (old.balance_available, old.balance_current, old.balance_limit,
+                     old.iso_currency_code, old.unofficial_currency_code)
+                    IS DISTINCT FROM (i.balance_available, i.balance_current, i.balance_limit,
+                                      i.iso_currency_code, i.unofficial_currency_code)),
+         up AS (
+             INSERT INTO plaid_sync.accounts (account_id, item_id, name, official_name, mask, type,
+                    subtype, balance_available, balance_current, balance_limit,
+                    iso_currency_code, unofficial_currency_code, data)
+             SELECT account_id, $1, name, official_name, mask, type, subtype, balance_available,
+                    balance_current, balance_limit, iso_currency_code, unofficial_currency_code, data
+               FROM incoming
+             ON CONFLICT (account_id) DO UPDATE SET
+                    name = EXCLUDED.name, official_name = EXCLUDED.official_name,
+                    mask = EXCLUDED.mask, type = EXCLUDED.type, subtype = EXCLUDED.subtype,
+                    balance_available = EXCLUDED.balance_available,
+                    balance_current = EXCLUDED.balance_current,
+                    balance_limit = EXCLUDED.balance_limit,
+                    iso_currency_code = EXCLUDED.iso_currency_code,
+                    unofficial_currency_code = EXCLUDED.unofficial_currency_code,
+                    data = EXCLUDED.data, removed_at = NULL, updated_at = now()
+              WHERE accounts.item_id = EXCLUDED.item_id
+             RETURNING 1),
+         gone AS (
+             UPDATE plaid_sync.accounts SET removed_at = now(), updated_at = now()
+              WHERE $3 AND item_id = $1 AND removed_at IS NULL
+                AND account_id NOT IN (SELECT account_id FROM incoming)
+             RETURNING 1)
+         INSERT INTO plaid_sync.balance_snapshots (account_id, item_id, balance_available,
+                balance_current, balance_limit, iso_currency_code, unofficial_currency_code)
+         SELECT account_id, $1, balance_available, balance_current, balance_limit,
+                iso_currency_code, unofficial_currency_code
+           FROM changed",
+        &[item_id.into(), accounts_json.into(), complete.into()],
+    );
+}

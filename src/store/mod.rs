@@ -1,0 +1,12 @@
+//! The rows a sync writes. Plaid's JSON goes into Postgres as text and is taken apart in SQL,
+//! so `numeric` columns get the exact digits Plaid sent. `items.rs` the Items (announce,
+//! tokens, removal) and institutions, `accounts.rs` accounts and balance snapshots,
+//! `transactions.rs` staged pages and their apply.
+
+pub mod accounts;
+pub mod items;
+pub mod transactions;
+
+pub use accounts::upsert_accounts;
+pub use items::{institution_cached, name_institution, store_institution, update_item};
+pub use transactions::{apply_pages, discard_pages, remove_unseen, stage_page};

@@ -1,0 +1,158 @@
+//! The ITEM jobs: re-read an Item with its institution and accounts (backend CREATED and
+//! UPDATED), apply Plaid's ITEM webhooks, update the webhook URL, remove an Item at Plaid.
+
+use pgrx::prelude::*;
+use serde_json::Value;
+
+use super::{from_plaid, load_item, pause_item, sync_transactions};
+use crate::database::db;
+use crate::job::{Job, Outcome};
+use crate::plaid::{Class, Client, PlaidError};
+use crate::store;
+
+/// ITEM/CREATED and ITEM/UPDATED from the backend: re-read the Item, its institution and
+/// accounts, then sync transactions (Plaid only sends SYNC_UPDATES_AVAILABLE after one sync).
+pub fn refresh_item(job: &Job, client: &Client, item_id: &str) -> Outcome {
+    let (_, cursor, token) = match load_item(item_id) {
+        Ok(x) => x,
+        Err(o) => return o,
+    };
+    let item = match client.item_get(&token).and_then(|r| r.json()) {
+        Ok(v) => v,
+        Err(e) => {
+            pause_item(item_id, &e);
+            return from_plaid("/item/get", e);
+        }
+    };
+    let obj = item["item"].to_string();
+    db(|| store::update_item(item_id, &obj));
+    if let Some(err) = item["item"]["error"].as_object() {
+        let e = PlaidError::from_response(400, &Value::Object(err.clone()).to_string());
+        if matches!(e.class(), Class::ItemState(_)) {
+            pause_item(item_id, &e);
+            return Outcome::ItemPaused(format!("Plaid /item/get reports {e}"));
+        }
+    }
+    if let Some(inst) = item["item"]["institution_id"].as_str() {
+        if !db(|| store::institution_cached(inst)) {
+            match client.institutions_get_by_id(inst).and_then(|r| r.json()) {
+                Ok(v) => {
+                    let obj = v["institution"].to_string();
+                    db(|| store::store_institution(&obj))
+                }
+                Err(e) => return from_plaid("/institutions/get_by_id", e),
+            }
+        }
+        db(|| store::name_institution(item_id));
+    }
+    match client.accounts_get(&token).and_then(|r| r.json()) {
+        Ok(v) => {
+            let accounts = v["accounts"].to_string();
+            db(|| store::upsert_accounts(item_id, &accounts, true))
+        }
+        Err(e) => {
+            pause_item(item_id, &e);
+            return from_plaid("/accounts/get", e);
+        }
+    }
+    sync_transactions(job, client, item_id, &token, cursor, "item_refresh", false)
+}
+
+/// ITEM webhooks from Plaid: each moves the Item's state as API_NOTES §5.3 documents.
+pub fn item_webhook(job: &Job, item_id: &str) -> Outcome {
+    db(|| item_webhook_in_db(job, item_id))
+}
+
+fn item_webhook_in_db(job: &Job, item_id: &str) -> Outcome {
+    let body = job.body.to_string();
+    let sql = match job.webhook_code.as_str() {
+        "ERROR" => {
+            let e = PlaidError::from_response(400, &job.body["error"].to_string());
+            let status = match e.class() {
+                Class::ItemState(s) => s,
+                _ => "error",
+            };
+            Spi::run_with_args(
+                "UPDATE plaid_sync.items SET status = $2, error = $3::jsonb -> 'error', updated_at = now()
+                  WHERE item_id = $1 AND status <> 'removed'",
+                &[item_id.into(), status.into(), body.into()],
+            )
+            .expect("item error");
+            return Outcome::Done(None);
+        }
+        "PENDING_EXPIRATION" => "UPDATE plaid_sync.items SET status = 'pending_expiration',
+                consent_expiration_time = ($2::jsonb ->> 'consent_expiration_time')::timestamptz,
+                updated_at = now() WHERE item_id = $1 AND status NOT IN ('removed', 'revoked')",
+        "PENDING_DISCONNECT" => "UPDATE plaid_sync.items SET status = 'pending_disconnect',
+                error = jsonb_build_object('reason', $2::jsonb -> 'reason', 'disconnect_time', $2::jsonb -> 'disconnect_time'),
+                updated_at = now() WHERE item_id = $1 AND status NOT IN ('removed', 'revoked')",
+        "USER_PERMISSION_REVOKED" => "UPDATE plaid_sync.items SET status = 'revoked',
+                error = $2::jsonb -> 'error', updated_at = now() WHERE item_id = $1 AND status <> 'removed'",
+        "USER_ACCOUNT_REVOKED" => "UPDATE plaid_sync.accounts SET removed_at = now(), updated_at = now()
+                WHERE item_id = $1 AND account_id = $2::jsonb ->> 'account_id' AND removed_at IS NULL",
+        "WEBHOOK_UPDATE_ACKNOWLEDGED" => "UPDATE plaid_sync.items SET webhook = $2::jsonb ->> 'new_webhook_url',
+                updated_at = now() WHERE item_id = $1",
+        "NEW_ACCOUNTS_AVAILABLE" => "UPDATE plaid_sync.items SET
+                data = coalesce(data, '{}') || jsonb_build_object('new_accounts_available', true),
+                updated_at = now() WHERE item_id = $1",
+        "LOGIN_REPAIRED" => {
+            Spi::run_with_args(
+                "UPDATE plaid_sync.items SET status = 'healthy', error = NULL, updated_at = now()
+                  WHERE item_id = $1 AND status IN ('login_required', 'pending_expiration', 'pending_disconnect', 'error')",
+                &[item_id.into()],
+            )
+            .expect("login repaired");
+            crate::inbox::enqueue_notice("TRANSACTIONS", "SYNC_UPDATES_AVAILABLE", item_id, r#"{"reason": "LOGIN_REPAIRED"}"#);
+            return Outcome::Done(None);
+        }
+        other => return Outcome::Done(Some(format!("ignored: ITEM/{other} is not a code plaid_sync acts on"))),
+    };
+    Spi::run_with_args(sql, &[item_id.into(), body.into()]).expect("item webhook");
+    Outcome::Done(None)
+}
+
+pub fn update_webhook(job: &Job, client: &Client, item_id: &str) -> Outcome {
+    let (_, _, token) = match load_item(item_id) {
+        Ok(x) => x,
+        Err(o) => return o,
+    };
+    let url = job.body["webhook"].as_str().unwrap_or_default();
+    match client
+        .item_webhook_update(&token, url)
+        .and_then(|r| r.json())
+    {
+        Ok(v) => {
+            let obj = v["item"].to_string();
+            db(|| store::update_item(item_id, &obj));
+            Outcome::Done(None)
+        }
+        Err(e) => {
+            pause_item(item_id, &e);
+            from_plaid("/item/webhook/update", e)
+        }
+    }
+}
+
+/// `/item/remove`, then the token is destroyed (the Item was already marked removed).
+pub fn remove_at_plaid(client: &Client, item_id: &str) -> Outcome {
+    let (_, _, token) = match load_item(item_id) {
+        Ok(x) => x,
+        Err(o) => return o,
+    };
+    let outcome = match client.item_remove(&token) {
+        Ok(_) => Outcome::Done(None),
+        // Already gone at Plaid: nothing left to remove.
+        Err(e) if matches!(e.code(), Some("ITEM_NOT_FOUND" | "INVALID_ACCESS_TOKEN")) => {
+            Outcome::Done(Some(format!("Plaid /item/remove: {e}")))
+        }
+        Err(e) => return from_plaid("/item/remove", e),
+    };
+    db(|| {
+        Spi::run_with_args(
+            "UPDATE plaid_sync.items SET access_token_encrypted = NULL, updated_at = now() WHERE item_id = $1",
+            &[item_id.into()],
+        )
+        .expect("destroy token")
+    });
+    outcome
+}

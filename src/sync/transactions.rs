@@ -1,0 +1,158 @@
+//! A transactions sync: pages staged as they arrive, then applied with the new cursor in
+//! one transaction, and the run recorded in `sync_runs`.
+
+use pgrx::prelude::*;
+
+use super::{PAUSED, from_plaid, load_item, pagination, pause_item};
+use crate::database::{db, one};
+use crate::job::{Job, Outcome};
+use crate::plaid::{Client, PlaidError};
+use crate::store;
+
+struct Fetch<'a> {
+    client: &'a Client,
+    token: &'a str,
+}
+impl pagination::FetchPage for Fetch<'_> {
+    fn fetch(
+        &mut self,
+        cursor: Option<&str>,
+        count: u32,
+    ) -> Result<crate::plaid::Response, PlaidError> {
+        self.client.transactions_sync(self.token, cursor, count)
+    }
+}
+struct Stage {
+    run_id: i64,
+    job_id: i64,
+}
+impl pagination::Pages for Stage {
+    /// Each page is committed on its own (in a worker), and renews the job's lease.
+    fn keep(&mut self, page: u32, body: &str) {
+        db(|| {
+            store::stage_page(self.run_id, page as i32, body);
+            crate::inbox::queue::renew_lease(self.job_id);
+        });
+    }
+    fn discard(&mut self) {
+        db(|| store::discard_pages(self.run_id));
+    }
+}
+
+/// Any sync: pages staged as they come, then applied with the new cursor in one step.
+pub fn sync_transactions(
+    job: &Job,
+    client: &Client,
+    item_id: &str,
+    token: &str,
+    cursor: Option<String>,
+    trigger: &str,
+    backfill: bool,
+) -> Outcome {
+    let run_id = db(|| {
+        one::<i64>(
+            "INSERT INTO plaid_sync.sync_runs (item_id, inbox_id, trigger) VALUES ($1, $2, $3) RETURNING id",
+            &[item_id.into(), job.id.into(), trigger.into()],
+        )
+        .expect("sync run id")
+    });
+    let start = if backfill { None } else { cursor };
+    let result = pagination::sync_pages(
+        &mut Fetch { client, token },
+        &mut Stage {
+            run_id,
+            job_id: job.id,
+        },
+        start.as_deref(),
+    );
+    // Everything below is one transaction: the pages, the cursor and the run's record
+    // become visible together.
+    db(|| finish_sync(run_id, item_id, backfill, result))
+}
+
+fn finish_sync(
+    run_id: i64,
+    item_id: &str,
+    backfill: bool,
+    result: Result<pagination::Summary, (PlaidError, pagination::Summary)>,
+) -> Outcome {
+    let (summary, outcome) = match result {
+        Ok(s) => {
+            store::apply_pages(run_id, item_id);
+            if backfill {
+                store::remove_unseen(run_id, item_id);
+            }
+            Spi::run_with_args(
+                "UPDATE plaid_sync.items SET
+                        transactions_cursor = coalesce($2, transactions_cursor),
+                        status = CASE WHEN status IN ('pending', 'error', 'login_required', 'invalid_token')
+                                      THEN 'healthy' ELSE status END,
+                        error = CASE WHEN status IN ('pending_expiration', 'pending_disconnect') THEN error END,
+                        initial_update_complete = initial_update_complete
+                            OR $3 IN ('INITIAL_UPDATE_COMPLETE', 'HISTORICAL_UPDATE_COMPLETE'),
+                        historical_update_complete = historical_update_complete
+                            OR $3 = 'HISTORICAL_UPDATE_COMPLETE',
+                        last_synced_at = now(), updated_at = now()
+                  WHERE item_id = $1",
+                &[item_id.into(), s.next_cursor.clone().into(), s.update_status.clone().into()],
+            )
+            .expect("advance cursor");
+            (s, Outcome::Done(None))
+        }
+        Err((e, s)) => {
+            pause_item(item_id, &e);
+            (s, from_plaid("/transactions/sync", e))
+        }
+    };
+    // Applied or abandoned, the staged pages are no longer needed.
+    store::discard_pages(run_id);
+    Spi::run_with_args(
+        "UPDATE plaid_sync.sync_runs SET finished_at = now(), pages = $2, restarts = $3,
+                added = $4, modified = $5, removed = $6, request_ids = $7, outcome = $8, error = $9
+          WHERE id = $1",
+        &[
+            run_id.into(),
+            (summary.pages as i32).into(),
+            (summary.restarts as i32).into(),
+            (summary.added as i32).into(),
+            (summary.modified as i32).into(),
+            (summary.removed as i32).into(),
+            summary.request_ids.clone().into(),
+            outcome.run_label().into(),
+            outcome.message().into(),
+        ],
+    )
+    .expect("record sync run");
+    outcome
+}
+
+/// TRANSACTIONS webhooks and backend backfills.
+pub fn transactions(job: &Job, client: &Client, item_id: &str) -> Outcome {
+    let (status, cursor, token) = match load_item(item_id) {
+        Ok(x) => x,
+        Err(o) => return o,
+    };
+    if PAUSED.contains(&status.as_str()) {
+        return Outcome::Done(Some(format!("skipped: Item is {status}")));
+    }
+    if job.webhook_code == "SYNC_UPDATES_AVAILABLE" {
+        let body = job.body.to_string();
+        db(|| {
+            Spi::run_with_args(
+            "UPDATE plaid_sync.items SET
+                    initial_update_complete = initial_update_complete OR coalesce(($2::jsonb ->> 'initial_update_complete')::boolean, false),
+                    historical_update_complete = historical_update_complete OR coalesce(($2::jsonb ->> 'historical_update_complete')::boolean, false)
+              WHERE item_id = $1",
+            &[item_id.into(), body.as_str().into()],
+        )
+        .expect("store update flags")
+        });
+    }
+    let backfill = job.source == "backend" && job.webhook_code == "HISTORICAL_UPDATE";
+    let trigger = if backfill {
+        "backfill".to_string()
+    } else {
+        format!("{}/{}", job.webhook_type, job.webhook_code)
+    };
+    sync_transactions(job, client, item_id, &token, cursor, &trigger, backfill)
+}
