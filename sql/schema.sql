@@ -53,7 +53,10 @@ CREATE TABLE plaid_sync.accounts (
     data                     jsonb NOT NULL,
     created_at               timestamptz NOT NULL DEFAULT now(),
     updated_at               timestamptz NOT NULL DEFAULT now(),
-    removed_at               timestamptz
+    removed_at               timestamptz,
+    -- Plaid's object exactly as sent, only when it held a character jsonb refuses (NUL, a lone
+    -- surrogate): `data` then has U+FFFD in its place (src/plaid/storable.rs).
+    raw_data                 text
 );
 CREATE INDEX accounts_item_id_idx ON plaid_sync.accounts (item_id);
 
@@ -91,7 +94,9 @@ CREATE TABLE plaid_sync.transactions (
     created_at                timestamptz NOT NULL DEFAULT now(),
     updated_at                timestamptz NOT NULL DEFAULT now(),
     -- NULL while live; removed rows are kept so annotations keyed by transaction_id survive.
-    removed_at                timestamptz
+    removed_at                timestamptz,
+    -- As for accounts: Plaid's object exactly as sent when `data` had to replace a character.
+    raw_data                  text
 );
 CREATE INDEX transactions_item_idx ON plaid_sync.transactions (item_id) WHERE removed_at IS NULL;
 CREATE INDEX transactions_account_date_idx ON plaid_sync.transactions (account_id, date);
@@ -142,7 +147,9 @@ CREATE TABLE plaid_sync.sync_runs (
     removed     integer NOT NULL DEFAULT 0,
     request_ids text[] NOT NULL DEFAULT '{}',
     outcome     plaid_sync.sync_outcome NOT NULL DEFAULT 'running',
-    error       text
+    error       text,
+    -- Transactions (or a page's accounts) the apply had to leave out: see sync_rejects.
+    rejected    integer NOT NULL DEFAULT 0
 );
 CREATE INDEX sync_runs_item_idx ON plaid_sync.sync_runs (item_id, started_at DESC);
 
@@ -154,9 +161,32 @@ CREATE UNLOGGED TABLE plaid_sync.sync_pages (
     sync_run_id bigint NOT NULL REFERENCES plaid_sync.sync_runs (id) ON DELETE CASCADE,
     page        integer NOT NULL,
     body        jsonb NOT NULL,
+    request_id  text,
+    -- Objects that held characters jsonb refuses, as Plaid sent them:
+    -- {"transactions": {id: text}, "accounts": {id: text}}; NULL for almost every page.
+    raw_objects jsonb,
     PRIMARY KEY (sync_run_id, page)
 );
 ALTER TABLE plaid_sync.sync_pages ALTER COLUMN body SET STORAGE EXTERNAL;
+
+-- What a sync could not apply (a bug on our side, or an object no code could read): the rest
+-- of the sync is applied without it, the cursor advances, and the row stays here with the
+-- page's request_id (quote it to Plaid support) until a later sync applies that transaction.
+CREATE TABLE plaid_sync.sync_rejects (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    sync_run_id    bigint NOT NULL REFERENCES plaid_sync.sync_runs (id),
+    item_id        text NOT NULL REFERENCES plaid_sync.items (item_id),
+    -- NULL when the page's accounts were left out.
+    transaction_id text,
+    page           integer,
+    request_id     text,
+    error          text NOT NULL,
+    -- The object as the page had it (jsonb text).
+    data           text,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    resolved_at    timestamptz
+);
+CREATE INDEX sync_rejects_open_idx ON plaid_sync.sync_rejects (item_id) WHERE resolved_at IS NULL;
 
 -- /institutions/get_by_id results, cached.
 CREATE TABLE plaid_sync.institutions (
@@ -197,5 +227,7 @@ CREATE VIEW plaid_sync.item_health AS
            (SELECT r.outcome FROM plaid_sync.sync_runs r
              WHERE r.item_id = i.item_id ORDER BY r.id DESC LIMIT 1) AS last_sync_outcome,
            i.initial_update_complete,
-           i.historical_update_complete
+           i.historical_update_complete,
+           (SELECT count(*) FROM plaid_sync.sync_rejects s
+             WHERE s.item_id = i.item_id AND s.resolved_at IS NULL) AS rejected_transactions
       FROM plaid_sync.items i;

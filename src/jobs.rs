@@ -245,12 +245,8 @@ pub fn run_next() -> Step {
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    use pgrx::pg_sys::panic::CaughtError;
-    if let Some(e) = payload.downcast_ref::<CaughtError>() {
-        return match e {
-            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r.message().to_string(),
-            CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
-        };
+    if let Some(e) = payload.downcast_ref::<pgrx::pg_sys::panic::CaughtError>() {
+        return crate::database::message(e);
     }
     payload
         .downcast_ref::<String>()

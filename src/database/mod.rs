@@ -1,11 +1,13 @@
 //! The database layer: SPI helpers with kept plans, the step-in-its-own-transaction wrapper
-//! `db`, and errors raised with their SQLSTATE. Everything above talks to Postgres through it.
+//! `db`, subtransactions, and errors raised with their SQLSTATE. Everything above talks to Postgres through it.
 
 mod raise;
 mod spi;
+mod subxact;
 
 pub use raise::{ok, raise};
 pub use spi::{in_transaction, one, one_prepared, run, with_prepared};
+pub use subxact::{message, subtransaction};
 
 use std::panic::AssertUnwindSafe;
 

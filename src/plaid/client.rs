@@ -59,14 +59,48 @@ pub fn base_url_for(environment: &str) -> &'static str {
     }
 }
 
-/// A successful call: the body as received, and its request_id.
+/// A successful call: the body, storable as `jsonb` (src/plaid/storable.rs), and its
+/// request_id. When the body had to change, `raw` keeps it as received.
 #[derive(Debug, Clone)]
 pub struct Response {
     pub body: String,
     pub request_id: String,
+    pub raw: Option<RawBody>,
+}
+
+/// A body as Plaid sent it, and where it held characters Postgres refuses.
+#[derive(Debug, Clone)]
+pub struct RawBody {
+    pub text: String,
+    pub refused: Vec<std::ops::Range<usize>>,
 }
 
 impl Response {
+    /// Makes a received body storable.
+    pub fn received(text: String) -> Result<Response, PlaidError> {
+        let (body, raw) = match super::storable::storable(&text) {
+            None => (text, None),
+            Some((fixed, refused)) => (fixed, Some(RawBody { text, refused })),
+        };
+        let request_id = serde_json::from_str::<RequestId>(&body)
+            .map_err(|e| PlaidError::Decode(e.to_string()))?
+            .request_id;
+        Ok(Response {
+            body,
+            request_id,
+            raw,
+        })
+    }
+
+    /// The elements of the top-level array `key` that had to change, with their `id_field`
+    /// and their text as received.
+    pub fn altered(&self, key: &str, id_field: &str) -> Vec<(String, String)> {
+        match &self.raw {
+            None => Vec::new(),
+            Some(r) => super::storable::altered_elements(&r.text, &r.refused, key, id_field),
+        }
+    }
+
     pub fn json(&self) -> Result<Value, PlaidError> {
         serde_json::from_str(&self.body).map_err(|e| PlaidError::Decode(e.to_string()))
     }
@@ -141,12 +175,9 @@ impl Client {
         match result {
             Ok(resp) => {
                 let text = read_body(resp)?;
-                let request_id = serde_json::from_str::<RequestId>(&text)
-                    .map_err(|e| PlaidError::Decode(format!("{path}: {e}")))?
-                    .request_id;
-                Ok(Response {
-                    body: text,
-                    request_id,
+                Response::received(text).map_err(|e| match e {
+                    PlaidError::Decode(m) => PlaidError::Decode(format!("{path}: {m}")),
+                    e => e,
                 })
             }
             Err(ureq::Error::Status(status, resp)) => {

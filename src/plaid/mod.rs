@@ -4,6 +4,7 @@
 pub mod client;
 pub mod error;
 pub mod jwt;
+pub mod storable;
 
 pub use client::{Client, Config, Response};
 pub use error::{Class, PlaidError};

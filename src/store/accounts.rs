@@ -4,8 +4,9 @@ use crate::database::run;
 
 /// Upserts accounts from a JSON array of Plaid accounts, keeping a balance snapshot whenever
 /// an account's balances change. With `complete` (an `/accounts/get` answer), the Item's
-/// accounts missing from the list are marked removed.
-pub fn upsert_accounts(item_id: &str, accounts_json: &str, complete: bool) {
+/// accounts missing from the list are marked removed. `raw` maps account ids to the text
+/// Plaid sent, for accounts that held characters Postgres refuses (src/plaid/storable.rs).
+pub fn upsert_accounts(item_id: &str, accounts_json: &str, complete: bool, raw: Option<&str>) {
     run(
         "WITH incoming AS (
              SELECT a ->> 'account_id' AS account_id, a ->> 'name' AS name,
@@ -16,7 +17,7 @@ pub fn upsert_accounts(item_id: &str, accounts_json: &str, complete: bool) {
                     (a -> 'balances' ->> 'limit')::numeric AS balance_limit,
                     a -> 'balances' ->> 'iso_currency_code' AS iso_currency_code,
                     a -> 'balances' ->> 'unofficial_currency_code' AS unofficial_currency_code,
-                    a AS data
+                    a AS data, $4::jsonb ->> (a ->> 'account_id') AS raw_data
                FROM jsonb_array_elements($2::jsonb) a),
          changed AS (
              SELECT i.* FROM incoming i
@@ -29,9 +30,10 @@ pub fn upsert_accounts(item_id: &str, accounts_json: &str, complete: bool) {
          up AS (
              INSERT INTO plaid_sync.accounts (account_id, item_id, name, official_name, mask, type,
                     subtype, balance_available, balance_current, balance_limit,
-                    iso_currency_code, unofficial_currency_code, data)
+                    iso_currency_code, unofficial_currency_code, data, raw_data)
              SELECT account_id, $1, name, official_name, mask, type, subtype, balance_available,
-                    balance_current, balance_limit, iso_currency_code, unofficial_currency_code, data
+                    balance_current, balance_limit, iso_currency_code, unofficial_currency_code, data,
+                    raw_data
                FROM incoming
              ON CONFLICT (account_id) DO UPDATE SET
                     name = EXCLUDED.name, official_name = EXCLUDED.official_name,
@@ -41,7 +43,7 @@ pub fn upsert_accounts(item_id: &str, accounts_json: &str, complete: bool) {
                     balance_limit = EXCLUDED.balance_limit,
                     iso_currency_code = EXCLUDED.iso_currency_code,
                     unofficial_currency_code = EXCLUDED.unofficial_currency_code,
-                    data = EXCLUDED.data, removed_at = NULL, updated_at = now()
+                    data = EXCLUDED.data, raw_data = EXCLUDED.raw_data, removed_at = NULL, updated_at = now()
               WHERE accounts.item_id = EXCLUDED.item_id
              RETURNING 1),
          gone AS (
@@ -54,6 +56,6 @@ pub fn upsert_accounts(item_id: &str, accounts_json: &str, complete: bool) {
          SELECT account_id, $1, balance_available, balance_current, balance_limit,
                 iso_currency_code, unofficial_currency_code
            FROM changed",
-        &[item_id.into(), accounts_json.into(), complete.into()],
+        &[item_id.into(), accounts_json.into(), complete.into(), raw.into()],
     );
 }

@@ -84,8 +84,9 @@ pub fn store_sealed_token(item_id: &str, sealed: &[u8]) {
 pub enum Announced {
     /// A new Item, inserted with its first sync queued: the inbox id.
     New(i64),
-    /// A known Item, re-linked: its token replaced, an Item paused by an error back to
-    /// pending, its row locked (the caller queues the notice).
+    /// A known Item, re-linked: its token replaced, an Item paused by an error (or removed)
+    /// back to pending, a removed one's cursor cleared, its row locked (the caller queues the
+    /// notice).
     Relinked,
     /// Neither: deleted by hand between the two statements.
     Vanished,
@@ -141,6 +142,9 @@ pub fn announce(
                            THEN status ELSE 'pending' END,
              error = CASE WHEN status IN ('healthy', 'pending_expiration', 'pending_disconnect')
                           THEN error END,
+             -- A removed Item's rows are all marked removed: it syncs again from the start,
+             -- which brings back what Plaid still reports.
+             transactions_cursor = CASE WHEN status = 'removed' THEN NULL ELSE transactions_cursor END,
              updated_at = now()
           WHERE item_id = $1
           RETURNING true",

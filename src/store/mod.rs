@@ -9,4 +9,6 @@ pub mod transactions;
 
 pub use accounts::upsert_accounts;
 pub use items::{institution_cached, name_institution, store_institution, update_item};
-pub use transactions::{apply_pages, discard_pages, remove_unseen, stage_page};
+pub use transactions::{
+    Reject, apply_pages, discard_pages, record_rejects, remove_unseen, stage_page,
+};

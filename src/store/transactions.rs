@@ -1,13 +1,21 @@
 //! Transactions: the staged pages of a sync in progress, and their apply, in which the last
 //! thing the pages said about each transaction wins.
 
-use crate::database::{one, run};
+use crate::database::{one, run, subtransaction};
 
 /// Stages one page of a sync in progress.
-pub fn stage_page(run_id: i64, page: i32, body: &str) {
+/// `raw_objects` holds the objects that had to change to become jsonb, as Plaid sent them.
+pub fn stage_page(run_id: i64, page: i32, body: &str, request_id: &str, raw_objects: Option<&str>) {
     run(
-        "INSERT INTO plaid_sync.sync_pages (sync_run_id, page, body) VALUES ($1, $2, $3::jsonb)",
-        &[run_id.into(), page.into(), body.into()],
+        "INSERT INTO plaid_sync.sync_pages (sync_run_id, page, body, request_id, raw_objects)
+         VALUES ($1, $2, $3::jsonb, $4, $5::jsonb)",
+        &[
+            run_id.into(),
+            page.into(),
+            body.into(),
+            request_id.into(),
+            raw_objects.into(),
+        ],
     );
 }
 
@@ -21,29 +29,117 @@ pub fn discard_pages(run_id: i64) {
 const TXN_COLUMNS: &str = "transaction_id, item_id, account_id, amount, iso_currency_code,
     unofficial_currency_code, date, authorized_date, datetime, name, merchant_name,
     payment_channel, pending, pending_transaction_id, category, personal_finance_category, data,
-    removed_at";
+    raw_data, removed_at";
+
+/// A transaction (or a page's accounts, `transaction_id` None) our code could not apply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reject {
+    pub transaction_id: Option<String>,
+    pub error: String,
+}
 
 /// Applies every staged page of a run, in order: for each transaction the last thing the
-/// pages said about it wins (an upsert, or a removal). Then drops the staged pages.
-pub fn apply_pages(run_id: i64, item_id: &str) {
+/// pages said about it wins (an upsert, or a removal). A transaction the apply cannot take
+/// (a bug on our side, or an object no code could read) is found by bisection, left out,
+/// and returned, so one bad row never stops the rest of an Item's data.
+pub fn apply_pages(run_id: i64, item_id: &str) -> Vec<Reject> {
+    let mut rejects = Vec::new();
+    let everything = subtransaction(true, || apply(run_id, item_id, None, &[]));
+    if everything.is_err() {
+        let mut groups = vec![staged_ids(run_id)];
+        while let Some(group) = groups.pop() {
+            let Err(error) = subtransaction(false, || apply(run_id, item_id, Some(&group), &[]))
+            else {
+                continue;
+            };
+            if group.len() <= 1 {
+                rejects.extend(group.into_iter().map(|id| Reject {
+                    transaction_id: Some(id),
+                    error: error.clone(),
+                }));
+                continue;
+            }
+            let half = group.len() / 2;
+            groups.push(group[half..].to_vec());
+            groups.push(group[..half].to_vec());
+        }
+        let skip: Vec<String> = rejects
+            .iter()
+            .filter_map(|r| r.transaction_id.clone())
+            .collect();
+        // Not a probe: if this still fails, the job fails with the error.
+        apply(run_id, item_id, None, &skip);
+    }
+    // Accounts with balances, from the last page (sync lists only accounts with transactions).
+    if let Some(accounts) = one::<pgrx::JsonB>(
+        "SELECT body -> 'accounts' FROM plaid_sync.sync_pages
+          WHERE sync_run_id = $1 AND jsonb_typeof(body -> 'accounts') = 'array'
+          ORDER BY page DESC LIMIT 1",
+        &[run_id.into()],
+    ) {
+        let raw = one::<pgrx::JsonB>(
+            "SELECT raw_objects -> 'accounts' FROM plaid_sync.sync_pages
+              WHERE sync_run_id = $1 AND raw_objects IS NOT NULL ORDER BY page DESC LIMIT 1",
+            &[run_id.into()],
+        )
+        .map(|r| r.0.to_string());
+        let text = accounts.0.to_string();
+        if let Err(error) = subtransaction(true, || {
+            super::upsert_accounts(item_id, &text, false, raw.as_deref())
+        }) {
+            rejects.push(Reject {
+                transaction_id: None,
+                error: format!("accounts: {error}"),
+            });
+        }
+    }
+    rejects
+}
+
+/// The ids of every transaction the run's pages mention, sorted ('' for one without an id).
+fn staged_ids(run_id: i64) -> Vec<String> {
+    one::<Vec<String>>(
+        "SELECT coalesce(array_agg(DISTINCT coalesce(a.e ->> 'transaction_id', '')), '{}')
+           FROM plaid_sync.sync_pages p
+          CROSS JOIN (VALUES ('added'), ('modified'), ('removed')) k(key)
+          CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(p.body -> k.key) = 'array'
+                                                        THEN p.body -> k.key ELSE '[]' END) a(e)
+          WHERE p.sync_run_id = $1",
+        &[run_id.into()],
+    )
+    .unwrap_or_default()
+}
+
+/// The apply itself, for the transactions in `only` (all when None) but not in `skip`.
+fn apply(run_id: i64, item_id: &str, only: Option<&[String]>, skip: &[String]) {
     let sql = format!(
         "WITH ev AS (
-             SELECT p.page, 0 AS phase, k.kind, a.ord, a.e AS obj, a.e ->> 'transaction_id' AS id
+             SELECT p.page, 0 AS phase, k.kind, a.ord, a.e AS obj, a.e ->> 'transaction_id' AS id,
+                    p.raw_objects -> 'transactions' ->> (a.e ->> 'transaction_id') AS raw
                FROM plaid_sync.sync_pages p
               CROSS JOIN (VALUES (0, 'added'), (1, 'modified')) k(kind, key)
               CROSS JOIN LATERAL jsonb_array_elements(p.body -> k.key) WITH ORDINALITY a(e, ord)
               WHERE p.sync_run_id = $1
+                AND ($3::text[] IS NULL OR coalesce(a.e ->> 'transaction_id', '') = ANY($3))
+                AND coalesce(a.e ->> 'transaction_id', '') <> ALL($4)
              UNION ALL
-             SELECT p.page, 1, 2, a.ord, NULL, a.e ->> 'transaction_id'
+             SELECT p.page, 1, 2, a.ord, NULL, a.e ->> 'transaction_id', NULL
                FROM plaid_sync.sync_pages p
               CROSS JOIN LATERAL jsonb_array_elements(p.body -> 'removed') WITH ORDINALITY a(e, ord)
-              WHERE p.sync_run_id = $1),
+              WHERE p.sync_run_id = $1
+                AND ($3::text[] IS NULL OR coalesce(a.e ->> 'transaction_id', '') = ANY($3))
+                AND coalesce(a.e ->> 'transaction_id', '') <> ALL($4)),
          last_upsert AS (
-             SELECT DISTINCT ON (id) id, obj FROM ev WHERE phase = 0
+             SELECT DISTINCT ON (id) id, obj, raw FROM ev WHERE phase = 0
               ORDER BY id, page DESC, kind DESC, ord DESC),
          last_event AS (
              SELECT DISTINCT ON (id) id, phase FROM ev
               ORDER BY id, page DESC, phase DESC, kind DESC, ord DESC),
+         -- A pending transaction that a posted one names is gone, whichever version of the
+         -- posted one is the last word.
+         posted_over AS (
+             SELECT DISTINCT obj ->> 'pending_transaction_id' AS id FROM ev
+              WHERE phase = 0 AND obj ->> 'pending_transaction_id' IS NOT NULL),
          upserted AS (
              INSERT INTO plaid_sync.transactions ({TXN_COLUMNS})
              SELECT u.id, $2, o ->> 'account_id', (o ->> 'amount')::numeric,
@@ -56,8 +152,8 @@ pub fn apply_pages(run_id: i64, item_id: &str) {
                          THEN ARRAY(SELECT jsonb_array_elements_text(o -> 'category')) END,
                     CASE WHEN jsonb_typeof(o -> 'personal_finance_category') = 'object'
                          THEN o -> 'personal_finance_category' END,
-                    o,
-                    CASE WHEN le.phase = 1 THEN now() END
+                    o, u.raw,
+                    CASE WHEN le.phase = 1 OR u.id IN (SELECT id FROM posted_over) THEN now() END
                FROM last_upsert u
                JOIN last_event le USING (id)
               CROSS JOIN LATERAL (SELECT u.obj AS o) x
@@ -72,28 +168,77 @@ pub fn apply_pages(run_id: i64, item_id: &str) {
                     pending_transaction_id = EXCLUDED.pending_transaction_id,
                     category = EXCLUDED.category,
                     personal_finance_category = EXCLUDED.personal_finance_category,
-                    data = EXCLUDED.data, removed_at = EXCLUDED.removed_at, updated_at = now()
+                    data = EXCLUDED.data, raw_data = EXCLUDED.raw_data,
+                    removed_at = EXCLUDED.removed_at, updated_at = now()
               WHERE transactions.item_id = EXCLUDED.item_id
-             RETURNING pending_transaction_id),
+             RETURNING 1),
          removed AS (
              -- Removals, and pending rows a posted row replaced (Plaid also lists them as
-             -- removed, but not always on the same page).
+             -- removed, but not always on the same page). Rows this statement upserts got
+             -- their removed_at above.
              SELECT id FROM last_event WHERE phase = 1
-             UNION SELECT pending_transaction_id FROM upserted WHERE pending_transaction_id IS NOT NULL)
+             UNION SELECT id FROM posted_over)
          UPDATE plaid_sync.transactions t SET removed_at = now(), updated_at = now()
            FROM removed r
           WHERE t.transaction_id = r.id AND t.item_id = $2 AND t.removed_at IS NULL"
     );
-    run(&sql, &[run_id.into(), item_id.into()]);
-    // Accounts with balances, from the last page (sync lists only accounts with transactions).
-    if let Some(accounts) = one::<pgrx::JsonB>(
-        "SELECT body -> 'accounts' FROM plaid_sync.sync_pages
-          WHERE sync_run_id = $1 AND jsonb_typeof(body -> 'accounts') = 'array'
-          ORDER BY page DESC LIMIT 1",
-        &[run_id.into()],
-    ) {
-        super::upsert_accounts(item_id, &accounts.0.to_string(), false);
+    let only: Option<Vec<String>> = only.map(<[String]>::to_vec);
+    run(
+        &sql,
+        &[
+            run_id.into(),
+            item_id.into(),
+            only.into(),
+            skip.to_vec().into(),
+        ],
+    );
+}
+
+/// Keeps what the apply left out, with the page it came from and that page's request_id,
+/// and marks older rejects of transactions this run applied as resolved.
+pub fn record_rejects(run_id: i64, item_id: &str, rejects: &[Reject]) {
+    for r in rejects {
+        run(
+            "INSERT INTO plaid_sync.sync_rejects (sync_run_id, item_id, transaction_id, page, request_id, error, data)
+             SELECT $1, $2, $3, p.page, p.request_id, $4, x.e::text
+               FROM plaid_sync.sync_pages p
+               LEFT JOIN LATERAL (
+                    SELECT e FROM jsonb_array_elements(
+                              CASE WHEN jsonb_typeof(p.body -> 'added') = 'array' THEN p.body -> 'added' ELSE '[]' END
+                           || CASE WHEN jsonb_typeof(p.body -> 'modified') = 'array' THEN p.body -> 'modified' ELSE '[]' END
+                           || CASE WHEN jsonb_typeof(p.body -> 'removed') = 'array' THEN p.body -> 'removed' ELSE '[]' END)
+                           WITH ORDINALITY y(e, ord)
+                     WHERE $3 IS NOT NULL AND coalesce(e ->> 'transaction_id', '') = $3
+                     ORDER BY ord DESC LIMIT 1) x ON true
+              WHERE p.sync_run_id = $1 AND ($3 IS NULL OR x.e IS NOT NULL)
+              ORDER BY p.page DESC LIMIT 1",
+            &[
+                run_id.into(),
+                item_id.into(),
+                r.transaction_id.as_deref().into(),
+                r.error.as_str().into(),
+            ],
+        );
     }
+    let kept: Vec<String> = rejects
+        .iter()
+        .filter_map(|r| r.transaction_id.clone())
+        .collect();
+    run(
+        "UPDATE plaid_sync.sync_rejects s SET resolved_at = now()
+          WHERE s.item_id = $2 AND s.resolved_at IS NULL AND s.sync_run_id <> $1
+            AND (s.transaction_id IS NULL AND NOT EXISTS (
+                     SELECT FROM plaid_sync.sync_rejects n
+                      WHERE n.sync_run_id = $1 AND n.transaction_id IS NULL)
+                 OR s.transaction_id <> ALL($3) AND s.transaction_id IN (
+                     SELECT coalesce(a.e ->> 'transaction_id', '')
+                       FROM plaid_sync.sync_pages p
+                      CROSS JOIN (VALUES ('added'), ('modified'), ('removed')) k(key)
+                      CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(p.body -> k.key) = 'array'
+                                                                    THEN p.body -> k.key ELSE '[]' END) a(e)
+                      WHERE p.sync_run_id = $1))",
+        &[run_id.into(), item_id.into(), kept.into()],
+    );
 }
 
 /// A backfill saw the whole history: live rows of the Item that no page mentioned are gone.

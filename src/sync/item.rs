@@ -45,10 +45,19 @@ pub fn refresh_item(job: &Job, client: &Client, item_id: &str) -> Outcome {
         }
         db(|| store::name_institution(item_id));
     }
-    match client.accounts_get(&token).and_then(|r| r.json()) {
-        Ok(v) => {
+    match client
+        .accounts_get(&token)
+        .and_then(|r| Ok((r.json()?, r.altered("accounts", "account_id"))))
+    {
+        Ok((v, altered)) => {
             let accounts = v["accounts"].to_string();
-            db(|| store::upsert_accounts(item_id, &accounts, true))
+            let raw = (!altered.is_empty()).then(|| {
+                serde_json::Value::Object(
+                    altered.into_iter().map(|(id, t)| (id, t.into())).collect(),
+                )
+                .to_string()
+            });
+            db(|| store::upsert_accounts(item_id, &accounts, true, raw.as_deref()))
         }
         Err(e) => {
             pause_item(item_id, &e);
@@ -135,10 +144,14 @@ pub fn update_webhook(job: &Job, client: &Client, item_id: &str) -> Outcome {
 
 /// `/item/remove`, then the token is destroyed (the Item was already marked removed).
 pub fn remove_at_plaid(client: &Client, item_id: &str) -> Outcome {
-    let (_, _, token) = match load_item(item_id) {
+    let (status, _, token) = match load_item(item_id) {
         Ok(x) => x,
         Err(o) => return o,
     };
+    if status != "removed" {
+        // Announced again before this job ran: the token is the new link's, keep it.
+        return Outcome::Done(Some("skipped: the Item was announced again".into()));
+    }
     let outcome = match client.item_remove(&token) {
         Ok(_) => Outcome::Done(None),
         // Already gone at Plaid: nothing left to remove.

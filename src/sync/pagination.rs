@@ -20,7 +20,7 @@ pub trait FetchPage {
 
 /// Receives pages in order; `discard` drops all pages received so far.
 pub trait Pages {
-    fn keep(&mut self, page: u32, body: &str);
+    fn keep(&mut self, page: u32, response: &Response);
     fn discard(&mut self);
 }
 
@@ -97,7 +97,7 @@ pub fn sync_pages(
             summary.modified += control.modified.len() as u64;
             summary.removed += control.removed.len() as u64;
             summary.update_status = control.transactions_update_status;
-            sink.keep(summary.pages, &page.body);
+            sink.keep(summary.pages, &page);
             if control.next_cursor.is_empty() {
                 summary.next_cursor = None; // no data yet: nothing to page through
                 break;
@@ -166,6 +166,7 @@ mod unit {
             Ok(Response {
                 body,
                 request_id: format!("r{}", self.calls.len()),
+                raw: None,
             })
         }
     }
@@ -176,8 +177,8 @@ mod unit {
         discards: u32,
     }
     impl Pages for Sink {
-        fn keep(&mut self, page: u32, body: &str) {
-            self.pages.push((page, body.to_string()));
+        fn keep(&mut self, page: u32, response: &Response) {
+            self.pages.push((page, response.body.to_string()));
         }
         fn discard(&mut self) {
             self.pages.clear();
@@ -239,6 +240,7 @@ mod unit {
                 Ok(Response {
                     body: r#"{"added":[{"transaction_id":"#.into(),
                     request_id: "x".into(),
+                    raw: None,
                 })
             }
         }
@@ -255,6 +257,7 @@ mod unit {
                 Ok(Response {
                     body: body.into(),
                     request_id: "Wvhy9PZHQLV8njG".into(),
+                    raw: None,
                 })
             }
         }
@@ -282,7 +285,7 @@ mod unit {
         struct NotReady;
         impl FetchPage for NotReady {
             fn fetch(&mut self, _: Option<&str>, _: u32) -> Result<Response, PlaidError> {
-                Ok(Response { body: r#"{"accounts":[],"added":[],"modified":[],"removed":[],"next_cursor":"","has_more":false,"transactions_update_status":"NOT_READY","request_id":"n"}"#.into(), request_id: "n".into() })
+                Ok(Response { body: r#"{"accounts":[],"added":[],"modified":[],"removed":[],"next_cursor":"","has_more":false,"transactions_update_status":"NOT_READY","request_id":"n"}"#.into(), request_id: "n".into(), raw: None })
             }
         }
         let sum = sync_pages(&mut NotReady, &mut Sink::default(), None).unwrap();

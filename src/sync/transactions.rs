@@ -28,15 +28,40 @@ struct Stage {
 }
 impl pagination::Pages for Stage {
     /// Each page is committed on its own (in a worker), and renews the job's lease.
-    fn keep(&mut self, page: u32, body: &str) {
+    fn keep(&mut self, page: u32, response: &crate::plaid::Response) {
+        let raw = raw_objects(response);
         db(|| {
-            store::stage_page(self.run_id, page as i32, body);
+            store::stage_page(
+                self.run_id,
+                page as i32,
+                &response.body,
+                &response.request_id,
+                raw.as_deref(),
+            );
             crate::inbox::queue::renew_lease(self.job_id);
         });
     }
     fn discard(&mut self) {
         db(|| store::discard_pages(self.run_id));
     }
+}
+
+/// The objects of a page that held characters Postgres refuses, exactly as Plaid sent them:
+/// `{"transactions": {id: text}, "accounts": {id: text}}`, or None when there are none.
+pub fn raw_objects(response: &crate::plaid::Response) -> Option<String> {
+    response.raw.as_ref()?;
+    let mut transactions = serde_json::Map::new();
+    for key in ["added", "modified"] {
+        for (id, text) in response.altered(key, "transaction_id") {
+            transactions.insert(id, text.into());
+        }
+    }
+    let accounts: serde_json::Map<_, _> = response
+        .altered("accounts", "account_id")
+        .into_iter()
+        .map(|(id, text)| (id, text.into()))
+        .collect();
+    Some(serde_json::json!({"transactions": transactions, "accounts": accounts}).to_string())
 }
 
 /// Any sync: pages staged as they come, then applied with the new cursor in one step.
@@ -76,9 +101,12 @@ fn finish_sync(
     backfill: bool,
     result: Result<pagination::Summary, (PlaidError, pagination::Summary)>,
 ) -> Outcome {
+    let mut rejected = 0;
     let (summary, outcome) = match result {
         Ok(s) => {
-            store::apply_pages(run_id, item_id);
+            let rejects = store::apply_pages(run_id, item_id);
+            store::record_rejects(run_id, item_id, &rejects);
+            rejected = rejects.len() as i32;
             if backfill {
                 store::remove_unseen(run_id, item_id);
             }
@@ -97,7 +125,10 @@ fn finish_sync(
                 &[item_id.into(), s.next_cursor.clone().into(), s.update_status.clone().into()],
             )
             .expect("advance cursor");
-            (s, Outcome::Done(None))
+            let note = (rejected > 0).then(|| {
+                format!("applied; {rejected} left out that could not be applied: see plaid_sync.sync_rejects")
+            });
+            (s, Outcome::Done(note))
         }
         Err((e, s)) => {
             pause_item(item_id, &e);
@@ -108,7 +139,8 @@ fn finish_sync(
     store::discard_pages(run_id);
     Spi::run_with_args(
         "UPDATE plaid_sync.sync_runs SET finished_at = now(), pages = $2, restarts = $3,
-                added = $4, modified = $5, removed = $6, request_ids = $7, outcome = $8, error = $9
+                added = $4, modified = $5, removed = $6, request_ids = $7, outcome = $8, error = $9,
+                rejected = $10
           WHERE id = $1",
         &[
             run_id.into(),
@@ -120,6 +152,7 @@ fn finish_sync(
             summary.request_ids.clone().into(),
             outcome.run_label().into(),
             outcome.message().into(),
+            rejected.into(),
         ],
     )
     .expect("record sync run");

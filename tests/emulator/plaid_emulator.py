@@ -97,6 +97,7 @@ class Item:
         self.webhook = None
         self.error = None
         self.removed = False
+        self.scripted = []  # JSON texts served by /transactions/sync before the log (tests)
         self.events = []        # (kind, transaction_id, object-or-None)
         self.txns = {}          # live transactions by id
         self.accounts = []
@@ -333,7 +334,7 @@ class Handler(BaseHTTPRequestHandler):
                 status, resp = handle(w, path, body)
         except PlaidFault as e:
             return self.send(e.status, e.body)
-        data = dumps(resp).encode()
+        data = resp.encode() if isinstance(resp, str) else dumps(resp).encode()
         if fault and fault["kind"] == "truncated":
             data = data[: len(data) // 2]
         self.send(status, None, raw=data)
@@ -453,6 +454,9 @@ def handle(w, path, body):
         count = body.get("count", 100)
         if not isinstance(count, int) or not 1 <= count <= 500:
             raise PlaidFault("INVALID_FIELD", "count must be between 1 and 500")
+        if item.scripted:
+            # Pages a test wrote as JSON text, served as they are (request_id filled in).
+            return 200, item.scripted.pop(0).replace('"request_id": null', f'"request_id": "{rid}"')
         if body.get("cursor"):
             pos, snap = parse_cursor(item, body["cursor"])
         else:
@@ -574,6 +578,19 @@ def control(w, what, body):
         item.log("removed", t["transaction_id"], None)
         item.add(posted)
         return {"transaction_id": posted["transaction_id"]}
+    if what == "new_token":  # the Item linked again: a new access token (and not removed)
+        del w.by_token[item.access_token]
+        item.access_token = f"access-sandbox-{uuid.uuid4()}"
+        item.removed = False
+        w.by_token[item.access_token] = item
+        return {"access_token": item.access_token}
+    if what == "modify_account":
+        acct = next(a for a in item.accounts if a["account_id"] == body["account_id"])
+        acct.update(body["changes"])
+        return {"ok": True}
+    if what == "script_pages":  # the next /transactions/sync answers, as exact JSON text
+        item.scripted.extend(body["pages"])
+        return {"ok": True}
     if what == "break_login":
         item.error = PlaidFault("ITEM_LOGIN_REQUIRED").body
         return {"ok": True}
