@@ -57,28 +57,51 @@ static SECRET: Mutex<Option<String>> = Mutex::new(None);
 static KEY: Mutex<Option<String>> = Mutex::new(None);
 static PREV_KEYS: Mutex<Option<String>> = Mutex::new(None);
 
-/// Check hook shared by the secret GUCs: keep the real value in `extra` (malloc'd, as
-/// PostgreSQL 15 frees it with `free()`), put the mask in its place. The mask is the same
-/// whether a value is set or not: the postmaster logs `parameter … changed to "<raw value>"`
-/// whenever the variable's text changes on reload, so it must never change.
+/// Check hook shared by the secret GUCs: keep the real value in `extra`, put the mask in its
+/// place. The mask is the same whether a value is set or not: the postmaster logs
+/// `parameter … changed to "<raw value>"` whenever the variable's text changes on reload, so
+/// it must never change. Both strings belong to the GUC machinery, which frees them.
 unsafe fn hide_secret(newval: *mut *mut c_char, extra: *mut *mut c_void) -> bool {
     unsafe {
         let value = *newval;
         let copy = if value.is_null() || *value == 0 {
             std::ptr::null_mut()
         } else {
-            libc::strdup(value)
+            guc_strdup(value)
         };
-        let mask = libc::strdup(MASK.as_ptr());
+        let mask = guc_strdup(MASK.as_ptr());
         if mask.is_null() || (copy.is_null() && !value.is_null() && *value != 0) {
-            libc::free(copy.cast());
-            libc::free(mask.cast());
+            guc_free(copy);
+            guc_free(mask);
             return false; // out of memory: PostgreSQL reports it without the value
         }
         *extra = copy.cast();
-        libc::free(value.cast());
+        guc_free(value);
         *newval = mask;
         true
+    }
+}
+
+// PostgreSQL 15 and older allocate GUC strings and `extra` with malloc and free them with
+// free(); from 16 on they live in GUC memory (guc_malloc/guc_strdup/guc_free), and a libc
+// pointer handed over aborts the server (`munmap_chunk(): invalid pointer`).
+#[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+unsafe fn guc_strdup(s: *const c_char) -> *mut c_char {
+    unsafe { libc::strdup(s) }
+}
+#[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+unsafe fn guc_free(p: *mut c_char) {
+    unsafe { libc::free(p.cast()) }
+}
+#[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+unsafe fn guc_strdup(s: *const c_char) -> *mut c_char {
+    // LOG: out of memory returns NULL (reported by the caller) instead of raising.
+    unsafe { pg_sys::guc_strdup(pg_sys::LOG as i32, s) }
+}
+#[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+unsafe fn guc_free(p: *mut c_char) {
+    if !p.is_null() {
+        unsafe { pg_sys::guc_free(p.cast()) }
     }
 }
 

@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL 15 cluster with plaid_sync preloaded, for the end-to-end suite,
+"""A throwaway PostgreSQL cluster (15 unless PLAID_SYNC_PG_BIN says otherwise) with plaid_sync preloaded, for the end-to-end suite,
 the demo and the benchmarks.
 
 PostgreSQL refuses to run as root, so when we are root every server command runs as a plain
@@ -29,7 +29,8 @@ def post_json(url: str, body: dict, timeout: float = 30):
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"null")
 
-PG_BIN = "/usr/lib/postgresql/15/bin"
+# The server the suite runs: PostgreSQL 15 from Debian unless scripts/test points it at another major.
+PG_BIN = os.environ.get("PLAID_SYNC_PG_BIN", "/usr/lib/postgresql/15/bin")
 
 
 def free_port() -> int:

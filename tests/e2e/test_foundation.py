@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from conftest import KEY1_HEX, KEY2_B64, SECRET, token
+from harness import PG_BIN
 
 APP_GRANTS = """
 GRANT USAGE ON SCHEMA plaid_sync TO {role};
@@ -64,7 +65,7 @@ def test_tables_indexes_and_dump(cluster, su, db):
               "transactions_item_idx", "accounts_item_id_idx", "sync_runs_item_idx"]:
         assert t in names, t
     su.execute("SELECT plaid_sync.plaid_notify_item_created('dumped-item', %s)", (token(1),))
-    out = cluster.run(["/usr/lib/postgresql/15/bin/pg_dump", "-h", cluster.sock, "-p",
+    out = cluster.run([f"{PG_BIN}/pg_dump", "-h", cluster.sock, "-p",
                        str(cluster.port), "-U", "postgres", db]).stdout
     assert "COPY plaid_sync.items" in out and "dumped-item" in out
     assert "COPY plaid_sync.inbox" in out
