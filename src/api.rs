@@ -335,3 +335,11 @@ fn plaid_process_inbox(max_jobs: default!(Option<i32>, 100)) -> i32 {
     let max_jobs = ok(validate::max_jobs(max_jobs));
     crate::jobs::process_inbox_in_transaction(max_jobs)
 }
+
+/// The version of the loaded library. `pg_extension.extversion` is the version of the SQL
+/// objects; the two differ between installing a new package and `ALTER EXTENSION UPDATE`.
+#[pg_extern(security_definer, stable, parallel_safe)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
