@@ -2,6 +2,21 @@
 -- sql/finalize.sql last. Column names follow Plaid's field names; every data row also keeps
 -- Plaid's whole object in `data` so nothing Plaid adds later is lost. Money is numeric.
 
+-- One database per server: while the workers run (preloaded with plaid_sync.workers > 0)
+-- they serve plaid_sync.database alone, so the extension belongs there and nowhere else.
+-- (With no workers, jobs run through plaid_process_inbox() in whichever database calls it.)
+DO $$
+BEGIN
+    IF coalesce(nullif(current_setting('plaid_sync.workers', true), ''), '0')::int > 0
+       AND current_setting('plaid_sync.database', true) IS DISTINCT FROM current_database() THEN
+        RAISE EXCEPTION 'plaid_sync''s workers serve database "%", so the extension cannot be created in "%"',
+                        current_setting('plaid_sync.database', true), current_database()
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Create it in database "%s", or set plaid_sync.database = ''%s'' in postgresql.conf and restart the server.',
+                                current_setting('plaid_sync.database', true), current_database());
+    END IF;
+END $$;
+
 -- Closed sets of values are domains, not CHECK constraints: a domain's check is parsed once
 -- per backend (type cache), a CHECK constraint at every statement execution, which on the
 -- entry points' single-row writes was a fifth of the cost. Columns still read as text.

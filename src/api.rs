@@ -333,6 +333,7 @@ fn plaid_decrypt_access_token(item_id: Option<&str>) -> String {
 #[search_path(@extschema@, pg_catalog, pg_temp)]
 fn plaid_process_inbox(max_jobs: default!(Option<i32>, 100)) -> i32 {
     let max_jobs = ok(validate::max_jobs(max_jobs));
+    ok(crate::database::require_current_sql());
     crate::jobs::process_inbox_in_transaction(max_jobs)
 }
 
@@ -341,5 +342,5 @@ fn plaid_process_inbox(max_jobs: default!(Option<i32>, 100)) -> i32 {
 #[pg_extern(security_definer, stable, parallel_safe)]
 #[search_path(@extschema@, pg_catalog, pg_temp)]
 fn version() -> &'static str {
-    env!("CARGO_PKG_VERSION")
+    crate::database::LIBRARY_VERSION
 }

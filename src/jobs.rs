@@ -6,7 +6,7 @@ use std::panic::AssertUnwindSafe;
 
 use pgrx::prelude::*;
 
-use crate::database::{db, one, one_prepared};
+use crate::database::{db, one};
 use crate::gucs;
 use crate::inbox::queue::{
     claim, mark_coalesced, queued_triggers, record, release, waiting_for_item,
@@ -187,21 +187,13 @@ fn unlock_item(job: &Job) {
     }
 }
 
-/// True once `CREATE EXTENSION plaid_sync` has run in this database.
-fn extension_ready() -> bool {
-    one_prepared::<bool>(
-        "SELECT true FROM pg_extension WHERE extname = 'plaid_sync'",
-        &[],
-        &[],
-    )
-    .is_some()
-}
-
 /// What a worker's step did.
 pub enum Step {
     Ran,
     Idle,
     NotInstalled,
+    /// The SQL objects are another version than the library (the version they are).
+    Skewed(String),
 }
 
 /// One job, worker style: claim and commit, run with each database step in its own short
@@ -209,8 +201,10 @@ pub enum Step {
 /// or panic inside the job fails that job, not the worker.
 pub fn run_next() -> Step {
     let claimed = db(|| {
-        if !extension_ready() {
-            return Err(Step::NotInstalled);
+        match crate::database::sql_version() {
+            None => return Err(Step::NotInstalled),
+            Some(v) if v != crate::database::LIBRARY_VERSION => return Err(Step::Skewed(v)),
+            Some(_) => {}
         }
         let job = claim().ok_or(Step::Idle)?;
         if !lock_item(&job, true) {

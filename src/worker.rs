@@ -52,6 +52,7 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
     );
 
     let mut last_maintenance: Option<Instant> = None;
+    let mut skew_reported: Option<String> = None;
     loop {
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
@@ -64,8 +65,26 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
         wake::clear_woken(index);
         let step = jobs::run_next();
         unsafe { pg_sys::pgstat_report_stat(false) };
-        if matches!(step, Step::Ran) {
-            continue;
+        match &step {
+            Step::Ran => continue,
+            // New library, old SQL: wait for ALTER EXTENSION UPDATE, said once (by worker 0).
+            Step::Skewed(sql) if skew_reported.as_ref() != Some(sql) => {
+                if index == 0 {
+                    warning!(
+                        "{}; the workers run no jobs until then",
+                        crate::database::skew_message(sql, &gucs::database())
+                    );
+                }
+                skew_reported = Some(sql.clone());
+            }
+            Step::Skewed(_) => {}
+            _ if skew_reported.take().is_some() && index == 0 => {
+                log!(
+                    "plaid_sync: the SQL objects are version {}: the workers run jobs again",
+                    crate::database::LIBRARY_VERSION
+                );
+            }
+            _ => {}
         }
         if index == 0
             && matches!(step, Step::Idle)

@@ -4,10 +4,12 @@
 mod raise;
 mod spi;
 mod subxact;
+mod version;
 
 pub use raise::{ok, raise};
 pub use spi::{in_transaction, one, one_prepared, run, with_prepared};
 pub use subxact::{message, subtransaction};
+pub use version::{LIBRARY_VERSION, require_current_sql, skew_message, sql_version};
 
 use std::panic::AssertUnwindSafe;
 

@@ -232,9 +232,16 @@ def bench_entry_points(emu, seconds, rounds, workers=0):
     say(f"3. SQL entry points under pgbench (4 clients, {rounds} rounds of {seconds} s per script, median{setting})")
     # No checkpoint or autovacuum lands inside a run: each run starts after a CHECKPOINT, so
     # both sides pay the same full-page writes, and background work does not pick a side.
-    c = cluster("entry", emu, workers, max_wal_size="'20GB'", checkpoint_timeout="'1h'", autovacuum="off")
+    c = cluster("entry", emu, 0, max_wal_size="'20GB'", checkpoint_timeout="'1h'", autovacuum="off")
     try:
         c.create_database("entry")
+        if workers:
+            # The extension is created while no worker runs (with workers it belongs in the
+            # database they serve), then the idle workers start, serving "bench".
+            c.stop()
+            c.settings["plaid_sync.workers"] = workers
+            c.write_conf()
+            c.start()
         with c.connect("entry") as conn:
             conn.execute("CREATE TABLE plain_notice (item_id text PRIMARY KEY, access_token text, created_at timestamptz DEFAULT now())")
             conn.execute("CREATE TABLE plain_webhook (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body text, verification text, received_at timestamptz DEFAULT now())")

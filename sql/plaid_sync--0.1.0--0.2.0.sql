@@ -1,0 +1,63 @@
+-- plaid_sync 0.1.0 -> 0.2.0, run by ALTER EXTENSION plaid_sync UPDATE. Hand-written; once 0.2.0
+-- is released (RELEASES) this file is frozen: later changes go into a new script.
+-- Every change leaves the catalog as a fresh 0.2.0 install has it (tests/upgrade compares).
+
+-- Text jsonb refuses (NUL, lone surrogates): the object as Plaid sent it (src/plaid/storable.rs).
+ALTER TABLE plaid_sync.accounts ADD COLUMN raw_data text;
+ALTER TABLE plaid_sync.transactions ADD COLUMN raw_data text;
+-- The view's * was expanded when it was created: again, to take in raw_data.
+CREATE OR REPLACE VIEW plaid_sync.live_transactions AS
+    SELECT * FROM plaid_sync.transactions WHERE removed_at IS NULL;
+
+-- A sync leaves out what it cannot apply, and says so.
+ALTER TABLE plaid_sync.sync_runs ADD COLUMN rejected integer NOT NULL DEFAULT 0;
+ALTER TABLE plaid_sync.sync_pages ADD COLUMN request_id text;
+ALTER TABLE plaid_sync.sync_pages ADD COLUMN raw_objects jsonb;
+
+CREATE TABLE plaid_sync.sync_rejects (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    sync_run_id    bigint NOT NULL REFERENCES plaid_sync.sync_runs (id),
+    item_id        text NOT NULL REFERENCES plaid_sync.items (item_id),
+    transaction_id text,
+    page           integer,
+    request_id     text,
+    error          text NOT NULL,
+    data           text,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    resolved_at    timestamptz
+);
+CREATE INDEX sync_rejects_open_idx ON plaid_sync.sync_rejects (item_id) WHERE resolved_at IS NULL;
+SELECT pg_catalog.pg_extension_config_dump('plaid_sync.sync_rejects', '');
+SELECT pg_catalog.pg_extension_config_dump('plaid_sync.sync_rejects_id_seq', '');
+
+-- item_health gains the count of open rejects (a new last column, so OR REPLACE keeps grants).
+CREATE OR REPLACE VIEW plaid_sync.item_health AS
+    SELECT i.item_id,
+           i.status,
+           i.institution_name,
+           i.last_synced_at,
+           now() - i.last_synced_at AS sync_lag,
+           i.last_webhook_at,
+           (SELECT count(*) FROM plaid_sync.inbox q
+             WHERE q.item_id = i.item_id AND q.status IN ('pending', 'running')) AS pending_jobs,
+           (SELECT count(*) FROM plaid_sync.inbox q
+             WHERE q.item_id = i.item_id AND q.status = 'failed') AS failed_jobs,
+           coalesce(i.error ->> 'error_code',
+                    (SELECT q.last_error FROM plaid_sync.inbox q
+                      WHERE q.item_id = i.item_id AND q.last_error IS NOT NULL
+                      ORDER BY q.id DESC LIMIT 1)) AS last_error,
+           (SELECT r.outcome FROM plaid_sync.sync_runs r
+             WHERE r.item_id = i.item_id ORDER BY r.id DESC LIMIT 1) AS last_sync_outcome,
+           i.initial_update_complete,
+           i.historical_update_complete,
+           (SELECT count(*) FROM plaid_sync.sync_rejects s
+             WHERE s.item_id = i.item_id AND s.resolved_at IS NULL) AS rejected_transactions
+      FROM plaid_sync.items i;
+
+-- plaid_sync.version(): the library's version, to compare with extversion.
+CREATE FUNCTION plaid_sync."version"() RETURNS TEXT
+STRICT STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path TO @extschema@, pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'version_wrapper';
+REVOKE ALL ON FUNCTION plaid_sync."version"() FROM PUBLIC;

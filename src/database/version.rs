@@ -1,0 +1,44 @@
+//! The library's version against the SQL objects' (`pg_extension.extversion`). They differ
+//! after a new package is installed and the server restarted, until `ALTER EXTENSION
+//! plaid_sync UPDATE` runs; meanwhile nothing may run SQL written for the other version.
+
+use crate::error::{Error, Result};
+
+/// The version of this library, as `plaid_sync.version()` reports it.
+pub const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The installed SQL objects' version in this database, or None without the extension.
+pub fn sql_version() -> Option<String> {
+    super::one_prepared::<String>(
+        "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'plaid_sync'",
+        &[],
+        &[],
+    )
+}
+
+/// What to do about database `db`, whose SQL objects are `sql`.
+pub fn skew_message(sql: &str, db: &str) -> String {
+    format!(
+        "plaid_sync's library is version {LIBRARY_VERSION} but its SQL objects in database \"{db}\" \
+         are version {sql}: run ALTER EXTENSION plaid_sync UPDATE in that database"
+    )
+}
+
+/// 55000 with the fix when the SQL objects are not this library's version.
+pub fn require_current_sql() -> Result<()> {
+    match sql_version() {
+        Some(v) if v != LIBRARY_VERSION => {
+            // In a transaction here, so the catalog can name the database.
+            let db = unsafe {
+                std::ffi::CStr::from_ptr(pgrx::pg_sys::get_database_name(
+                    pgrx::pg_sys::MyDatabaseId,
+                ))
+            };
+            Err(Error::not_configured(skew_message(
+                &v,
+                &db.to_string_lossy(),
+            )))
+        }
+        _ => Ok(()),
+    }
+}
