@@ -1,5 +1,37 @@
 -- Runs after every object of the extension exists.
 
+-- Progress of the whole server's syncing: Items, jobs due by lane, Plaid calls against their
+-- limits, 429s, and when the backlog of first syncs should be done at the recent pace.
+CREATE VIEW plaid_sync.sync_progress AS
+    WITH i AS (
+        SELECT count(*) FILTER (WHERE status <> 'removed') AS items_announced,
+               count(*) FILTER (WHERE status <> 'removed' AND last_synced_at IS NULL) AS items_never_synced,
+               count(*) FILTER (WHERE last_synced_at IS NOT NULL) AS items_synced
+          FROM plaid_sync.items),
+    q AS (
+        SELECT count(*) FILTER (WHERE status = 'pending' AND run_after <= now() AND lane = 0) AS fresh_jobs_due,
+               count(*) FILTER (WHERE status = 'pending' AND run_after <= now() AND lane = 1) AS backlog_jobs_due,
+               count(*) FILTER (WHERE status = 'running') AS jobs_running
+          FROM plaid_sync.inbox WHERE status IN ('pending', 'running')),
+    r AS (
+        SELECT sum(in_flight)::bigint AS calls_in_flight,
+               sum(throttled_last_hour)::bigint AS throttled_last_hour,
+               jsonb_object_agg(endpoint, jsonb_build_object(
+                   'calls_last_minute', calls_last_minute, 'per_client_limit', per_client_limit,
+                   'per_item_limit', per_item_limit, 'rate_share', rate_share))
+                   FILTER (WHERE calls_last_minute > 0 OR per_client_limit IS NOT NULL) AS calls_per_minute
+          FROM plaid_sync.plaid_rate_status()),
+    pace AS (
+        SELECT count(*) AS first_syncs_5min FROM plaid_sync.sync_runs
+         WHERE trigger = 'item_refresh' AND outcome = 'ok' AND finished_at > now() - interval '5 minutes')
+    SELECT i.items_announced, i.items_never_synced, i.items_synced,
+           q.fresh_jobs_due, q.backlog_jobs_due, q.jobs_running,
+           r.calls_in_flight, r.calls_per_minute, r.throttled_last_hour,
+           CASE WHEN i.items_never_synced = 0 THEN interval '0'
+                WHEN pace.first_syncs_5min > 0
+                THEN interval '5 minutes' * (i.items_never_synced::float8 / pace.first_syncs_5min) END AS backlog_eta
+      FROM i, q, r, pace;
+
 -- pg_dump keeps the rows of these tables (and the positions of their identity sequences).
 SELECT pg_catalog.pg_extension_config_dump('plaid_sync.items', '');
 SELECT pg_catalog.pg_extension_config_dump('plaid_sync.accounts', '');

@@ -137,16 +137,19 @@ CREATE TABLE plaid_sync.inbox (
     locked_until timestamptz,
     locked_by    integer,
     last_error   text,
-    finished_at  timestamptz
+    finished_at  timestamptz,
+    -- 0: fresh work (webhooks, notices for Items that synced before); 1: the backlog (first
+    -- syncs of a migration, scheduled resyncs). Fresh work is claimed first.
+    lane         smallint NOT NULL DEFAULT 0
 );
--- Workers claim due rows in id order.
-CREATE INDEX inbox_due_idx ON plaid_sync.inbox (run_after, id) WHERE status IN ('pending', 'running');
+-- Workers claim due rows lane by lane, in run_after order.
+CREATE INDEX inbox_due_idx ON plaid_sync.inbox (lane, run_after, id) WHERE status IN ('pending', 'running');
 -- One job per Item at a time; coalescing looks up an Item's open rows, and so does the fold
 -- of a repeated backend notice (src/inbox.rs). No unique index does that fold: every index
 -- here is paid by every notice and webhook, and the Item's row lock already orders them.
 CREATE INDEX inbox_item_open_idx ON plaid_sync.inbox (item_id) WHERE status IN ('pending', 'running');
--- Retention deletes old done rows.
-CREATE INDEX inbox_finished_idx ON plaid_sync.inbox (finished_at) WHERE status = 'done';
+-- Retention deletes old done and rejected rows (a flood of forged webhooks cannot fill the disk).
+CREATE INDEX inbox_finished_idx ON plaid_sync.inbox (finished_at) WHERE status IN ('done', 'rejected');
 
 CREATE TABLE plaid_sync.sync_runs (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -54,7 +54,9 @@ fn notify_item_created(
     for _ in 0..2 {
         match items::announce(item_id, client_user_id, &sealed, env) {
             Announced::New(id) => return Ok(id),
-            Announced::Relinked => return Ok(enqueue_notice("ITEM", "CREATED", item_id, "{}")),
+            Announced::Relinked(lane) => {
+                return Ok(enqueue_notice("ITEM", "CREATED", item_id, "{}", lane));
+            }
             Announced::Vanished => {} // deleted by hand between the two statements: insert it again
         }
     }
@@ -76,7 +78,7 @@ fn notify_item_updated(item_id: Option<&str>, access_token: Option<&str>) -> Res
     if let Some(token) = token {
         store_token(item_id, token)?;
     }
-    Ok(enqueue_notice("ITEM", "UPDATED", item_id, "{}"))
+    Ok(enqueue_notice("ITEM", "UPDATED", item_id, "{}", 0))
 }
 
 fn request_backfill(item_id: Option<&str>) -> Result<i64> {
@@ -87,6 +89,7 @@ fn request_backfill(item_id: Option<&str>) -> Result<i64> {
         "HISTORICAL_UPDATE",
         item_id,
         r#"{"backfill": true}"#,
+        0,
     ))
 }
 
@@ -194,7 +197,7 @@ fn remove_item(item_id: Option<&str>, remove_at_plaid: Option<bool>) -> Result<(
     items::mark_removed(item_id, remove_at_plaid);
     if remove_at_plaid {
         // The job calls /item/remove, then destroys the token.
-        enqueue_notice("ITEM", "REMOVE", item_id, "{}");
+        enqueue_notice("ITEM", "REMOVE", item_id, "{}", 0);
     }
     Ok(())
 }
@@ -208,6 +211,7 @@ fn update_item_webhook(item_id: Option<&str>, webhook_url: Option<&str>) -> Resu
         "WEBHOOK_UPDATE",
         item_id,
         &json!({ "webhook": url }).to_string(),
+        0,
     ))
 }
 
@@ -343,4 +347,44 @@ fn plaid_process_inbox(max_jobs: default!(Option<i32>, 100)) -> i32 {
 #[search_path(@extschema@, pg_catalog, pg_temp)]
 fn version() -> &'static str {
     crate::database::LIBRARY_VERSION
+}
+
+/// Plaid calls per endpoint, as the shared rate limiter sees them: the limits in force
+/// (per client and per Item, per minute), calls booked in the last minute, calls in flight,
+/// 429s in the last hour, and the share of the configured rate in use after 429s.
+#[pg_extern(security_definer, volatile, parallel_safe)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity)]
+fn plaid_rate_status() -> TableIterator<
+    'static,
+    (
+        name!(endpoint, String),
+        name!(per_client_limit, Option<i32>),
+        name!(per_item_limit, Option<i32>),
+        name!(calls_last_minute, i64),
+        name!(in_flight, i32),
+        name!(throttled_last_hour, i64),
+        name!(rate_share, f64),
+    ),
+> {
+    let limits = crate::plaid::limits::parse(&gucs::rate_limits())
+        .unwrap_or_else(|_| crate::plaid::limits::parse("").expect("the default table parses"));
+    let rows: Vec<_> = crate::pace::status()
+        .into_iter()
+        .zip(limits)
+        .map(
+            |((endpoint, calls, in_flight, throttled, share), (client, item))| {
+                (
+                    endpoint.to_string(),
+                    client.map(|n| n as i32),
+                    item.map(|n| n as i32),
+                    calls,
+                    in_flight,
+                    throttled,
+                    share,
+                )
+            },
+        )
+        .collect();
+    TableIterator::new(rows)
 }

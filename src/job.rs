@@ -13,6 +13,9 @@ pub struct Job {
     pub item_id: Option<String>,
     pub body: Value,
     pub attempts: i32,
+    /// 0: fresh work (webhooks, notices for Items that synced before); 1: the backlog of
+    /// first syncs and scheduled resyncs.
+    pub lane: i16,
 }
 
 /// How a job ended.
@@ -21,8 +24,11 @@ pub enum Outcome {
     Done(Option<String>),
     /// Transient: try again later.
     Retry(String),
-    /// Not this job's fault (its Item is not announced yet): look again later, no attempt used.
+    /// A verified webhook for an Item not announced yet: it sleeps until the Item is announced
+    /// (which wakes it) or `plaid_sync.unknown_item_grace` ends; no attempt used.
     Wait(String),
+    /// Plaid's rate limit: come back later, no attempt used.
+    Throttled(String),
     /// The Item needs its user (or is gone): its status is set, syncs pause.
     ItemPaused(String),
     /// A Plaid-origin webhook that failed verification.
@@ -36,6 +42,7 @@ impl Outcome {
             Outcome::Done(note) => note.as_deref(),
             Outcome::Retry(m)
             | Outcome::Wait(m)
+            | Outcome::Throttled(m)
             | Outcome::ItemPaused(m)
             | Outcome::Rejected(m)
             | Outcome::Failed(m) => Some(m),
@@ -46,7 +53,7 @@ impl Outcome {
     pub fn run_label(&self) -> &'static str {
         match self {
             Outcome::Done(_) => "ok",
-            Outcome::Retry(_) | Outcome::Wait(_) => "retry",
+            Outcome::Retry(_) | Outcome::Wait(_) | Outcome::Throttled(_) => "retry",
             Outcome::ItemPaused(_) => "item_error",
             Outcome::Rejected(_) | Outcome::Failed(_) => "failed",
         }

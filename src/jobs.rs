@@ -1,8 +1,10 @@
-//! Claim, run and record inbox jobs. `plaid_process_inbox` runs them inside the caller's
-//! transaction; a worker runs the same functions with each database step in a short
-//! transaction of its own (`db`), so no transaction is open while Plaid is called.
+//! Claim, run and record inbox jobs. `plaid_process_inbox` runs them one by one inside the
+//! caller's transaction; a worker runs many at once (src/pool.rs), each on a job thread whose
+//! database steps run on the main thread in short transactions of their own (`db`), so no
+//! transaction is open while Plaid is called.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 use pgrx::prelude::*;
 
@@ -18,11 +20,11 @@ use crate::sync;
 thread_local! {
     /// The client of the last job and the settings it was built from: a worker reuses it
     /// (and its connections) until a reload changes them.
-    static CLIENT: std::cell::RefCell<Option<(Config, std::rc::Rc<Client>)>> = const { std::cell::RefCell::new(None) };
+    static CLIENT: std::cell::RefCell<Option<(Config, String, Arc<Client>)>> = const { std::cell::RefCell::new(None) };
 }
 
 /// The Plaid client for the current settings (read on the main thread).
-pub fn client() -> Result<std::rc::Rc<Client>, String> {
+pub fn client() -> Result<Arc<Client>, String> {
     let secret = gucs::secret().ok_or("plaid_sync.secret is not set")?;
     let client_id = gucs::client_id().ok_or("plaid_sync.client_id is not set")?;
     let base_url = gucs::api_url()
@@ -33,15 +35,26 @@ pub fn client() -> Result<std::rc::Rc<Client>, String> {
         secret,
         connect_timeout: std::time::Duration::from_millis(gucs::connect_timeout_ms()),
         request_timeout: std::time::Duration::from_millis(gucs::request_timeout_ms()),
-        interrupted: crate::wake::interrupt_check(),
+        max_idle_connections: gucs::calls_in_flight() as usize,
+        pacer: None,
     };
+    let limits = gucs::rate_limits();
     Ok(CLIENT.with(|cached| {
         let mut cached = cached.borrow_mut();
         match cached.as_ref() {
-            Some((c, client)) if *c == config => client.clone(),
+            Some((c, l, client)) if *c == config && *l == limits => client.clone(),
             _ => {
-                let client = std::rc::Rc::new(Client::new(config.clone()));
-                *cached = Some((config, client.clone()));
+                let pacer = crate::pace::SharedPacer {
+                    // Checked when set (src/gucs.rs), so it parses.
+                    limits: crate::plaid::limits::parse(&limits).unwrap_or_else(|_| {
+                        crate::plaid::limits::parse("").expect("the default table parses")
+                    }),
+                };
+                let client = Arc::new(Client::new(Config {
+                    pacer: Some(Arc::new(pacer)),
+                    ..config.clone()
+                }));
+                *cached = Some((config, limits, client.clone()));
                 client
             }
         }
@@ -85,10 +98,17 @@ pub fn run(job: &Job, client: &Client) -> Outcome {
         return Outcome::Done(Some("ignored: no item_id".into()));
     };
     if job.source == "plaid" {
+        // Verified first: a forged webhook is rejected at once, whatever Item it names.
+        match crate::webhook::verify_job(job.id, client) {
+            Ok(()) => {}
+            Err(crate::webhook::Refusal::Reject(r)) => {
+                return Outcome::Rejected(format!("rejected: {r}"));
+            }
+            Err(crate::webhook::Refusal::Retry(r)) => return Outcome::Retry(r),
+        }
         // Plaid may be quicker than the backend: a webhook for an Item nobody announced yet
-        // waits for it, looking again every second, until the grace ends.
-        let waiting = db(|| waiting_for_item(job.id, item_id));
-        match waiting {
+        // sleeps until the announcement wakes it, or the grace ends.
+        match db(|| waiting_for_item(job.id, item_id)) {
             Some(true) => {
                 return Outcome::Wait(format!("waiting for Item {item_id} to be announced"));
             }
@@ -98,13 +118,6 @@ pub fn run(job: &Job, client: &Client) -> Outcome {
                 )));
             }
             None => {}
-        }
-        match crate::webhook::verify_job(job.id, client) {
-            Ok(()) => {}
-            Err(crate::webhook::Refusal::Reject(r)) => {
-                return Outcome::Rejected(format!("rejected: {r}"));
-            }
-            Err(crate::webhook::Refusal::Retry(r)) => return Outcome::Retry(r),
         }
         db(|| {
             Spi::run_with_args(
@@ -141,7 +154,10 @@ pub fn process_inbox_in_transaction(max_jobs: i32) -> i32 {
     let mut ran = 0;
     let mut client = None;
     while ran < max_jobs {
-        let Some(job) = claim() else { break };
+        let Some((job, more_due)) = claim(0).or_else(|| claim(1)) else {
+            break;
+        };
+        crate::wake::on_claim(more_due);
         if !lock_item(&job, false) {
             release(&job);
             continue;
@@ -154,6 +170,7 @@ pub fn process_inbox_in_transaction(max_jobs: i32) -> i32 {
                 }
             });
         }
+        crate::pace::set_lane(job.lane);
         let outcome = run(&job, client.as_ref().unwrap());
         record(&job, &outcome);
         ran += 1;
@@ -187,55 +204,55 @@ fn unlock_item(job: &Job) {
     }
 }
 
-/// What a worker's step did.
-pub enum Step {
-    Ran,
+/// What a worker found when it looked for a job.
+pub enum Next {
+    /// Claimed and its Item locked; whether more jobs are due.
+    Job(Job, bool),
+    /// Nothing due in the lanes asked for.
     Idle,
+    /// Claimed, but its Item is busy in another process: given back.
+    Busy,
     NotInstalled,
     /// The SQL objects are another version than the library (the version they are).
     Skewed(String),
 }
 
-/// One job, worker style: claim and commit, run with each database step in its own short
-/// transaction and no transaction open during Plaid calls, then record and commit. An ERROR
-/// or panic inside the job fails that job, not the worker.
-pub fn run_next() -> Step {
-    let claimed = db(|| {
+/// A worker's claim (a database step on the main thread): the next job in the first of
+/// `lanes` that has one.
+pub fn next(lanes: &[i16]) -> Next {
+    db(|| {
         match crate::database::sql_version() {
-            None => return Err(Step::NotInstalled),
-            Some(v) if v != crate::database::LIBRARY_VERSION => return Err(Step::Skewed(v)),
+            None => return Next::NotInstalled,
+            Some(v) if v != crate::database::LIBRARY_VERSION => return Next::Skewed(v),
             Some(_) => {}
         }
-        let job = claim().ok_or(Step::Idle)?;
+        let Some((job, more_due)) = lanes.iter().find_map(|&l| claim(l)) else {
+            return Next::Idle;
+        };
         if !lock_item(&job, true) {
             release(&job);
-            return Err(Step::Ran);
+            return Next::Busy;
         }
-        Ok(job)
-    });
-    let job = match claimed {
-        Ok(job) => job,
-        Err(step) => return step,
-    };
-    let outcome = match client() {
-        Err(m) => Outcome::Retry(format!("not configured: {m}")),
-        Ok(client) => match std::panic::catch_unwind(AssertUnwindSafe(|| run(&job, &client))) {
-            Ok(o) => o,
-            Err(payload) => {
-                // Leave the failed transaction before touching the database again.
-                unsafe {
-                    pg_sys::FlushErrorState();
-                    pg_sys::AbortCurrentTransaction();
-                }
-                Outcome::Failed(format!("internal error: {}", panic_message(payload)))
-            }
-        },
-    };
+        Next::Job(job, more_due)
+    })
+}
+
+/// Runs a claimed job on a job thread. An ERROR or panic inside the job fails that job, not
+/// the worker.
+pub fn run_claimed(job: &Job, client: &Client) -> Outcome {
+    crate::pace::set_lane(job.lane);
+    match std::panic::catch_unwind(AssertUnwindSafe(|| run(job, client))) {
+        Ok(o) => o,
+        Err(payload) => Outcome::Failed(format!("internal error: {}", panic_message(payload))),
+    }
+}
+
+/// Records a finished job and unlocks its Item (a database step on the main thread).
+pub fn finish(job: &Job, outcome: &Outcome) {
     db(|| {
-        record(&job, &outcome);
-        unlock_item(&job);
+        record(job, outcome);
+        unlock_item(job);
     });
-    Step::Ran
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {

@@ -2,9 +2,10 @@
 //!
 //! Layers, each using only those below it, in the order the data moves:
 //! - entry points: `api.rs` (the SQL functions) and `worker.rs` (the loop);
-//! - what jobs do: `jobs.rs` (dispatch), `sync/` (Items, transactions), `webhook.rs` (verification glue);
+//! - what jobs do: `jobs.rs` (dispatch), `pool.rs` (jobs in flight on threads), `sync/` (Items,
+//!   transactions), `webhook.rs` (verification glue);
 //! - the rows: `inbox/` (notices and webhooks in, jobs out), `store/` (Items, accounts, transactions);
-//! - the wake-up: `wake.rs` (shared-memory latches);
+//! - the wake-up and pacing: `wake.rs` (shared-memory latches), `pace.rs` (the shared rate limiter);
 //! - the database layer: `database/` (SPI, kept plans, the step wrapper `db`, SQLSTATEs), `gucs.rs` (settings);
 //! - the pure core, no pgrx: `validate.rs`, `error.rs`, `job.rs`, `crypto.rs`, `plaid/` (the HTTP client).
 
@@ -19,12 +20,14 @@ pub mod validate;
 // The database layer and the wake-up.
 pub mod database;
 pub mod gucs;
+pub mod pace;
 pub mod wake;
 // The rows.
 pub mod inbox;
 pub mod store;
 // What jobs do.
 pub mod jobs;
+pub mod pool;
 pub mod sync;
 pub mod webhook;
 // The entry points.

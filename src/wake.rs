@@ -156,8 +156,3 @@ fn my_index() -> Option<usize> {
 pub fn stopping() -> bool {
     unsafe { pg_sys::ShutdownRequestPending != 0 }
 }
-
-/// In a worker, Plaid calls give up as soon as the server asks the worker to stop.
-pub fn interrupt_check() -> Option<fn() -> bool> {
-    my_index().map(|_| stopping as fn() -> bool)
-}

@@ -36,7 +36,7 @@ pub enum Refusal {
 pub fn verify_job(job_id: i64, client: &crate::plaid::Client) -> Result<(), Refusal> {
     use crate::database::db;
     use crate::plaid::jwt;
-    if !crate::gucs::verify_webhooks() {
+    if !db(crate::gucs::verify_webhooks) {
         mark(job_id, "skipped: plaid_sync.verify_webhooks is off");
         return Ok(());
     }

@@ -1,5 +1,6 @@
 //! Background workers: registration and the loop, nothing else. What a job does is in
-//! `jobs.rs` and `sync/`; how a commit wakes a worker is in `wake.rs`.
+//! `jobs.rs` and `sync/`; the jobs in flight are in `pool.rs`; how a commit wakes a worker is
+//! in `wake.rs`.
 //!
 //! `plaid_sync.workers` static workers, registered only while the library is preloaded, each
 //! connected to `plaid_sync.database`. They sleep on their latch; a transaction that adds
@@ -15,17 +16,50 @@ use pgrx::prelude::*;
 
 use crate::database::db;
 use crate::gucs;
-use crate::jobs::{self, Step};
+use crate::job::Outcome;
+use crate::jobs::{self, Next};
+use crate::pool::Pool;
 use crate::wake::{self, MAX_WORKERS};
 
 /// How often worker 0 runs retention and the resync scan.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
+/// A busy worker with free slots looks for new work at least this often (commits wake it
+/// sooner).
+const LOOK_WHILE_BUSY: Duration = Duration::from_millis(200);
+
+enum Wake {
+    Latch,
+    Timeout,
+    Exit,
+}
+
+/// Waits on the process latch; tells a wake-up from a timeout.
+fn wait_latch(timeout: Duration) -> Wake {
+    let events = unsafe {
+        let rc = pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            timeout.as_millis() as std::ffi::c_long,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+        rc
+    };
+    if BackgroundWorker::sigterm_received() || wake::stopping() {
+        Wake::Exit
+    } else if events & pg_sys::WL_LATCH_SET as i32 != 0 {
+        Wake::Latch
+    } else {
+        Wake::Timeout
+    }
+}
 
 pub fn init() {
     if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         return; // CREATE EXTENSION alone: no workers, plaid_process_inbox() still works
     }
     wake::init();
+    crate::pace::init();
     let n = gucs::workers().clamp(0, MAX_WORKERS as i32);
     for i in 0..n {
         BackgroundWorkerBuilder::new(&format!("plaid_sync worker {i}"))
@@ -51,57 +85,88 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
         gucs::database()
     );
 
+    let mut pool = Pool::new(gucs::calls_in_flight() as usize);
     let mut last_maintenance: Option<Instant> = None;
     let mut skew_reported: Option<String> = None;
+    let mut last_look = Instant::now() - LOOK_WHILE_BUSY;
+    let mut claims: u64 = 0;
+    let mut look = true;
     loop {
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            pool.resize(gucs::calls_in_flight() as usize);
         }
         if wake::stopping() {
-            break;
+            break; // calls in flight are abandoned with the process; their jobs are reclaimed
         }
-        // Idle before looking: a commit after this point wakes us, one before it is seen.
-        wake::set_idle(index, true);
-        wake::clear_woken(index);
-        let step = jobs::run_next();
-        unsafe { pg_sys::pgstat_report_stat(false) };
-        match &step {
-            Step::Ran => continue,
-            // New library, old SQL: wait for ALTER EXTENSION UPDATE, said once (by worker 0).
-            Step::Skewed(sql) if skew_reported.as_ref() != Some(sql) => {
-                if index == 0 {
-                    warning!(
-                        "{}; the workers run no jobs until then",
-                        crate::database::skew_message(sql, &gucs::database())
-                    );
+        pool.serve();
+        if pool.reap() > 0 {
+            look = true; // a slot is free
+        }
+        if pool.free() > 0 && (look || last_look.elapsed() >= LOOK_WHILE_BUSY) {
+            look = false;
+            last_look = Instant::now();
+            // Idle before looking: a commit after this point wakes us, one before it is seen.
+            wake::set_idle(index, true);
+            wake::clear_woken(index);
+            let mut more_due = false;
+            while pool.free() > 0 {
+                match jobs::next(pool.lanes(claims)) {
+                    Next::Job(job, more) => {
+                        claims += 1;
+                        more_due = more;
+                        match jobs::client() {
+                            Ok(client) => pool.spawn(job, client),
+                            Err(m) => {
+                                jobs::finish(&job, &Outcome::Retry(format!("not configured: {m}")))
+                            }
+                        }
+                    }
+                    Next::Busy => continue,
+                    Next::Skewed(sql) => {
+                        // New library, old SQL: wait for ALTER EXTENSION UPDATE, said once (by worker 0).
+                        if index == 0 && skew_reported.as_ref() != Some(&sql) {
+                            warning!(
+                                "{}; the workers run no jobs until then",
+                                crate::database::skew_message(&sql, &gucs::database())
+                            );
+                        }
+                        skew_reported = Some(sql);
+                        break;
+                    }
+                    Next::Idle | Next::NotInstalled => {
+                        if skew_reported.take().is_some() && index == 0 {
+                            log!(
+                                "plaid_sync: the SQL objects are version {}: the workers run jobs again",
+                                crate::database::LIBRARY_VERSION
+                            );
+                        }
+                        break;
+                    }
                 }
-                skew_reported = Some(sql.clone());
             }
-            Step::Skewed(_) => {}
-            _ if skew_reported.take().is_some() && index == 0 => {
-                log!(
-                    "plaid_sync: the SQL objects are version {}: the workers run jobs again",
-                    crate::database::LIBRARY_VERSION
-                );
+            // Full, with more due: the next idle worker takes them.
+            if pool.free() == 0 {
+                wake::on_claim(more_due);
             }
-            _ => {}
         }
-        if index == 0
-            && matches!(step, Step::Idle)
-            && last_maintenance.is_none_or(|t| t.elapsed() >= MAINTENANCE_EVERY)
-        {
-            // Busy meanwhile, so commits wake another worker; then look for work again.
-            wake::set_idle(index, false);
+        unsafe { pg_sys::pgstat_report_stat(false) };
+        if index == 0 && last_maintenance.is_none_or(|t| t.elapsed() >= MAINTENANCE_EVERY) {
             db(crate::inbox::maintenance::maintenance);
             last_maintenance = Some(Instant::now());
-            continue;
         }
-        let mut wait = Duration::from_millis(gucs::poll_interval_ms());
-        if index == 0 {
-            wait = wait.min(MAINTENANCE_EVERY); // maintenance keeps its own schedule
-        }
-        if !BackgroundWorker::wait_latch(Some(wait)) {
-            break;
+        // Busy: come back at once for the job threads' steps. Idle: sleep until woken.
+        let wait = if pool.in_flight() > 0 {
+            Duration::from_millis(1)
+        } else if index == 0 {
+            Duration::from_millis(gucs::poll_interval_ms()).min(MAINTENANCE_EVERY)
+        } else {
+            Duration::from_millis(gucs::poll_interval_ms())
+        };
+        match wait_latch(wait) {
+            Wake::Latch => look = true,
+            Wake::Timeout => look |= pool.in_flight() == 0,
+            Wake::Exit => break,
         }
     }
     wake::unregister_worker(index);

@@ -1,6 +1,7 @@
 //! The database layer: SPI helpers with kept plans, the step-in-its-own-transaction wrapper
 //! `db`, subtransactions, and errors raised with their SQLSTATE. Everything above talks to Postgres through it.
 
+pub mod bridge;
 mod raise;
 mod spi;
 mod subxact;
@@ -17,8 +18,11 @@ use pgrx::bgworkers::BackgroundWorker;
 use pgrx::pg_sys;
 
 /// Runs `f` in the open transaction, or (in a worker, between steps) in a new one that
-/// commits when `f` returns.
+/// commits when `f` returns. On a worker's job thread, the step runs on the main thread.
 pub fn db<R>(f: impl FnOnce() -> R) -> R {
+    if bridge::on_job_thread() {
+        return bridge::run_on_main(|| db(f));
+    }
     if unsafe { pg_sys::IsTransactionState() } {
         f()
     } else {

@@ -1,4 +1,4 @@
-//! Worker 0's housekeeping of the inbox: drop old done rows, and queue a sync for Items nobody
+//! Worker 0's housekeeping of the inbox: drop old done and rejected rows, and queue a sync for Items nobody
 //! has synced for `plaid_sync.resync_interval` (webhooks can be lost: Plaid gives up after a day).
 
 use pgrx::prelude::*;
@@ -12,7 +12,7 @@ pub fn maintenance() {
         Spi::run_with_args(
             "DELETE FROM plaid_sync.inbox WHERE id IN (
                  SELECT id FROM plaid_sync.inbox
-                  WHERE status = 'done' AND finished_at < now() - make_interval(secs => $1)
+                  WHERE status IN ('done', 'rejected') AND finished_at < now() - make_interval(secs => $1)
                   ORDER BY finished_at LIMIT 1000)",
             &[retention.into()],
         )
@@ -29,9 +29,9 @@ pub fn maintenance() {
                                      WHERE q.item_id = i.item_id AND q.status IN ('pending', 'running'))
                   ORDER BY i.last_synced_at LIMIT 100),
              queued AS (
-                 INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id, body)
+                 INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id, body, lane)
                  SELECT 'backend', 'TRANSACTIONS', 'SYNC_UPDATES_AVAILABLE', item_id,
-                        '{\"reason\": \"resync_interval\"}'
+                        '{\"reason\": \"resync_interval\"}', 1
                    FROM stale RETURNING 1)
              SELECT count(*) FROM queued",
             &[resync.into()],

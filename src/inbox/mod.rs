@@ -10,22 +10,30 @@ use pgrx::prelude::*;
 
 /// A backend notice. While an earlier identical notice for the Item still waits, this one is
 /// folded into it (its body, e.g. a webhook URL, replaced by the newer one), so repeating a
-/// notice never queues the same work twice. Returns the inbox id.
+/// notice never queues the same work twice (the fold keeps the fresher of the two lanes).
+/// Returns the inbox id.
 ///
 /// The fold is a lookup, not a unique index (see sql/schema.sql), so it needs the Item's row
 /// lock: two notices for one Item then run one after the other, and the second one's lookup,
 /// a later statement, sees the first one's row. A claim that takes the queued row meanwhile
 /// makes the lookup skip it (FOR UPDATE re-checks the row), and a new row is queued.
-pub fn enqueue_notice(webhook_type: &str, webhook_code: &str, item_id: &str, body: &str) -> i64 {
+pub fn enqueue_notice(
+    webhook_type: &str,
+    webhook_code: &str,
+    item_id: &str,
+    body: &str,
+    lane: i16,
+) -> i64 {
     crate::database::one::<bool>(
         "SELECT true FROM plaid_sync.items WHERE item_id = $1 FOR UPDATE",
         &[item_id.into()],
     );
-    let args: [DatumWithOid; 4] = [
+    let args: [DatumWithOid; 5] = [
         webhook_type.into(),
         webhook_code.into(),
         item_id.into(),
         body.into(),
+        lane.into(),
     ];
     let id = crate::database::one::<i64>(
         "WITH queued AS (
@@ -35,11 +43,11 @@ pub fn enqueue_notice(webhook_type: &str, webhook_code: &str, item_id: &str, bod
               ORDER BY id LIMIT 1
               FOR UPDATE),
          folded AS (
-             UPDATE plaid_sync.inbox q SET body = $4::jsonb FROM queued
+             UPDATE plaid_sync.inbox q SET body = $4::jsonb, lane = least(q.lane, $5) FROM queued
               WHERE q.id = queued.id RETURNING q.id),
          added AS (
-             INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id, body)
-             SELECT 'backend', $1, $2, $3, $4::jsonb WHERE NOT EXISTS (SELECT FROM queued)
+             INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id, body, lane)
+             SELECT 'backend', $1, $2, $3, $4::jsonb, $5 WHERE NOT EXISTS (SELECT FROM queued)
              RETURNING id)
          SELECT id FROM folded UNION ALL SELECT id FROM added",
         &args,

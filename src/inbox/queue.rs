@@ -5,16 +5,21 @@ use pgrx::prelude::*;
 
 use crate::database::{one, with_prepared};
 use crate::gucs;
+use rand::Rng;
+
 use crate::job::{Job, Outcome, backoff_ms};
 
-/// Claims the oldest due job whose Item has no other job running, under a lease. A job whose
-/// lease ran out, or whose process is gone (a crash), is claimable again.
-pub fn claim() -> Option<Job> {
+/// Claims the next due job of `lane` whose Item has no other job running, under a lease, and
+/// says whether more jobs are due. A job whose lease ran out, or whose process is gone (a
+/// crash), is claimable again. Within a lane jobs go by `run_after`: an Item whose job just
+/// ran has its other jobs moved behind the rest (see `record`), so one Item's pile does not
+/// starve the others.
+pub fn claim(lane: i16) -> Option<(Job, bool)> {
     // Kept plans: an idle worker woken by a commit runs this and nothing else.
     let job = with_prepared(
         "WITH next AS (
              SELECT q.id FROM plaid_sync.inbox q
-              WHERE q.status IN ('pending', 'running') AND q.run_after <= now()
+              WHERE q.lane = $2 AND q.status IN ('pending', 'running') AND q.run_after <= now()
                 AND (q.status = 'pending' OR q.locked_until < now()
                      OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = q.locked_by))
                 AND (q.item_id IS NULL OR NOT EXISTS (
@@ -22,7 +27,7 @@ pub fn claim() -> Option<Job> {
                       WHERE r.item_id = q.item_id AND r.status = 'running'
                         AND r.locked_until >= now() AND r.id <> q.id
                         AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.locked_by)))
-              ORDER BY q.id
+              ORDER BY q.run_after, q.id
               LIMIT 1
               FOR UPDATE SKIP LOCKED)
          UPDATE plaid_sync.inbox q
@@ -31,11 +36,12 @@ pub fn claim() -> Option<Job> {
            FROM next WHERE q.id = next.id
          RETURNING q.id, q.source, q.webhook_type, q.webhook_code, q.item_id, q.body::text, q.attempts,
                    EXISTS (SELECT FROM plaid_sync.inbox m
-                            WHERE m.status = 'pending' AND m.run_after <= now() AND m.id > q.id)",
-        &[pg_sys::INT4OID],
+                            WHERE m.status = 'pending' AND m.run_after <= now() AND m.id > q.id),
+                   q.lane",
+        &[pg_sys::INT4OID, pg_sys::INT2OID],
         |c, stmt| {
             let rows = c
-                .update(stmt, None, &[gucs::job_lease_s().into()])
+                .update(stmt, None, &[gucs::job_lease_s().into(), lane.into()])
                 .expect("claim job");
             let r = rows.first();
             let id = r.get::<i64>(1).ok().flatten()?;
@@ -47,6 +53,7 @@ pub fn claim() -> Option<Job> {
                 item_id: r.get::<String>(5).ok()?,
                 body: serde_json::from_str(&r.get::<String>(6).ok()??).ok()?,
                 attempts: r.get::<i32>(7).ok()??,
+                lane: r.get::<i16>(9).ok()??,
             };
             Some((job, r.get::<bool>(8).ok().flatten().unwrap_or(false)))
         },
@@ -62,8 +69,7 @@ pub fn claim() -> Option<Job> {
         &[job.id.into()],
     )
     .expect("close abandoned runs");
-    crate::wake::on_claim(more_due);
-    Some(job)
+    Some((job, more_due))
 }
 
 /// A long sync keeps its job's lease alive page by page.
@@ -143,26 +149,33 @@ pub fn waiting_for_item(job_id: i64, item_id: &str) -> Option<bool> {
     )
 }
 
-/// Writes the outcome on the inbox row.
+/// Writes the outcome on the inbox row. A job that ran moves its Item's other due jobs behind
+/// the rest of the queue (fair share between Items).
 pub fn record(job: &Job, outcome: &Outcome) {
-    // (status, delay before it is due again, attempts given back)
-    let (status, delay_ms, undo_attempt): (&str, i64, i32) = match outcome {
-        Outcome::Done(_) | Outcome::ItemPaused(_) => ("done", 0, 0),
-        Outcome::Rejected(_) => ("rejected", 0, 0),
-        Outcome::Failed(_) => ("failed", 0, 0),
-        Outcome::Retry(_) if job.attempts >= gucs::max_attempts() => ("failed", 0, 0),
+    // (status, when it is due again, attempts given back)
+    let (status, due, undo_attempt): (&str, Due, i32) = match outcome {
+        Outcome::Done(_) | Outcome::ItemPaused(_) => ("done", Due::Keep, 0),
+        Outcome::Rejected(_) => ("rejected", Due::Keep, 0),
+        Outcome::Failed(_) => ("failed", Due::Keep, 0),
+        Outcome::Retry(_) if job.attempts >= gucs::max_attempts() => ("failed", Due::Keep, 0),
         Outcome::Retry(_) => (
             "pending",
-            backoff_ms(
+            Due::In(backoff_ms(
                 job.attempts,
                 gucs::retry_base_ms(),
                 gucs::retry_max_ms(),
                 &mut rand::thread_rng(),
-            ),
+            )),
             0,
         ),
-        // Re-checked every second: the Item's announcement does not have to find it.
-        Outcome::Wait(_) => ("pending", 1_000, 1),
+        // Rate-limited: soon, spread out, and not an attempt.
+        Outcome::Throttled(_) => (
+            "pending",
+            Due::In(rand::thread_rng().gen_range(5_000..15_000)),
+            1,
+        ),
+        // Asleep until its Item is announced (announcing wakes it) or the grace ends.
+        Outcome::Wait(_) => ("pending", Due::GraceEnd, 1),
     };
     let error = match outcome {
         Outcome::ItemPaused(m) => Some(format!("Item paused: {m}")),
@@ -171,15 +184,42 @@ pub fn record(job: &Job, outcome: &Outcome) {
         }
         other => other.message().map(str::to_string),
     };
+    let (due_kind, delay_ms) = match due {
+        Due::Keep => (0, 0),
+        Due::In(ms) => (1, ms),
+        Due::GraceEnd => (2, 0),
+    };
     Spi::run_with_args(
-        "UPDATE plaid_sync.inbox SET status = $2, last_error = $3, locked_until = NULL, locked_by = NULL,
-                attempts = attempts - $5,
-                run_after = CASE WHEN $2 = 'pending' THEN now() + make_interval(secs => $4 / 1000.0) ELSE run_after END,
-                finished_at = CASE WHEN $2 = 'pending' THEN NULL ELSE now() END
-          WHERE id = $1",
-        &[job.id.into(), status.into(), error.into(), (delay_ms as f64).into(), undo_attempt.into()],
+        "WITH me AS (
+             UPDATE plaid_sync.inbox SET status = $2, last_error = $3, locked_until = NULL, locked_by = NULL,
+                    attempts = attempts - $5,
+                    run_after = CASE $6 WHEN 1 THEN now() + make_interval(secs => $4 / 1000.0)
+                                        WHEN 2 THEN received_at + make_interval(secs => $7)
+                                        ELSE run_after END,
+                    finished_at = CASE WHEN $2 = 'pending' THEN NULL ELSE now() END
+              WHERE id = $1
+              RETURNING item_id)
+         UPDATE plaid_sync.inbox o SET run_after = now()
+           FROM me
+          WHERE $2 <> 'pending' AND o.item_id = me.item_id AND o.status = 'pending'
+            AND o.run_after < now() AND o.id <> $1",
+        &[
+            job.id.into(),
+            status.into(),
+            error.into(),
+            (delay_ms as f64).into(),
+            undo_attempt.into(),
+            due_kind.into(),
+            gucs::unknown_item_grace_s().into(),
+        ],
     )
     .expect("record job");
+}
+
+enum Due {
+    Keep,
+    In(i64),
+    GraceEnd,
 }
 
 /// Puts failed jobs (of one Item, or all) back in the queue; returns how many. A failed

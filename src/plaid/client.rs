@@ -11,6 +11,18 @@ pub const PLAID_VERSION: &str = "2020-09-14";
 /// The largest response we read; a 500-transaction page is well under a megabyte.
 const MAX_BODY: u64 = 32 * 1024 * 1024;
 
+/// Paces calls to Plaid's rate limits across every process (src/pace.rs keeps the state in
+/// shared memory). Called from any thread: implementations make no Postgres call.
+pub trait Pacer: Send + Sync {
+    /// How long to wait before calling `path` (for the Item behind `access_token`); the call is
+    /// booked for the end of the wait.
+    fn reserve(&self, path: &str, access_token: Option<&str>) -> Duration;
+    /// A call to `path` starts (`true`) or ends (`false`).
+    fn in_flight(&self, path: &str, starts: bool);
+    /// Plaid answered `path` with its rate-limit error: slow that endpoint down.
+    fn throttled(&self, path: &str);
+}
+
 /// Everything needed to call Plaid. Built on the main thread from the settings; the secret
 /// goes only into request bodies sent to `base_url`.
 #[derive(Clone)]
@@ -20,12 +32,12 @@ pub struct Config {
     pub secret: String,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
-    /// Asked every few milliseconds while a call is in flight; `true` abandons the call (a
-    /// worker being shut down must not wait for Plaid).
-    pub interrupted: Option<fn() -> bool>,
+    /// Keep-alive connections kept open: one per call that may be in flight at once.
+    pub max_idle_connections: usize,
+    pub pacer: Option<std::sync::Arc<dyn Pacer>>,
 }
 
-/// Same settings, same client (the interrupt check is fixed for the life of a process).
+/// Same settings, same client (the pacer is fixed for the life of a process).
 impl PartialEq for Config {
     fn eq(&self, o: &Config) -> bool {
         (
@@ -34,12 +46,14 @@ impl PartialEq for Config {
             &self.secret,
             self.connect_timeout,
             self.request_timeout,
+            self.max_idle_connections,
         ) == (
             &o.base_url,
             &o.client_id,
             &o.secret,
             o.connect_timeout,
             o.request_timeout,
+            o.max_idle_connections,
         )
     }
 }
@@ -51,6 +65,10 @@ impl std::fmt::Debug for Config {
             .finish_non_exhaustive()
     }
 }
+
+/// A 429 is retried in place this many times (each paced, after the endpoint slowed down)
+/// before the job goes back to the queue.
+const RATE_LIMIT_RETRIES: u32 = 2;
 
 pub fn base_url_for(environment: &str) -> &'static str {
     match environment {
@@ -116,43 +134,40 @@ impl Client {
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(config.connect_timeout)
             .timeout(config.request_timeout)
+            .max_idle_connections(config.max_idle_connections.max(1))
+            .max_idle_connections_per_host(config.max_idle_connections.max(1))
             .build();
         Client { config, agent }
     }
 
-    /// POSTs `body` (plus credentials) to `path` and returns the raw success body. With an
-    /// `interrupted` check the request runs on a helper thread (which never touches Postgres)
-    /// while this thread keeps asking whether to give up.
+    /// POSTs `body` (plus credentials) to `path` and returns the raw success body, paced by
+    /// the rate limiter. Blocks the calling thread: workers call from their job threads.
     pub fn call(&self, path: &str, body: Value) -> Result<Response, PlaidError> {
-        let Some(interrupted) = self.config.interrupted else {
-            return self.call_blocking(path, body);
-        };
-        let (tx, rx) = std::sync::mpsc::channel();
-        let this = Client {
-            config: Config {
-                interrupted: None,
-                ..self.config.clone()
-            },
-            agent: self.agent.clone(),
-        };
-        let path_owned = path.to_string();
-        std::thread::spawn(move || {
-            let _ = tx.send(this.call_blocking(&path_owned, body));
-        });
+        let token = body
+            .get("access_token")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let mut attempt = 0;
         loop {
-            match rx.recv_timeout(Duration::from_millis(20)) {
-                Ok(result) => return result,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if interrupted() => {
-                    return Err(PlaidError::Transport(format!(
-                        "{path}: abandoned, the worker is stopping"
-                    )));
+            let Some(pacer) = &self.config.pacer else {
+                return self.call_blocking(path, body);
+            };
+            let wait = pacer.reserve(path, token.as_deref());
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
+            pacer.in_flight(path, true);
+            let result = self.call_blocking(path, body.clone());
+            pacer.in_flight(path, false);
+            match result {
+                Err(e) if e.is_rate_limited() => {
+                    pacer.throttled(path);
+                    if attempt == RATE_LIMIT_RETRIES {
+                        return Err(e);
+                    }
+                    attempt += 1;
                 }
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(PlaidError::Transport(format!(
-                        "{path}: request thread ended"
-                    )));
-                }
+                other => return other,
             }
         }
     }

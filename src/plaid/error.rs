@@ -84,6 +84,13 @@ impl PlaidError {
         }
     }
 
+    /// Plaid's own rate limit (HTTP 429, `RATE_LIMIT_EXCEEDED`): pace down and come back,
+    /// never a failed attempt.
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(self, PlaidError::Api { status, error_type, .. }
+                 if *status == 429 || error_type == "RATE_LIMIT_EXCEEDED")
+    }
+
     /// Classified by `error_code` first, then `error_type`, then HTTP status, as Plaid advises.
     pub fn class(&self) -> Class {
         let (status, error_type, code) = match self {

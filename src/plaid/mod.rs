@@ -4,7 +4,8 @@
 pub mod client;
 pub mod error;
 pub mod jwt;
+pub mod limits;
 pub mod storable;
 
-pub use client::{Client, Config, Response};
+pub use client::{Client, Config, Pacer, Response};
 pub use error::{Class, PlaidError};

@@ -86,8 +86,8 @@ pub enum Announced {
     New(i64),
     /// A known Item, re-linked: its token replaced, an Item paused by an error (or removed)
     /// back to pending, a removed one's cursor cleared, its row locked (the caller queues the
-    /// notice).
-    Relinked,
+    /// notice, in the lane given: fresh when it synced before).
+    Relinked(i16),
     /// Neither: deleted by hand between the two statements.
     Vanished,
 }
@@ -121,9 +121,14 @@ pub fn announce(
              INSERT INTO plaid_sync.items (item_id, client_user_id, access_token_encrypted, environment)
              VALUES ($1, $2, $3, $4)
              ON CONFLICT (item_id) DO NOTHING
-             RETURNING item_id)
-         INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id)
-         SELECT 'backend', 'ITEM', 'CREATED', item_id FROM item
+             RETURNING item_id),
+         woken AS (
+             -- Verified webhooks that came before the Item sleep until now: wake them.
+             UPDATE plaid_sync.inbox w SET run_after = now() FROM item
+              WHERE w.item_id = item.item_id AND w.status = 'pending' AND w.source = 'plaid'
+                AND w.run_after > now())
+         INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id, lane)
+         SELECT 'backend', 'ITEM', 'CREATED', item_id, 1 FROM item
          RETURNING id",
         &types,
         &args(),
@@ -133,7 +138,7 @@ pub fn announce(
         return Announced::New(id);
     }
     // The row lock taken here orders the notice's fold (src/inbox/mod.rs).
-    let relinked = crate::database::one_prepared::<bool>(
+    let relinked = crate::database::one_prepared::<i16>(
         "UPDATE plaid_sync.items SET
              client_user_id = coalesce($2, client_user_id),
              access_token_encrypted = $3,
@@ -147,14 +152,13 @@ pub fn announce(
              transactions_cursor = CASE WHEN status = 'removed' THEN NULL ELSE transactions_cursor END,
              updated_at = now()
           WHERE item_id = $1
-          RETURNING true",
+          RETURNING CASE WHEN last_synced_at IS NULL OR transactions_cursor IS NULL THEN 1::int2 ELSE 0::int2 END",
         &types,
         &args(),
     );
-    if relinked.is_some() {
-        Announced::Relinked
-    } else {
-        Announced::Vanished
+    match relinked {
+        Some(lane) => Announced::Relinked(lane),
+        None => Announced::Vanished,
     }
 }
 

@@ -111,7 +111,7 @@ fn item_webhook_in_db(job: &Job, item_id: &str) -> Outcome {
                 &[item_id.into()],
             )
             .expect("login repaired");
-            crate::inbox::enqueue_notice("TRANSACTIONS", "SYNC_UPDATES_AVAILABLE", item_id, r#"{"reason": "LOGIN_REPAIRED"}"#);
+            crate::inbox::enqueue_notice("TRANSACTIONS", "SYNC_UPDATES_AVAILABLE", item_id, r#"{"reason": "LOGIN_REPAIRED"}"#, 0);
             return Outcome::Done(None);
         }
         other => return Outcome::Done(Some(format!("ignored: ITEM/{other} is not a code plaid_sync acts on"))),

@@ -19,6 +19,9 @@ use crate::plaid::{Class, PlaidError};
 
 pub(crate) fn from_plaid(call: &str, e: PlaidError) -> Outcome {
     let msg = format!("Plaid {call}: {e}");
+    if e.is_rate_limited() {
+        return Outcome::Throttled(msg);
+    }
     match e.class() {
         Class::Transient | Class::MutationDuringPagination => Outcome::Retry(msg),
         Class::ItemState(_) => Outcome::ItemPaused(msg),
@@ -87,7 +90,7 @@ pub(crate) fn load_item(item_id: &str) -> Result<(String, Option<String>, String
             "Item {item_id} has no access token (removed)"
         ))));
     };
-    let token = crate::gucs::keyring()
+    let token = db(crate::gucs::keyring)
         .and_then(|k| k.decrypt(item_id, &envelope))
         .map_err(|e| Outcome::Failed(e.to_string()))?;
     Ok((status, cursor, token))

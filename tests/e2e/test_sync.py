@@ -174,11 +174,21 @@ def test_transient_faults_are_retried_then_failed_and_requeued(emulator, su):
     item_id = announce(emulator, su, days=3)
     drain(su)
     assert su.execute("SELECT status, attempts FROM plaid_sync.inbox WHERE item_id = %s", (item_id,)).fetchone() == ("done", 3)
+    # Plaid's rate limit (issue 15): never a failed attempt; the job comes back later.
     emulator("fault", endpoint="/transactions/sync", kind="rate_limit", times=100)
+    webhook(emulator, su, item_id)
+    drain(su, rounds=5)
+    status, attempts, err, later = su.execute(
+        "SELECT status, attempts, last_error, run_after > now() FROM plaid_sync.inbox WHERE item_id = %s ORDER BY id DESC LIMIT 1",
+        (item_id,)).fetchone()
+    assert (status, attempts, later) == ("pending", 0, True) and "429" in err and "TRANSACTIONS_SYNC_LIMIT" in err
+    su.execute("UPDATE plaid_sync.inbox SET status = 'done' WHERE item_id = %s AND status = 'pending'", (item_id,))
+    emulator("clear_faults")
+    emulator("fault", endpoint="/transactions/sync", kind="http500", times=100)
     webhook(emulator, su, item_id)
     drain(su)
     status, err = su.execute("SELECT status, last_error FROM plaid_sync.inbox WHERE item_id = %s ORDER BY id DESC LIMIT 1", (item_id,)).fetchone()
-    assert status == "failed" and "429" in err and "TRANSACTIONS_SYNC_LIMIT" in err and "gave up after 4 attempts" in err
+    assert status == "failed" and "500" in err and "gave up after 4 attempts" in err
     emulator("clear_faults")
     assert su.execute("SELECT plaid_sync.plaid_retry_failed(%s)", (item_id,)).fetchone()[0] == 1
     drain(su)

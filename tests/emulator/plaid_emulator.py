@@ -192,7 +192,13 @@ class World:
         self.public_tokens = {}
         self.requests = []
         self.faults = []           # dicts: endpoint, kind, page, times, delay_ms
-        self.latency_ms = 0
+        self.latency_ms = 0        # a number, or {endpoint: ms, "default": ms}
+        # Plaid's rate limits, enforced when set: {endpoint: (per client, per Item) per minute},
+        # counted over sliding 60 s windows of the calls received.
+        self.rate_limits = {}
+        self.windows = {}          # (endpoint,) or (endpoint, token) -> deque of times
+        self.throttled = 0
+        self.connections_opened = 0
         self.default_days, self.default_per_day = 90, 3
         self.client_id, self.secret = CLIENT_ID, SECRET
         self.key = ec.generate_private_key(ec.SECP256R1())
@@ -267,6 +273,8 @@ class Handler(BaseHTTPRequestHandler):
     def setup(self):
         super().setup()
         Handler.connections.add(self.connection)
+        with self.world.lock:
+            self.world.connections_opened += 1
 
     def finish(self):
         Handler.connections.discard(self.connection)
@@ -314,7 +322,13 @@ class Handler(BaseHTTPRequestHandler):
                     fault = f
                     f["times"] -= 1
                     break
-            delay = w.latency_ms / 1000
+            lat = w.latency_ms
+            delay = (lat.get(path, lat.get("default", 0)) if isinstance(lat, dict) else lat) / 1000
+            limited = rate_limited(w, path, body.get("access_token"))
+            if limited:
+                w.requests[-1]["status"] = 429
+        if limited:
+            return self.send(429, PlaidFault("RATE_LIMIT", error_type="RATE_LIMIT_EXCEEDED").body | {"error_code": limited})
         if fault and fault["kind"] == "slow":
             delay += fault.get("delay_ms", 60000) / 1000
         if delay:
@@ -393,6 +407,34 @@ def item_for(w, body):
     if item is None or item.removed:
         raise PlaidFault("INVALID_ACCESS_TOKEN")
     return item
+
+
+RATE_LIMIT_CODES = {
+    "/transactions/sync": "TRANSACTIONS_SYNC_LIMIT", "/transactions/get": "TRANSACTIONS_LIMIT",
+    "/transactions/refresh": "TRANSACTIONS_REFRESH_LIMIT", "/accounts/get": "ACCOUNTS_LIMIT",
+    "/item/get": "ITEM_GET_LIMIT", "/institutions/get_by_id": "INSTITUTIONS_GET_BY_ID_LIMIT",
+    "/item/remove": "RATE_LIMIT",
+}
+
+
+def rate_limited(w, path, token):
+    """The error_code of the limit this call breaks, or None (then it is counted)."""
+    client, item = w.rate_limits.get(path, (None, None))
+    now = time.time()
+    windows = []
+    for key, limit in (((path,), client), ((path, token), item)):
+        if limit is None or (len(key) == 2 and token is None):
+            continue
+        q = w.windows.setdefault(key, [])
+        while q and q[0] <= now - 60:
+            q.pop(0)
+        if len(q) >= limit:
+            w.throttled += 1
+            return RATE_LIMIT_CODES.get(path, "RATE_LIMIT")
+        windows.append(q)
+    for q in windows:
+        q.append(now)
+    return None
 
 
 def handle(w, path, body):
@@ -538,6 +580,13 @@ def control(w, what, body):
         w.__init__(body.get("seed", w.seed))
         w.client_id, w.secret = creds
         return {"ok": True}
+    if what == "rate_limits":  # {"limits": {endpoint: [per client, per Item]}}; {} lifts them
+        w.rate_limits = {k: tuple(v) for k, v in body.get("limits", {}).items()}
+        w.windows.clear()
+        w.throttled = 0
+        return {"ok": True}
+    if what == "rate_limit_stats":
+        return {"throttled": w.throttled, "connections_opened": w.connections_opened}
     if what == "config":
         w.latency_ms = body.get("latency_ms", w.latency_ms)
         w.default_days = body.get("days", w.default_days)
@@ -628,6 +677,11 @@ def drop_connections():
             conn.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+
+# Workers open one connection per call in flight at once: the default backlog of 5 would
+# drop their SYNs and add a second to each connect.
+ThreadingHTTPServer.request_queue_size = 256
 
 
 def serve(port, seed=1, host="127.0.0.1", client_id=CLIENT_ID, secret=SECRET):

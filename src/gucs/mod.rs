@@ -6,11 +6,11 @@
 //! and the postmaster's "parameter … changed to …" reload message only ever see the mask, for
 //! every role, superusers included.
 
-use std::ffi::{CStr, CString, c_char, c_void};
+use std::ffi::{CStr, CString};
 use std::sync::Mutex;
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
-use pgrx::{PostgresGucEnum, pg_guard, pg_sys};
+use pgrx::{PostgresGucEnum, pg_sys};
 
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Environment {
@@ -48,6 +48,8 @@ static POLL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 static DONE_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
 static RESYNC_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 static UNKNOWN_ITEM_GRACE_S: GucSetting<i32> = GucSetting::<i32>::new(3_600);
+static CALLS_IN_FLIGHT: GucSetting<i32> = GucSetting::<i32>::new(32);
+static RATE_LIMITS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 // The variables behind the secret GUCs only ever hold the mask; the values live here.
 static SECRET_VAR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -57,86 +59,11 @@ static SECRET: Mutex<Option<String>> = Mutex::new(None);
 static KEY: Mutex<Option<String>> = Mutex::new(None);
 static PREV_KEYS: Mutex<Option<String>> = Mutex::new(None);
 
-/// Check hook shared by the secret GUCs: keep the real value in `extra`, put the mask in its
-/// place. The mask is the same whether a value is set or not: the postmaster logs
-/// `parameter … changed to "<raw value>"` whenever the variable's text changes on reload, so
-/// it must never change. Both strings belong to the GUC machinery, which frees them.
-unsafe fn hide_secret(newval: *mut *mut c_char, extra: *mut *mut c_void) -> bool {
-    unsafe {
-        let value = *newval;
-        let copy = if value.is_null() || *value == 0 {
-            std::ptr::null_mut()
-        } else {
-            guc_strdup(value)
-        };
-        let mask = guc_strdup(MASK.as_ptr());
-        if mask.is_null() || (copy.is_null() && !value.is_null() && *value != 0) {
-            guc_free(copy);
-            guc_free(mask);
-            return false; // out of memory: PostgreSQL reports it without the value
-        }
-        *extra = copy.cast();
-        guc_free(value);
-        *newval = mask;
-        true
-    }
-}
-
-// PostgreSQL 15 and older allocate GUC strings and `extra` with malloc and free them with
-// free(); from 16 on they live in GUC memory (guc_malloc/guc_strdup/guc_free), and a libc
-// pointer handed over aborts the server (`munmap_chunk(): invalid pointer`).
-#[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
-unsafe fn guc_strdup(s: *const c_char) -> *mut c_char {
-    unsafe { libc::strdup(s) }
-}
-#[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
-unsafe fn guc_free(p: *mut c_char) {
-    unsafe { libc::free(p.cast()) }
-}
-#[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
-unsafe fn guc_strdup(s: *const c_char) -> *mut c_char {
-    // LOG: out of memory returns NULL (reported by the caller) instead of raising.
-    unsafe { pg_sys::guc_strdup(pg_sys::LOG as i32, s) }
-}
-#[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
-unsafe fn guc_free(p: *mut c_char) {
-    if !p.is_null() {
-        unsafe { pg_sys::guc_free(p.cast()) }
-    }
-}
-
-unsafe fn keep_secret(slot: &Mutex<Option<String>>, extra: *mut c_void) {
-    let value = if extra.is_null() {
-        None
-    } else {
-        Some(
-            unsafe { CStr::from_ptr(extra.cast()) }
-                .to_string_lossy()
-                .into_owned(),
-        )
-    };
-    *slot.lock().unwrap_or_else(|p| p.into_inner()) = value;
-}
-
-macro_rules! secret_hooks {
-    ($check:ident, $assign:ident, $slot:ident) => {
-        #[pg_guard]
-        unsafe extern "C-unwind" fn $check(
-            newval: *mut *mut c_char,
-            extra: *mut *mut c_void,
-            _source: pg_sys::GucSource::Type,
-        ) -> bool {
-            unsafe { hide_secret(newval, extra) }
-        }
-        #[pg_guard]
-        unsafe extern "C-unwind" fn $assign(_newval: *const c_char, extra: *mut c_void) {
-            unsafe { keep_secret(&$slot, extra) }
-        }
-    };
-}
-secret_hooks!(check_secret, assign_secret, SECRET);
-secret_hooks!(check_key, assign_key, KEY);
-secret_hooks!(check_prev_keys, assign_prev_keys, PREV_KEYS);
+mod hooks;
+use hooks::{
+    assign_key, assign_prev_keys, assign_secret, check_key, check_prev_keys, check_rate_limits,
+    check_secret,
+};
 
 pub fn init() {
     let secret_flags = GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL;
@@ -199,6 +126,19 @@ pub fn init() {
             None,
         );
     }
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"plaid_sync.rate_limits",
+            c"Plaid rate limits: '<endpoint>=<per client per minute>/<per Item per minute>, ...'.",
+            c"Empty means Plaid's documented production table; an entry overrides only its endpoint; - is no limit.",
+            &RATE_LIMITS,
+            GucContext::Sighup,
+            GucFlags::default(),
+            Some(check_rate_limits),
+            None,
+            None,
+        );
+    }
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         define_postmaster_gucs();
     }
@@ -217,7 +157,7 @@ pub fn init() {
         i32,
         i32,
         GucFlags,
-    ); 10] = [
+    ); 11] = [
         (
             c"plaid_sync.connect_timeout",
             c"Timeout to connect to Plaid.",
@@ -289,6 +229,14 @@ pub fn init() {
             0,
             i32::MAX,
             GucFlags::UNIT_S,
+        ),
+        (
+            c"plaid_sync.calls_in_flight",
+            c"Plaid calls one worker keeps in flight at once (and keep-alive connections it keeps).",
+            &CALLS_IN_FLIGHT,
+            1,
+            64,
+            GucFlags::default(),
         ),
         (
             c"plaid_sync.unknown_item_grace",
@@ -401,6 +349,12 @@ pub fn done_retention_s() -> i32 {
 }
 pub fn resync_interval_s() -> i32 {
     RESYNC_INTERVAL_S.get()
+}
+pub fn calls_in_flight() -> i32 {
+    CALLS_IN_FLIGHT.get()
+}
+pub fn rate_limits() -> String {
+    text(&RATE_LIMITS).unwrap_or_default()
 }
 pub fn unknown_item_grace_s() -> i32 {
     UNKNOWN_ITEM_GRACE_S.get()

@@ -1,0 +1,122 @@
+//! A worker's jobs in flight: each claimed job runs on a thread of its own, which calls Plaid
+//! and hands every database step to the main thread (src/database/bridge.rs). The main
+//! thread serves those steps, records finished jobs and claims new ones into free slots.
+//! The backlog lane may take at most three quarters of the slots, so fresh work always has
+//! room.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+
+use crate::database::bridge::{self, Task};
+use crate::job::{Job, Outcome};
+use crate::plaid::Client;
+
+pub struct Pool {
+    slots: usize,
+    running: HashMap<i64, Job>,
+    tasks_tx: Sender<Task>,
+    tasks: Receiver<Task>,
+    done_tx: Sender<(i64, Outcome)>,
+    done: Receiver<(i64, Outcome)>,
+}
+
+impl Pool {
+    pub fn new(slots: usize) -> Pool {
+        let (tasks_tx, tasks) = channel();
+        let (done_tx, done) = channel();
+        Pool {
+            slots,
+            running: HashMap::new(),
+            tasks_tx,
+            tasks,
+            done_tx,
+            done,
+        }
+    }
+
+    /// After a reload: slots in use keep running; new claims see the new size.
+    pub fn resize(&mut self, slots: usize) {
+        self.slots = slots.max(1);
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn free(&self) -> usize {
+        self.slots.saturating_sub(self.running.len())
+    }
+
+    /// The lanes a claim may take from now, in order: fresh first; the backlog only while it
+    /// holds under three quarters of the slots, and first every fourth claim so fresh work
+    /// cannot starve it either.
+    pub fn lanes(&self, claims: u64) -> &'static [i16] {
+        let backlog = self.running.values().filter(|j| j.lane > 0).count();
+        let backlog_cap = (self.slots * 3 / 4).max(1);
+        match (backlog < backlog_cap, claims % 4 == 3) {
+            (false, _) => &[0],
+            (true, true) => &[1, 0],
+            (true, false) => &[0, 1],
+        }
+    }
+
+    /// Starts a claimed job on a thread of its own.
+    pub fn spawn(&mut self, job: Job, client: Arc<Client>) {
+        let tasks = self.tasks_tx.clone();
+        let done = self.done_tx.clone();
+        let id = job.id;
+        let run = job.clone();
+        let started = std::thread::Builder::new()
+            .name(format!("plaid_sync job {id}"))
+            .spawn(move || {
+                block_signals();
+                bridge::attach(tasks);
+                let outcome = crate::jobs::run_claimed(&run, &client);
+                let _ = done.send((id, outcome));
+            });
+        match started {
+            Ok(_) => {
+                self.running.insert(id, job);
+            }
+            Err(e) => {
+                crate::jobs::finish(&job, &Outcome::Retry(format!("no thread for the job: {e}")))
+            }
+        }
+    }
+
+    /// Runs the database steps job threads are waiting for; returns how many ran.
+    pub fn serve(&mut self) -> usize {
+        let mut n = 0;
+        loop {
+            match self.tasks.try_recv() {
+                Ok(task) => {
+                    task();
+                    n += 1;
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return n,
+            }
+        }
+    }
+
+    /// Records the jobs that finished; returns how many.
+    pub fn reap(&mut self) -> usize {
+        let mut n = 0;
+        while let Ok((id, outcome)) = self.done.try_recv() {
+            if let Some(job) = self.running.remove(&id) {
+                crate::jobs::finish(&job, &outcome);
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// Signals are the main thread's: a job thread must never run a handler.
+fn block_signals() {
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+    }
+}

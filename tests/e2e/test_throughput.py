@@ -1,0 +1,235 @@
+"""Issue 15: many Plaid calls in flight per worker, Plaid's rate limits paced across processes,
+fresh work ahead of a migration backlog, and webhooks for unannounced Items that cannot
+stall the queue. One worker with a few slots, so each property shows on a small scale."""
+
+import os
+import signal
+import time
+
+import psycopg
+import pytest
+
+from conftest import USED_SECRETS, make_cluster
+
+DB = "e2e_throughput"
+SLOTS = 6
+
+
+@pytest.fixture(scope="module")
+def tc(emulator):
+    c = make_cluster("throughput", emulator, **{
+        "plaid_sync.database": f"'{DB}'",
+        "plaid_sync.workers": 1,
+        "plaid_sync.calls_in_flight": SLOTS,
+        "plaid_sync.poll_interval": "'60s'",
+        "plaid_sync.done_retention": "'2s'",
+        "plaid_sync.retry_base_delay": "'20ms'",
+        "plaid_sync.retry_max_delay": "'200ms'",
+        "plaid_sync.max_attempts": 3,
+    })
+    c.start()
+    c.create_database(DB)
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def conn(tc, emulator):
+    with tc.connect(DB) as c:
+        yield c
+    emulator("config", latency_ms=0)
+    emulator("rate_limits", limits={})
+    emulator("clear_faults")
+
+
+def until(fn, timeout=30, every=0.05, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def items(emulator, n, days=5):
+    out = emulator("items", count=n, days=days, per_day=2)["items"]
+    for it in out:
+        USED_SECRETS.add(it["access_token"])
+    return out
+
+
+def announce(conn, its):
+    for it in its:
+        conn.execute("SELECT plaid_sync.plaid_notify_item_created(%s, %s)", (it["item_id"], it["access_token"]))
+
+
+def healthy(conn, its):
+    ids = [it["item_id"] for it in its]
+    return conn.execute("SELECT count(*) = %s FROM plaid_sync.items WHERE item_id = ANY(%s) AND status = 'healthy'",
+                        (len(ids), ids)).fetchone()[0]
+
+
+def queue_idle(conn):
+    return conn.execute("SELECT count(*) = 0 FROM plaid_sync.inbox WHERE status IN ('pending', 'running') "
+                        "AND run_after <= now()").fetchone()[0]
+
+
+def worker_pid(conn):
+    return conn.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'plaid_sync worker'").fetchone()
+
+
+def test_one_worker_keeps_its_slots_busy_and_reuses_connections(emulator, conn):
+    until(lambda: queue_idle(conn), what="an idle queue")
+    emulator("config", latency_ms=300)
+    before = emulator("rate_limit_stats")["connections_opened"]
+    its = items(emulator, 24)
+    t0 = time.time()
+    announce(conn, its)
+    peak = 0
+    while not healthy(conn, its):
+        assert time.time() - t0 < 60, "the migration stalled"
+        peak = max(peak, conn.execute("SELECT sum(in_flight) FROM plaid_sync.plaid_rate_status()").fetchone()[0])
+        time.sleep(0.05)
+    elapsed = time.time() - t0
+    # 24 Items x 3 calls x 300 ms is 21.6 s one call at a time; in flight, a fraction of it.
+    assert peak >= SLOTS - 2, peak
+    assert elapsed < 21.6 / 2, elapsed
+    opened = emulator("rate_limit_stats")["connections_opened"] - before
+    assert opened <= SLOTS + 2, f"{opened} connections for {24 * 3} calls: the keep-alive pool is not reused"
+
+
+def test_sigterm_with_every_slot_busy_stops_the_worker_within_a_second(tc, emulator, conn):
+    until(lambda: queue_idle(conn), what="an idle queue")
+    # The backlog may take three quarters of the slots; fresh work (an update of Items that
+    # synced before) takes the rest.
+    synced = items(emulator, SLOTS - SLOTS * 3 // 4)
+    announce(conn, synced)
+    until(lambda: healthy(conn, synced), what="the first syncs")
+    emulator("config", latency_ms={"/accounts/get": 60_000})
+    its = items(emulator, SLOTS * 3 // 4)
+    announce(conn, its)
+    for it in synced:
+        conn.execute("SELECT plaid_sync.plaid_notify_item_updated(%s)", (it["item_id"],))
+    its += synced
+    until(lambda: conn.execute("SELECT sum(in_flight) FROM plaid_sync.plaid_rate_status()").fetchone()[0] == SLOTS,
+          what="every slot in a Plaid call")
+    (pid,) = worker_pid(conn)
+    t0 = time.time()
+    os.kill(pid, signal.SIGTERM)
+    until(lambda: (worker_pid(conn) or (None,))[0] != pid, timeout=1.0, every=0.01, what="the worker to stop")
+    assert time.time() - t0 < 1.0
+    emulator("config", latency_ms=0)
+    # Restarted after 2 s, the new worker takes the abandoned jobs (their process is gone).
+    until(lambda: healthy(conn, its), timeout=30, what="the abandoned jobs to be taken again")
+
+
+def test_rate_limits_setting_is_checked(tc):
+    with tc.connect() as c:
+        with pytest.raises(psycopg.errors.InvalidParameterValue) as e:
+            c.execute("ALTER SYSTEM SET plaid_sync.rate_limits = '/transactions/sync=lots/1'")
+        assert "calls per minute" in (e.value.diag.message_detail or "")
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            c.execute("ALTER SYSTEM SET plaid_sync.rate_limits = '/no/such/endpoint=1/1'")
+        c.execute("ALTER SYSTEM SET plaid_sync.rate_limits = '/transactions/sync=120/50'")
+        c.execute("SELECT pg_reload_conf()")
+        time.sleep(0.5)
+    with tc.connect(DB) as c:
+        row = c.execute("SELECT per_client_limit, per_item_limit FROM plaid_sync.plaid_rate_status() "
+                        "WHERE endpoint = '/transactions/sync'").fetchone()
+        assert row == (120, 50)
+        assert c.execute("SELECT per_client_limit FROM plaid_sync.plaid_rate_status() "
+                         "WHERE endpoint = '/accounts/get'").fetchone()[0] == 15000  # only the entry named
+
+
+def test_the_limiter_stays_under_plaids_limit(tc, emulator, conn):
+    """The emulator enforces 120 syncs a minute per client; the setting (previous test) says the
+    same: the worker and plaid_process_inbox together stay under it, with no failed job."""
+    until(lambda: queue_idle(conn), what="an idle queue")
+    emulator("rate_limits", limits={"/transactions/sync": [120, 50]})
+    its = items(emulator, 30, days=1)
+    t0 = time.time()
+    announce(conn, its)
+    with tc.connect(DB) as other:  # a backend running jobs too, paced by the same limiter
+        while not healthy(conn, its):
+            assert time.time() - t0 < 60
+            other.execute("SELECT plaid_sync.plaid_process_inbox(1)")
+            time.sleep(0.1)
+    stats = emulator("rate_limit_stats")
+    assert stats["throttled"] <= 3, stats
+    assert conn.execute("SELECT count(*) FROM plaid_sync.inbox WHERE status = 'failed'").fetchone()[0] == 0
+
+
+def test_a_429_slows_the_endpoint_and_never_fails_a_job(tc, emulator, conn):
+    """Plaid's limit here is below the one configured: 429s come, the endpoint slows down, and
+    every job still ends done."""
+    until(lambda: queue_idle(conn), what="an idle queue")
+    emulator("rate_limits", limits={"/transactions/sync": [20, 50]})
+    its = items(emulator, 26, days=1)
+    announce(conn, its)
+    until(lambda: emulator("rate_limit_stats")["throttled"] > 0, what="a 429")
+    share = conn.execute("SELECT rate_share FROM plaid_sync.plaid_rate_status() "
+                         "WHERE endpoint = '/transactions/sync'").fetchone()[0]
+    assert share < 1.0
+    assert conn.execute("SELECT throttled_last_hour > 0 FROM plaid_sync.sync_progress").fetchone()[0]
+    emulator("rate_limits", limits={})
+    until(lambda: healthy(conn, its), timeout=40, what="the throttled jobs to finish")
+    assert conn.execute("SELECT count(*) FROM plaid_sync.inbox WHERE status = 'failed'").fetchone()[0] == 0
+    with tc.connect() as c:
+        c.execute("ALTER SYSTEM RESET plaid_sync.rate_limits")
+        c.execute("SELECT pg_reload_conf()")
+
+
+def test_fresh_webhooks_go_ahead_of_a_backlog(tc, emulator, conn):
+    until(lambda: queue_idle(conn), what="an idle queue")
+    (synced,) = items(emulator, 1)
+    announce(conn, [synced])
+    until(lambda: healthy(conn, [synced]), what="the first Item's sync")
+    emulator("config", latency_ms=400)
+    backlog = items(emulator, 40, days=1)
+    announce(conn, backlog)
+    until(lambda: conn.execute("SELECT backlog_jobs_due > 20 FROM plaid_sync.sync_progress").fetchone()[0],
+          what="a backlog")
+    emulator("advance", item_id=synced["item_id"], days=1, per_day=3)
+    w = emulator("webhook", item_id=synced["item_id"])
+    t0 = time.time()
+    wid = conn.execute("SELECT plaid_sync.plaid_receive_webhook(%s, %s)", (w["body"], w["plaid_verification"])).fetchone()[0]
+    until(lambda: conn.execute("SELECT status = 'done' FROM plaid_sync.inbox WHERE id = %s", (wid,)).fetchone()[0],
+          timeout=20, every=0.02, what="the fresh webhook")
+    took = time.time() - t0
+    left = conn.execute("SELECT count(*) FROM plaid_sync.inbox WHERE lane = 1 AND status IN ('pending', 'running')").fetchone()[0]
+    assert left >= 20, f"the webhook waited for the backlog ({left} left)"
+    assert took < 3.0, took
+    progress = conn.execute("SELECT items_announced, items_never_synced, items_synced, backlog_eta IS NOT NULL "
+                            "FROM plaid_sync.sync_progress").fetchone()
+    assert progress[1] > 0 and progress[0] == progress[1] + progress[2] and progress[3]
+    emulator("config", latency_ms=0)
+    until(lambda: healthy(conn, backlog), timeout=60, what="the backlog")
+
+
+def test_webhooks_for_unannounced_items_are_checked_first_then_sleep_until_announced(tc, emulator, conn):
+    until(lambda: queue_idle(conn), what="an idle queue")
+    (it,) = items(emulator, 1)
+    forged = emulator("webhook", item_id=it["item_id"], forge="wrong_key")
+    genuine = emulator("webhook", item_id=it["item_id"])
+    fid = conn.execute("SELECT plaid_sync.plaid_receive_webhook(%s, %s)", (forged["body"], forged["plaid_verification"])).fetchone()[0]
+    gid = conn.execute("SELECT plaid_sync.plaid_receive_webhook(%s, %s)", (genuine["body"], genuine["plaid_verification"])).fetchone()[0]
+    # The forged one is rejected at once, with its reason, though its Item is unknown.
+    until(lambda: conn.execute("SELECT status FROM plaid_sync.inbox WHERE id = %s", (fid,)).fetchone()[0] == "rejected",
+          timeout=3, what="the forged webhook rejected")
+    # The genuine one is verified, then sleeps: due at the end of the grace, not polled.
+    until(lambda: conn.execute("SELECT verification LIKE 'verified%%' FROM plaid_sync.inbox WHERE id = %s",
+                               (gid,)).fetchone()[0], timeout=3, what="the genuine one verified")
+    time.sleep(1.5)
+    row = conn.execute("SELECT status, attempts, run_after > now() + interval '30 minutes' FROM plaid_sync.inbox "
+                       "WHERE id = %s", (gid,)).fetchone()
+    assert row == ("pending", 0, True), row
+    # Announcing the Item wakes it.
+    t0 = time.time()
+    announce(conn, [it])
+    until(lambda: conn.execute("SELECT status FROM plaid_sync.inbox WHERE id = %s", (gid,)).fetchone()[0] == "done",
+          timeout=5, every=0.02, what="the woken webhook")
+    assert time.time() - t0 < 5
+    # Rejected rows expire like done ones (done_retention is 2 s here).
+    until(lambda: conn.execute("SELECT count(*) = 0 FROM plaid_sync.inbox WHERE id = %s", (fid,)).fetchone()[0],
+          timeout=20, what="the rejected row to expire")
