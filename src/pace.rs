@@ -1,9 +1,10 @@
 //! The rate limiter every process shares: a GCRA "theoretical arrival time" per endpoint (per
 //! client) and per Item, kept as atomics in shared memory, so any thread of any process can
-//! book a call without a lock or a Postgres call. Calls run at 90% of the limits in force
-//! (src/plaid/limits.rs); a 429 cuts that endpoint's rate and it recovers minute by minute,
-//! since Plaid's real limits differ per customer. Backlog calls (lane 1) also pass a bucket
-//! at 70% of the rate, so fresh work always finds room.
+//! book a call without a lock or a Postgres call. Calls run at 95% of the limits in force
+//! (src/plaid/limits.rs), with a burst small enough that no sliding minute sees more than
+//! the limit; a 429 cuts that endpoint's rate and it recovers minute by minute, since Plaid's
+//! real limits differ per customer. Backlog calls (lane 1) also pass a bucket at 92% of that
+//! rate, so fresh work always finds room.
 
 use std::cell::Cell;
 use std::sync::OnceLock;
@@ -20,8 +21,8 @@ const E: usize = ENDPOINTS.len();
 /// Per-Item buckets, direct-mapped by a hash of the token: Items that share one are paced
 /// together, which only ever errs on the slow side.
 const ITEM_SLOTS: usize = 16_384;
-const SHARE: f64 = 0.9;
-const BULK_SHARE: f64 = 0.7;
+const SHARE: f64 = 0.95;
+const BULK_SHARE: f64 = 0.92;
 const MIN_FACTOR: u32 = 100; // permille of the configured rate
 const PENALTY_NS: u64 = 1_000_000_000;
 
@@ -106,11 +107,11 @@ fn book(tat: &AtomicU64, at: u64, interval: u64, tolerance: u64) -> u64 {
     }
 }
 
-/// (interval, tolerance) in ns for `per_minute` at `share` of it: a burst of 5% of the
-/// limit, so that no sliding minute sees more than the limit.
+/// (interval, tolerance) in ns for `per_minute` at `share` (at most 95%) of it. A minute then
+/// holds at most share × limit + burst + 1 calls, so the burst is 5% of the limit less one.
 fn gcra(per_minute: u32, share: f64) -> (u64, u64) {
     let interval = (60e9 / (per_minute as f64 * share)) as u64;
-    (interval, interval * (per_minute as u64 / 20))
+    (interval, interval * (per_minute as u64 / 20).saturating_sub(1))
 }
 
 fn bump(ring: &[AtomicU64; 60], unit: u64) {
@@ -241,19 +242,19 @@ mod unit {
     #[test]
     fn gcra_allows_the_burst_then_paces() {
         let tat = AtomicU64::new(0);
-        let (iv, tol) = gcra(100, 0.9); // 666 ms apart, a burst of 5
+        let (iv, tol) = gcra(100, SHARE); // 632 ms apart, a burst of 4 more
         let now = 1_000_000_000_000;
-        let waits: Vec<u64> = (0..8).map(|_| book(&tat, now, iv, tol)).collect();
-        assert!(waits[..6].iter().all(|&w| w == 0), "{waits:?}");
-        assert_eq!(waits[6], iv);
-        assert_eq!(waits[7], 2 * iv);
+        let waits: Vec<u64> = (0..7).map(|_| book(&tat, now, iv, tol)).collect();
+        assert!(waits[..5].iter().all(|&w| w == 0), "{waits:?}");
+        assert_eq!(waits[5], iv);
+        assert_eq!(waits[6], 2 * iv);
     }
 
     #[test]
     fn no_minute_sees_more_than_the_limit() {
         for limit in [2u32, 15, 50, 100, 2_500] {
             let tat = AtomicU64::new(0);
-            let (iv, tol) = gcra(limit, 0.9);
+            let (iv, tol) = gcra(limit, SHARE);
             // Calls as fast as the limiter lets them: the times they go out.
             let mut times = Vec::new();
             let mut now = 5_000_000_000_000u64;

@@ -24,6 +24,18 @@ WORKER_DB = "e2e_workers"
 USED_SECRETS: set[str] = {KEY1_HEX, KEY2_B64, SECRET}
 
 
+def until(fn, timeout=30, every=0.05, what="condition"):
+    """Polls fn until it returns something true; fails after timeout seconds."""
+    import time
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def token(n: int | str) -> str:
     t = f"access-sandbox-e2e{n}-7c1e-4f55-9a2d-31b0c5e8d{str(n).rjust(3, '0')}"
     USED_SECRETS.add(t)

@@ -9,7 +9,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import USED_SECRETS, make_cluster
+from conftest import USED_SECRETS, make_cluster, until
 
 DB = "e2e_throughput"
 SLOTS = 6
@@ -40,16 +40,6 @@ def conn(tc, emulator):
     emulator("config", latency_ms=0)
     emulator("rate_limits", limits={})
     emulator("clear_faults")
-
-
-def until(fn, timeout=30, every=0.05, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def items(emulator, n, days=5):
@@ -115,6 +105,9 @@ def test_sigterm_with_every_slot_busy_stops_the_worker_within_a_second(tc, emula
     until(lambda: conn.execute("SELECT sum(in_flight) FROM plaid_sync.plaid_rate_status()").fetchone()[0] == SLOTS,
           what="every slot in a Plaid call")
     (pid,) = worker_pid(conn)
+    with open(f"/proc/{pid}/status") as f:
+        rss_kb = int(next(line.split()[1] for line in f if line.startswith("RssAnon:")))
+    assert rss_kb < 100 * 1024, f"worker private memory {rss_kb} kB with every slot busy"
     t0 = time.time()
     os.kill(pid, signal.SIGTERM)
     until(lambda: (worker_pid(conn) or (None,))[0] != pid, timeout=1.0, every=0.01, what="the worker to stop")

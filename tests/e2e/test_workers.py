@@ -8,7 +8,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import USED_SECRETS, make_cluster
+from conftest import USED_SECRETS, make_cluster, until
 from test_sync import assert_matches_emulator
 
 DB = "plaid"
@@ -36,16 +36,6 @@ def wc(emulator):
 def conn(wc):
     with wc.connect(DB) as c:
         yield c
-
-
-def until(fn, timeout=30, every=0.05, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def new_item(emulator, days=20, per_day=3):
