@@ -111,7 +111,10 @@ fn book(tat: &AtomicU64, at: u64, interval: u64, tolerance: u64) -> u64 {
 /// holds at most share × limit + burst + 1 calls, so the burst is 5% of the limit less one.
 fn gcra(per_minute: u32, share: f64) -> (u64, u64) {
     let interval = (60e9 / (per_minute as f64 * share)) as u64;
-    (interval, interval * (per_minute as u64 / 20).saturating_sub(1))
+    (
+        interval,
+        interval * (per_minute as u64 / 20).saturating_sub(1),
+    )
 }
 
 fn bump(ring: &[AtomicU64; 60], unit: u64) {

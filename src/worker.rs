@@ -145,10 +145,10 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
                     }
                 }
             }
-            // Full, with more due: the next idle worker takes them.
-            if pool.free() == 0 {
-                wake::on_claim(more_due);
-            }
+            // More due than this worker took (its slots, or its backlog share, are full): the
+            // next idle worker takes them. With slots free, commits may still wake this one.
+            wake::on_claim(more_due);
+            wake::set_idle(index, pool.free() > 0);
         }
         unsafe { pg_sys::pgstat_report_stat(false) };
         if index == 0 && last_maintenance.is_none_or(|t| t.elapsed() >= MAINTENANCE_EVERY) {

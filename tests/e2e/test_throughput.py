@@ -226,3 +226,31 @@ def test_webhooks_for_unannounced_items_are_checked_first_then_sleep_until_annou
     # Rejected rows expire like done ones (done_retention is 2 s here).
     until(lambda: conn.execute("SELECT count(*) = 0 FROM plaid_sync.inbox WHERE id = %s", (fid,)).fetchone()[0],
           timeout=20, what="the rejected row to expire")
+
+
+def test_one_items_pile_of_jobs_does_not_starve_another(tc, emulator, conn):
+    """With one slot, an Item with twenty queued jobs and another with one: the other one runs
+    second, not after the pile."""
+    until(lambda: queue_idle(conn), what="an idle queue")
+    with tc.connect() as c:
+        c.execute("ALTER SYSTEM SET plaid_sync.calls_in_flight = 1")
+        c.execute("SELECT pg_reload_conf()")
+    time.sleep(0.5)
+    try:
+        x, y = items(emulator, 2)
+        announce(conn, [x, y])
+        until(lambda: healthy(conn, [x, y]), what="both Items synced")
+        pile = [emulator("webhook", item_id=x["item_id"], webhook_type="ITEM", webhook_code="WEBHOOK_UPDATE_ACKNOWLEDGED",
+                         fields={"new_webhook_url": f"https://example.com/{n}"}) for n in range(20)]
+        other = emulator("webhook", item_id=y["item_id"], webhook_type="ITEM", webhook_code="WEBHOOK_UPDATE_ACKNOWLEDGED",
+                         fields={"new_webhook_url": "https://example.com/y"})
+        with conn.transaction():  # one commit: the same run_after for all, x's pile first by id
+            ids = [conn.execute("SELECT plaid_sync.plaid_receive_webhook(%s, %s)", (w["body"], w["plaid_verification"])).fetchone()[0]
+                   for w in pile + [other]]
+        until(lambda: queue_idle(conn), what="the jobs")
+        order = [r[0] for r in conn.execute("SELECT id FROM plaid_sync.inbox WHERE id = ANY(%s) ORDER BY finished_at, id", (ids,))]
+        assert order.index(ids[-1]) <= 2, f"the other Item's job ran {order.index(ids[-1]) + 1}th of {len(ids)}"
+    finally:
+        with tc.connect() as c:
+            c.execute("ALTER SYSTEM RESET plaid_sync.calls_in_flight")
+            c.execute("SELECT pg_reload_conf()")
