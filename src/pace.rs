@@ -18,9 +18,11 @@ use pgrx::{PgAtomic, pg_shmem_init};
 use crate::plaid::limits::{ENDPOINTS, Limit, index};
 
 const E: usize = ENDPOINTS.len();
-/// Per-Item buckets, direct-mapped by a hash of the token: Items that share one are paced
-/// together, which only ever errs on the slow side.
+/// Per-Item buckets, found by a hash of (token, endpoint) with a few probes; a bucket whose
+/// time has passed is free for another Item. Only when every probe is busy do two Items
+/// share one, which errs on the slow side.
 const ITEM_SLOTS: usize = 16_384;
+const PROBES: usize = 8;
 const SHARE: f64 = 0.95;
 const BULK_SHARE: f64 = 0.92;
 const MIN_FACTOR: u32 = 100; // permille of the configured rate
@@ -37,6 +39,7 @@ pub struct PaceShm {
     calls: [[AtomicU64; 60]; E],
     throttled: [[AtomicU64; 60]; E],
     item: [AtomicU64; ITEM_SLOTS],
+    item_key: [AtomicU64; ITEM_SLOTS],
 }
 unsafe impl PGRXSharedMemory for PaceShm {}
 
@@ -52,6 +55,7 @@ impl Default for PaceShm {
             calls: from_fn(|_| from_fn(|_| AtomicU64::new(0))),
             throttled: from_fn(|_| from_fn(|_| AtomicU64::new(0))),
             item: from_fn(|_| AtomicU64::new(0)),
+            item_key: from_fn(|_| AtomicU64::new(0)),
         }
     }
 }
@@ -115,6 +119,27 @@ fn gcra(per_minute: u32, share: f64) -> (u64, u64) {
         interval,
         interval * (per_minute as u64 / 20).saturating_sub(1),
     )
+}
+
+/// The bucket of one Item and endpoint (`key` is never 0).
+fn item_bucket(s: &PaceShm, key: u64, now: u64) -> &AtomicU64 {
+    let start = key as usize % ITEM_SLOTS;
+    for p in 0..PROBES {
+        let i = (start + p) % ITEM_SLOTS;
+        let k = s.item_key[i].load(Acquire);
+        if k == key {
+            return &s.item[i];
+        }
+        let free = k == 0 || s.item[i].load(Acquire) <= now;
+        if free
+            && s.item_key[i]
+                .compare_exchange(k, key, AcqRel, Acquire)
+                .is_ok()
+        {
+            return &s.item[i];
+        }
+    }
+    &s.item[start]
 }
 
 fn bump(ring: &[AtomicU64; 60], unit: u64) {
@@ -251,6 +276,22 @@ mod unit {
         assert!(waits[..5].iter().all(|&w| w == 0), "{waits:?}");
         assert_eq!(waits[5], iv);
         assert_eq!(waits[6], 2 * iv);
+    }
+
+    #[test]
+    fn items_get_buckets_of_their_own() {
+        let s = Box::<PaceShm>::default();
+        let now = 10_000_000_000_000;
+        // Two keys that hash to the same slot, both busy: two buckets.
+        let a = item_bucket(&s, 5, now) as *const _;
+        book(item_bucket(&s, 5, now), now, 1_000_000_000, 0);
+        let b = item_bucket(&s, 5 + ITEM_SLOTS as u64, now) as *const _;
+        assert_ne!(a, b);
+        assert_eq!(item_bucket(&s, 5, now) as *const _, a);
+        // Once a's time has passed, its bucket may serve another key.
+        let later = now + 2_000_000_000;
+        let c = item_bucket(&s, 5 + 2 * ITEM_SLOTS as u64, later) as *const AtomicU64;
+        assert_eq!(c, a);
     }
 
     #[test]
