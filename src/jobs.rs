@@ -154,7 +154,7 @@ pub fn process_inbox_in_transaction(max_jobs: i32) -> i32 {
     let mut ran = 0;
     let mut client = None;
     while ran < max_jobs {
-        let Some((job, more_due)) = claim(0).or_else(|| claim(1)) else {
+        let Some((job, more_due)) = claim(0, 1) else {
             break;
         };
         crate::wake::on_claim(more_due);
@@ -221,12 +221,19 @@ pub enum Next {
 /// `lanes` that has one.
 pub fn next(lanes: &[i16]) -> Next {
     db(|| {
-        match crate::database::sql_version() {
-            None => return Next::NotInstalled,
-            Some(v) if v != crate::database::LIBRARY_VERSION => return Next::Skewed(v),
-            Some(_) => {}
+        if !crate::database::sql_is_current_recently() {
+            match crate::database::sql_version() {
+                None => return Next::NotInstalled,
+                Some(v) if v != crate::database::LIBRARY_VERSION => return Next::Skewed(v),
+                Some(_) => crate::database::sql_is_current_now(),
+            }
         }
-        let Some((job, more_due)) = lanes.iter().find_map(|&l| claim(l)) else {
+        // Lanes in order: one ordered index scan over both, or the backlog before fresh work.
+        let claimed = match lanes {
+            [0, 1] => claim(0, 1),
+            _ => lanes.iter().find_map(|&l| claim(l, l)),
+        };
+        let Some((job, more_due)) = claimed else {
             return Next::Idle;
         };
         if !lock_item(&job, true) {

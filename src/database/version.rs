@@ -16,6 +16,24 @@ pub fn sql_version() -> Option<String> {
     )
 }
 
+thread_local! {
+    /// When the SQL objects were last seen to be this library's version: a worker woken by
+    /// every commit looks again at most once a second (versions change only by ALTER
+    /// EXTENSION, which the workers then notice within that second).
+    static CURRENT_AT: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+}
+
+pub fn sql_is_current_recently() -> bool {
+    CURRENT_AT.with(|c| {
+        c.get()
+            .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1))
+    })
+}
+
+pub fn sql_is_current_now() {
+    CURRENT_AT.with(|c| c.set(Some(std::time::Instant::now())));
+}
+
 /// What to do about database `db`, whose SQL objects are `sql`.
 pub fn skew_message(sql: &str, db: &str) -> String {
     format!(

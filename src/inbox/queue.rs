@@ -9,17 +9,18 @@ use rand::Rng;
 
 use crate::job::{Job, Outcome, backoff_ms};
 
-/// Claims the next due job of `lane` whose Item has no other job running, under a lease, and
+/// Claims the next due job of the lanes `first..=last` (lower lanes first) whose Item has no
+/// other job running, under a lease, and
 /// says whether more jobs are due. A job whose lease ran out, or whose process is gone (a
 /// crash), is claimable again. Within a lane jobs go by `run_after`: an Item whose job just
 /// ran has its other jobs moved behind the rest (see `record`), so one Item's pile does not
 /// starve the others.
-pub fn claim(lane: i16) -> Option<(Job, bool)> {
+pub fn claim(first: i16, last: i16) -> Option<(Job, bool)> {
     // Kept plans: an idle worker woken by a commit runs this and nothing else.
     let job = with_prepared(
         "WITH next AS (
              SELECT q.id FROM plaid_sync.inbox q
-              WHERE q.lane = $2 AND q.status IN ('pending', 'running') AND q.run_after <= now()
+              WHERE q.lane BETWEEN $2 AND $3 AND q.status IN ('pending', 'running') AND q.run_after <= now()
                 AND (q.status = 'pending' OR q.locked_until < now()
                      OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = q.locked_by))
                 AND (q.item_id IS NULL OR NOT EXISTS (
@@ -27,7 +28,7 @@ pub fn claim(lane: i16) -> Option<(Job, bool)> {
                       WHERE r.item_id = q.item_id AND r.status = 'running'
                         AND r.locked_until >= now() AND r.id <> q.id
                         AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.locked_by)))
-              ORDER BY q.run_after, q.id
+              ORDER BY q.lane, q.run_after, q.id
               LIMIT 1
               FOR UPDATE SKIP LOCKED)
          UPDATE plaid_sync.inbox q
@@ -38,10 +39,14 @@ pub fn claim(lane: i16) -> Option<(Job, bool)> {
                    EXISTS (SELECT FROM plaid_sync.inbox m
                             WHERE m.status = 'pending' AND m.run_after <= now() AND m.id > q.id),
                    q.lane",
-        &[pg_sys::INT4OID, pg_sys::INT2OID],
+        &[pg_sys::INT4OID, pg_sys::INT2OID, pg_sys::INT2OID],
         |c, stmt| {
             let rows = c
-                .update(stmt, None, &[gucs::job_lease_s().into(), lane.into()])
+                .update(
+                    stmt,
+                    None,
+                    &[gucs::job_lease_s().into(), first.into(), last.into()],
+                )
                 .expect("claim job");
             let r = rows.first();
             let id = r.get::<i64>(1).ok().flatten()?;
