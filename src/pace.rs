@@ -214,12 +214,8 @@ impl crate::plaid::Pacer for SharedPacer {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             (token, i).hash(&mut h);
             let (iv, tol) = gcra(limit, SHARE);
-            wait = wait.max(book(
-                &s.item[h.finish() as usize % ITEM_SLOTS],
-                now,
-                iv,
-                tol,
-            ));
+            let bucket = item_bucket(s, h.finish() | 1, now);
+            wait = wait.max(book(bucket, now, iv, tol));
         }
         Duration::from_nanos(wait)
     }
