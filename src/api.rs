@@ -48,6 +48,7 @@ fn notify_item_created(
     let env = gucs::environment().as_str();
     let item_id = validate::item_id(item_id)?;
     let token = validate::access_token(access_token, env)?;
+    crate::database::require_current_sql()?;
     let client_user_id = validate::optional_text(client_user_id, "client_user_id")?;
     let sealed = gucs::keyring()?.encrypt(item_id, token);
     // A new Item, the common case, is one statement: insert it and queue its first sync.
@@ -67,6 +68,7 @@ fn notify_item_created(
 
 fn notify_item_updated(item_id: Option<&str>, access_token: Option<&str>) -> Result<i64> {
     let item_id = validate::item_id(item_id)?;
+    crate::database::require_current_sql()?;
     let token = match access_token {
         None => None,
         Some(t) => Some(validate::access_token(
@@ -83,6 +85,7 @@ fn notify_item_updated(item_id: Option<&str>, access_token: Option<&str>) -> Res
 
 fn request_backfill(item_id: Option<&str>) -> Result<i64> {
     let item_id = validate::item_id(item_id)?;
+    crate::database::require_current_sql()?;
     live_item(item_id)?;
     Ok(enqueue_notice(
         "TRANSACTIONS",
@@ -184,6 +187,7 @@ fn remove_item(item_id: Option<&str>, remove_at_plaid: Option<bool>) -> Result<(
     let item_id = validate::item_id(item_id)?;
     let remove_at_plaid =
         remove_at_plaid.ok_or_else(|| Error::invalid("remove_at_plaid must not be NULL"))?;
+    crate::database::require_current_sql()?;
     let status = item_status(item_id)?;
     let has_token = items::has_token(item_id);
     if remove_at_plaid && !has_token {
@@ -205,6 +209,7 @@ fn remove_item(item_id: Option<&str>, remove_at_plaid: Option<bool>) -> Result<(
 fn update_item_webhook(item_id: Option<&str>, webhook_url: Option<&str>) -> Result<i64> {
     let item_id = validate::item_id(item_id)?;
     let url = validate::webhook_url(webhook_url)?;
+    crate::database::require_current_sql()?;
     live_item(item_id)?;
     Ok(enqueue_notice(
         "ITEM",

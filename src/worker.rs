@@ -151,7 +151,11 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
             wake::set_idle(index, pool.free() > 0);
         }
         unsafe { pg_sys::pgstat_report_stat(false) };
-        if index == 0 && last_maintenance.is_none_or(|t| t.elapsed() >= MAINTENANCE_EVERY) {
+        // Not while the SQL objects are another version: its statements are this version's.
+        if index == 0
+            && skew_reported.is_none()
+            && last_maintenance.is_none_or(|t| t.elapsed() >= MAINTENANCE_EVERY)
+        {
             db(crate::inbox::maintenance::maintenance);
             last_maintenance = Some(Instant::now());
         }

@@ -42,8 +42,12 @@ pub fn skew_message(sql: &str, db: &str) -> String {
     )
 }
 
-/// 55000 with the fix when the SQL objects are not this library's version.
+/// 55000 with the fix when the SQL objects are not this library's version (looked up at
+/// most once a second while they are).
 pub fn require_current_sql() -> Result<()> {
+    if sql_is_current_recently() {
+        return Ok(());
+    }
     match sql_version() {
         Some(v) if v != LIBRARY_VERSION => {
             // In a transaction here, so the catalog can name the database.
@@ -57,6 +61,9 @@ pub fn require_current_sql() -> Result<()> {
                 &db.to_string_lossy(),
             )))
         }
-        _ => Ok(()),
+        _ => {
+            sql_is_current_now();
+            Ok(())
+        }
     }
 }
