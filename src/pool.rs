@@ -8,31 +8,39 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 
-use crate::database::bridge::{self, Task};
+use crate::database::bridge::{self, Bell, Task, ToMain};
 use crate::job::{Job, Outcome};
 use crate::plaid::Client;
 
 pub struct Pool {
     slots: usize,
     running: HashMap<i64, Job>,
-    tasks_tx: Sender<Task>,
+    to_main: ToMain,
     tasks: Receiver<Task>,
     done_tx: Sender<(i64, Outcome)>,
     done: Receiver<(i64, Outcome)>,
 }
 
 impl Pool {
-    pub fn new(slots: usize) -> Pool {
+    pub fn new(slots: usize) -> std::io::Result<Pool> {
         let (tasks_tx, tasks) = channel();
         let (done_tx, done) = channel();
-        Pool {
+        Ok(Pool {
             slots,
             running: HashMap::new(),
-            tasks_tx,
+            to_main: ToMain {
+                tasks: tasks_tx,
+                bell: Bell::new()?,
+            },
             tasks,
             done_tx,
             done,
-        }
+        })
+    }
+
+    /// The eventfd that is readable while job threads have something for the main thread.
+    pub fn bell(&self) -> &Bell {
+        &self.to_main.bell
     }
 
     /// After a reload: slots in use keep running; new claims see the new size.
@@ -63,7 +71,7 @@ impl Pool {
 
     /// Starts a claimed job on a thread of its own.
     pub fn spawn(&mut self, job: Job, client: Arc<Client>) {
-        let tasks = self.tasks_tx.clone();
+        let to_main = self.to_main.clone();
         let done = self.done_tx.clone();
         let id = job.id;
         let run = job.clone();
@@ -71,9 +79,11 @@ impl Pool {
             .name(format!("plaid_sync job {id}"))
             .spawn(move || {
                 block_signals();
-                bridge::attach(tasks);
+                let bell = to_main.bell.clone();
+                bridge::attach(to_main);
                 let outcome = crate::jobs::run_claimed(&run, &client);
                 let _ = done.send((id, outcome));
+                bell.ring();
             });
         match started {
             Ok(_) => {

@@ -14,6 +14,7 @@ use pgrx::IntoDatum;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
 
+use crate::database::bridge::Bell;
 use crate::database::db;
 use crate::gucs;
 use crate::job::Outcome;
@@ -33,18 +34,26 @@ enum Wake {
     Exit,
 }
 
-/// Waits on the process latch; tells a wake-up from a timeout.
-fn wait_latch(timeout: Duration) -> Wake {
+/// Waits on the process latch and the job threads' bell; tells a wake-up from a timeout.
+/// The bell (job threads' steps and finished jobs) is silenced here and served by the loop.
+fn wait_latch(bell: &Bell, timeout: Duration) -> Wake {
     let events = unsafe {
-        let rc = pg_sys::WaitLatch(
+        let rc = pg_sys::WaitLatchOrSocket(
             pg_sys::MyLatch,
-            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            (pg_sys::WL_LATCH_SET
+                | pg_sys::WL_SOCKET_READABLE
+                | pg_sys::WL_TIMEOUT
+                | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            bell.fd(),
             timeout.as_millis() as std::ffi::c_long,
             pg_sys::PG_WAIT_EXTENSION,
         );
         pg_sys::ResetLatch(pg_sys::MyLatch);
         rc
     };
+    if events & pg_sys::WL_SOCKET_READABLE as i32 != 0 {
+        bell.reset();
+    }
     if BackgroundWorker::sigterm_received() || wake::stopping() {
         Wake::Exit
     } else if events & pg_sys::WL_LATCH_SET as i32 != 0 {
@@ -85,7 +94,8 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
         gucs::database()
     );
 
-    let mut pool = Pool::new(gucs::calls_in_flight() as usize);
+    let mut pool = Pool::new(gucs::calls_in_flight() as usize)
+        .unwrap_or_else(|e| error!("plaid_sync worker {index}: no eventfd for its job threads: {e}"));
     let mut last_maintenance: Option<Instant> = None;
     let mut skew_reported: Option<String> = None;
     let mut last_look = Instant::now() - LOOK_WHILE_BUSY;
@@ -159,15 +169,15 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
             db(crate::inbox::maintenance::maintenance);
             last_maintenance = Some(Instant::now());
         }
-        // Busy: come back at once for the job threads' steps. Idle: sleep until woken.
+        // Busy: the bell wakes us for the job threads' steps. Idle: sleep until woken.
         let wait = if pool.in_flight() > 0 {
-            Duration::from_millis(1)
+            LOOK_WHILE_BUSY
         } else if index == 0 {
             Duration::from_millis(gucs::poll_interval_ms()).min(MAINTENANCE_EVERY)
         } else {
             Duration::from_millis(gucs::poll_interval_ms())
         };
-        match wait_latch(wait) {
+        match wait_latch(pool.bell(), wait) {
             Wake::Latch => look = true,
             Wake::Timeout => look |= pool.in_flight() == 0,
             Wake::Exit => break,
