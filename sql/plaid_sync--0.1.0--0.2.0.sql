@@ -110,3 +110,32 @@ CREATE VIEW plaid_sync.sync_progress AS
                 WHEN pace.first_syncs_5min > 0
                 THEN interval '5 minutes' * (i.items_never_synced::float8 / pace.first_syncs_5min) END AS backlog_eta
       FROM i, q, r, pace;
+
+-- Calls Plaid bills per request (/transactions/refresh), one row per plaid_refresh_transactions
+-- the budgets allowed: the daily budgets count them, and they show what was spent.
+CREATE TABLE plaid_sync.paid_calls (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    item_id      text NOT NULL REFERENCES plaid_sync.items (item_id),
+    endpoint     text NOT NULL,
+    inbox_id     bigint,
+    requested_at timestamptz NOT NULL DEFAULT now(),
+    called_at    timestamptz,
+    request_id   text,
+    -- ok, skipped, retry, item_error or failed; NULL until the job has run.
+    outcome      text,
+    error        text
+);
+-- The budget check: calls in the last 24 hours (for the server, and per Item).
+CREATE INDEX paid_calls_requested_idx ON plaid_sync.paid_calls (endpoint, requested_at);
+-- The job records its outcome by inbox id.
+CREATE INDEX paid_calls_inbox_idx ON plaid_sync.paid_calls (inbox_id);
+SELECT pg_catalog.pg_extension_config_dump('plaid_sync.paid_calls', '');
+SELECT pg_catalog.pg_extension_config_dump('plaid_sync.paid_calls_id_seq', '');
+
+-- plaid_refresh_transactions(item_id): one paid /transactions/refresh, within the budgets.
+CREATE FUNCTION plaid_sync."plaid_refresh_transactions"("item_id" TEXT) RETURNS bigint
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO @extschema@, pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'plaid_refresh_transactions_wrapper';
+REVOKE ALL ON FUNCTION plaid_sync."plaid_refresh_transactions"(TEXT) FROM PUBLIC;

@@ -206,6 +206,25 @@ CREATE TABLE plaid_sync.sync_rejects (
 );
 CREATE INDEX sync_rejects_open_idx ON plaid_sync.sync_rejects (item_id) WHERE resolved_at IS NULL;
 
+-- Calls Plaid bills per request (/transactions/refresh), one row per plaid_refresh_transactions
+-- the budgets allowed: the daily budgets count them, and they show what was spent.
+CREATE TABLE plaid_sync.paid_calls (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    item_id      text NOT NULL REFERENCES plaid_sync.items (item_id),
+    endpoint     text NOT NULL,
+    inbox_id     bigint,
+    requested_at timestamptz NOT NULL DEFAULT now(),
+    called_at    timestamptz,
+    request_id   text,
+    -- ok, skipped, retry, item_error or failed; NULL until the job has run.
+    outcome      text,
+    error        text
+);
+-- The budget check: calls in the last 24 hours (for the server, and per Item).
+CREATE INDEX paid_calls_requested_idx ON plaid_sync.paid_calls (endpoint, requested_at);
+-- The job records its outcome by inbox id.
+CREATE INDEX paid_calls_inbox_idx ON plaid_sync.paid_calls (inbox_id);
+
 -- /institutions/get_by_id results, cached.
 CREATE TABLE plaid_sync.institutions (
     institution_id text PRIMARY KEY,

@@ -18,6 +18,8 @@ pub enum Error {
     NotConfigured(String),
     /// 40001: a concurrent change got in the way; the same call again succeeds.
     Retry(String),
+    /// 53400: a budget the settings give is spent (paid Plaid calls per day).
+    OverBudget(String),
 }
 
 impl Error {
@@ -36,6 +38,7 @@ impl Error {
             Error::Privilege(_) => "42501",
             Error::NotConfigured(_) => "55000",
             Error::Retry(_) => "40001",
+            Error::OverBudget(_) => "53400",
         }
     }
 
@@ -45,7 +48,8 @@ impl Error {
             | Error::InvalidJson(m)
             | Error::Privilege(m)
             | Error::NotConfigured(m)
-            | Error::Retry(m) => m,
+            | Error::Retry(m)
+            | Error::OverBudget(m) => m,
         }
     }
 }

@@ -138,6 +138,9 @@ pub fn run(job: &Job, client: &Client) -> Outcome {
         (_, "TRANSACTIONS", "RECURRING_TRANSACTIONS_UPDATE") => Outcome::Done(Some(
             "ignored: recurring transactions are not synced".into(),
         )),
+        ("backend", "TRANSACTIONS", "REFRESH") => {
+            sync::refresh::refresh_transactions(job, client, item_id)
+        }
         (_, "TRANSACTIONS", _) => {
             coalesce(job, client);
             sync::transactions(job, client, item_id)

@@ -1,7 +1,7 @@
 //! plaid_sync: keeps Plaid Items, Accounts and Transactions in sync inside PostgreSQL.
 //!
 //! Layers, each using only those below it, in the order the data moves:
-//! - entry points: `api.rs` (the SQL functions) and `worker.rs` (the loop);
+//! - entry points: `api/` (the SQL functions) and `worker.rs` (the loop);
 //! - what jobs do: `jobs.rs` (dispatch), `pool.rs` (jobs in flight on threads), `sync/` (Items,
 //!   transactions), `webhook.rs` (verification glue);
 //! - the rows: `inbox/` (notices and webhooks in, jobs out), `store/` (Items, accounts, transactions);

@@ -94,8 +94,9 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
         gucs::database()
     );
 
-    let mut pool = Pool::new(gucs::calls_in_flight() as usize)
-        .unwrap_or_else(|e| error!("plaid_sync worker {index}: no eventfd for its job threads: {e}"));
+    let mut pool = Pool::new(gucs::calls_in_flight() as usize).unwrap_or_else(|e| {
+        error!("plaid_sync worker {index}: no eventfd for its job threads: {e}")
+    });
     let mut last_maintenance: Option<Instant> = None;
     let mut skew_reported: Option<String> = None;
     let mut last_look = Instant::now() - LOOK_WHILE_BUSY;

@@ -13,6 +13,7 @@ pub fn raise(e: Error) -> ! {
         Error::Privilege(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
         Error::NotConfigured(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
         Error::Retry(_) => PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+        Error::OverBudget(_) => PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
     };
     ErrorReport::new(code, e.message().to_string(), "plaid_sync").report(PgLogLevel::ERROR);
     unreachable!("ERROR does not return")

@@ -49,6 +49,8 @@ static DONE_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
 static RESYNC_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 static UNKNOWN_ITEM_GRACE_S: GucSetting<i32> = GucSetting::<i32>::new(3_600);
 static CALLS_IN_FLIGHT: GucSetting<i32> = GucSetting::<i32>::new(32);
+static REFRESHES_PER_ITEM_PER_DAY: GucSetting<i32> = GucSetting::<i32>::new(4);
+static REFRESHES_PER_DAY: GucSetting<i32> = GucSetting::<i32>::new(100);
 static RATE_LIMITS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 // The variables behind the secret GUCs only ever hold the mask; the values live here.
@@ -157,7 +159,7 @@ pub fn init() {
         i32,
         i32,
         GucFlags,
-    ); 11] = [
+    ); 13] = [
         (
             c"plaid_sync.connect_timeout",
             c"Timeout to connect to Plaid.",
@@ -236,6 +238,22 @@ pub fn init() {
             &CALLS_IN_FLIGHT,
             1,
             64,
+            GucFlags::default(),
+        ),
+        (
+            c"plaid_sync.refreshes_per_item_per_day",
+            c"Paid /transactions/refresh calls plaid_refresh_transactions may queue per Item in any 24 hours (0 = none).",
+            &REFRESHES_PER_ITEM_PER_DAY,
+            0,
+            1_000,
+            GucFlags::default(),
+        ),
+        (
+            c"plaid_sync.refreshes_per_day",
+            c"Paid /transactions/refresh calls plaid_refresh_transactions may queue for the whole server in any 24 hours (0 = none).",
+            &REFRESHES_PER_DAY,
+            0,
+            10_000_000,
             GucFlags::default(),
         ),
         (
@@ -355,6 +373,12 @@ pub fn calls_in_flight() -> i32 {
 }
 pub fn rate_limits() -> String {
     text(&RATE_LIMITS).unwrap_or_default()
+}
+pub fn refreshes_per_item_per_day() -> i32 {
+    REFRESHES_PER_ITEM_PER_DAY.get()
+}
+pub fn refreshes_per_day() -> i32 {
+    REFRESHES_PER_DAY.get()
 }
 pub fn unknown_item_grace_s() -> i32 {
     UNKNOWN_ITEM_GRACE_S.get()

@@ -117,6 +117,7 @@ pub fn queued_triggers(job: &Job) -> Vec<(i64, bool)> {
             "SELECT id, source = 'plaid' FROM plaid_sync.inbox
               WHERE item_id = $2 AND status = 'pending' AND id <> $1 AND webhook_type = 'TRANSACTIONS'
                 AND webhook_code <> 'RECURRING_TRANSACTIONS_UPDATE'
+                AND NOT (source = 'backend' AND webhook_code = 'REFRESH')
                 AND NOT (source = 'backend' AND webhook_code = 'HISTORICAL_UPDATE')
               ORDER BY id LIMIT 10000",
             None,

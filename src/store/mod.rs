@@ -1,10 +1,13 @@
 //! The rows a sync writes. Plaid's JSON goes into Postgres as text and is taken apart in SQL,
 //! so `numeric` columns get the exact digits Plaid sent. `items.rs` the Items (announce,
 //! tokens, removal) and institutions, `accounts.rs` accounts and balance snapshots,
-//! `transactions.rs` staged pages and their apply.
+//! `transactions.rs` staged pages and their apply, `paid_calls.rs` the calls Plaid bills per
+//! request, `changes.rs` the NOTIFY sent when an apply commits.
 
 pub mod accounts;
+pub mod changes;
 pub mod items;
+pub mod paid_calls;
 pub mod transactions;
 
 pub use accounts::upsert_accounts;

@@ -1,10 +1,11 @@
 //! What each job does. A job reads what it needs from the database, calls Plaid, and writes
 //! the result; `jobs.rs` decides when, and records the outcome. Here: what every job shares
 //! (Plaid errors to outcomes, pausing an Item, loading its token); `item.rs` the ITEM jobs,
-//! `transactions.rs` a sync, `pagination.rs` its loop.
+//! `transactions.rs` a sync, `pagination.rs` its loop, `refresh.rs` an on-demand refresh.
 
 pub mod item;
 pub mod pagination;
+pub mod refresh;
 pub mod transactions;
 
 pub use item::{item_webhook, refresh_item, remove_at_plaid, update_webhook};

@@ -125,6 +125,14 @@ fn finish_sync(
                 &[item_id.into(), s.next_cursor.clone().into(), s.update_status.clone().into()],
             )
             .expect("advance cursor");
+            store::changes::notify(
+                item_id,
+                "transactions",
+                run_id,
+                s.added as i32,
+                s.modified as i32,
+                s.removed as i32,
+            );
             let note = (rejected > 0).then(|| {
                 format!("applied; {rejected} left out that could not be applied: see plaid_sync.sync_rejects")
             });

@@ -44,6 +44,7 @@ FIELDS = {  # endpoint -> (required, optional) request fields, as the spec lists
     "/accounts/get": ({"access_token"}, {"options"}),
     "/transactions/sync": ({"access_token"}, {"cursor", "count", "options"}),
     "/transactions/refresh": ({"access_token"}, set()),
+    "/accounts/balance/get": ({"access_token"}, {"options"}),
     "/institutions/get_by_id": ({"institution_id", "country_codes"}, {"options"}),
     "/item/webhook/update": ({"access_token"}, {"webhook"}),
     "/item/remove": ({"access_token"}, {"reason_code", "reason_note"}),
@@ -199,6 +200,8 @@ class World:
         self.windows = {}          # (endpoint,) or (endpoint, token) -> deque of times
         self.throttled = 0
         self.connections_opened = 0
+        self.calls = {}            # endpoint -> calls answered 200
+        self.billed = {}           # "item_id endpoint" -> paid calls answered 200 (Plaid bills these)
         self.default_days, self.default_per_day = 90, 3
         self.client_id, self.secret = CLIENT_ID, SECRET
         self.key = ec.generate_private_key(ec.SECP256R1())
@@ -348,6 +351,13 @@ class Handler(BaseHTTPRequestHandler):
                 status, resp = handle(w, path, body)
         except PlaidFault as e:
             return self.send(e.status, e.body)
+        if status == 200:
+            with w.lock:
+                w.calls[path] = w.calls.get(path, 0) + 1
+                item = w.by_token.get(body.get("access_token"))
+                if path in PAID and item:
+                    key = f"{item.item_id} {path}"
+                    w.billed[key] = w.billed.get(key, 0) + 1
         data = resp.encode() if isinstance(resp, str) else dumps(resp).encode()
         if fault and fault["kind"] == "truncated":
             data = data[: len(data) // 2]
@@ -409,11 +419,14 @@ def item_for(w, body):
     return item
 
 
+# Endpoints Plaid bills per successful request.
+PAID = {"/transactions/refresh", "/accounts/balance/get"}
+
 RATE_LIMIT_CODES = {
     "/transactions/sync": "TRANSACTIONS_SYNC_LIMIT", "/transactions/get": "TRANSACTIONS_LIMIT",
     "/transactions/refresh": "TRANSACTIONS_REFRESH_LIMIT", "/accounts/get": "ACCOUNTS_LIMIT",
     "/item/get": "ITEM_GET_LIMIT", "/institutions/get_by_id": "INSTITUTIONS_GET_BY_ID_LIMIT",
-    "/item/remove": "RATE_LIMIT",
+    "/item/remove": "RATE_LIMIT", "/accounts/balance/get": "BALANCE_LIMIT",
 }
 
 
@@ -482,6 +495,11 @@ def handle(w, path, body):
         return 200, {"item": item_json(item, consent=True), "status": {"transactions": {"last_successful_update": None, "last_failed_update": None}, "last_webhook": None}, "request_id": rid}
     if path == "/accounts/get":
         return 200, {"accounts": item.accounts, "item": item_json(item), "request_id": rid}
+    if path == "/accounts/balance/get":
+        # Real-time balances: they differ from the cached ones /accounts/get returns.
+        live = [dict(a, balances=dict(a["balances"], current=money(Decimal(a["balances"]["current"]["__num__"]) + 1)))
+                for a in item.accounts]
+        return 200, {"accounts": live, "item": item_json(item), "request_id": rid}
     if path == "/item/webhook/update":
         item.webhook = body.get("webhook")
         return 200, {"item": item_json(item), "request_id": rid}
@@ -585,6 +603,8 @@ def control(w, what, body):
         w.windows.clear()
         w.throttled = 0
         return {"ok": True}
+    if what == "calls":  # calls answered 200, per endpoint, and the paid ones per Item
+        return {"calls": w.calls, "billed": w.billed}
     if what == "rate_limit_stats":
         return {"throttled": w.throttled, "connections_opened": w.connections_opened}
     if what == "config":

@@ -15,6 +15,9 @@ use crate::inbox::{self, enqueue_notice};
 use crate::store::items::{self, Announced};
 use crate::validate;
 
+mod refresh;
+mod status;
+
 /// The Item's current status, or 22023 when there is no such Item.
 fn item_status(item_id: &str) -> Result<String> {
     items::status_for_update(item_id).ok_or_else(|| {
@@ -24,7 +27,7 @@ fn item_status(item_id: &str) -> Result<String> {
     })
 }
 
-fn live_item(item_id: &str) -> Result<String> {
+pub(super) fn live_item(item_id: &str) -> Result<String> {
     let status = item_status(item_id)?;
     if status == "removed" {
         return Err(Error::invalid(format!(
@@ -344,52 +347,4 @@ fn plaid_process_inbox(max_jobs: default!(Option<i32>, 100)) -> i32 {
     let max_jobs = ok(validate::max_jobs(max_jobs));
     ok(crate::database::require_current_sql());
     crate::jobs::process_inbox_in_transaction(max_jobs)
-}
-
-/// The version of the loaded library. `pg_extension.extversion` is the version of the SQL
-/// objects; the two differ between installing a new package and `ALTER EXTENSION UPDATE`.
-#[pg_extern(security_definer, stable, parallel_safe)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
-fn version() -> &'static str {
-    crate::database::LIBRARY_VERSION
-}
-
-/// Plaid calls per endpoint, as the shared rate limiter sees them: the limits in force
-/// (per client and per Item, per minute), calls booked in the last minute, calls in flight,
-/// 429s in the last hour, and the share of the configured rate in use after 429s.
-#[pg_extern(security_definer, volatile, parallel_safe)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
-#[allow(clippy::type_complexity)]
-fn plaid_rate_status() -> TableIterator<
-    'static,
-    (
-        name!(endpoint, String),
-        name!(per_client_limit, Option<i32>),
-        name!(per_item_limit, Option<i32>),
-        name!(calls_last_minute, i64),
-        name!(in_flight, i32),
-        name!(throttled_last_hour, i64),
-        name!(rate_share, f64),
-    ),
-> {
-    let limits = crate::plaid::limits::parse(&gucs::rate_limits())
-        .unwrap_or_else(|_| crate::plaid::limits::parse("").expect("the default table parses"));
-    let rows: Vec<_> = crate::pace::status()
-        .into_iter()
-        .zip(limits)
-        .map(
-            |((endpoint, calls, in_flight, throttled, share), (client, item))| {
-                (
-                    endpoint.to_string(),
-                    client.map(|n| n as i32),
-                    item.map(|n| n as i32),
-                    calls,
-                    in_flight,
-                    throttled,
-                    share,
-                )
-            },
-        )
-        .collect();
-    TableIterator::new(rows)
 }
