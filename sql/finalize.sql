@@ -47,8 +47,14 @@ SELECT pg_catalog.pg_extension_config_dump('plaid_sync.sync_runs_id_seq', '');
 -- Added in 0.2.0 (last, in the order the upgrade script registers them).
 SELECT pg_catalog.pg_extension_config_dump('plaid_sync.sync_rejects', '');
 SELECT pg_catalog.pg_extension_config_dump('plaid_sync.sync_rejects_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('plaid_sync.item_products', '');
 SELECT pg_catalog.pg_extension_config_dump('plaid_sync.paid_calls', '');
 SELECT pg_catalog.pg_extension_config_dump('plaid_sync.paid_calls_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('plaid_sync.recurring_streams', '');
+SELECT pg_catalog.pg_extension_config_dump('plaid_sync.liabilities', '');
+SELECT pg_catalog.pg_extension_config_dump('plaid_sync.securities', '');
+SELECT pg_catalog.pg_extension_config_dump('plaid_sync.holdings', '');
+SELECT pg_catalog.pg_extension_config_dump('plaid_sync.investment_transactions', '');
 
 -- Nobody runs anything until granted (the README lists the GRANTs an application role needs).
 REVOKE ALL ON SCHEMA plaid_sync FROM PUBLIC;

@@ -30,7 +30,44 @@ CREATE INDEX sync_rejects_open_idx ON plaid_sync.sync_rejects (item_id) WHERE re
 SELECT pg_catalog.pg_extension_config_dump('plaid_sync.sync_rejects', '');
 SELECT pg_catalog.pg_extension_config_dump('plaid_sync.sync_rejects_id_seq', '');
 
--- item_health gains the count of open rejects (a new last column, so OR REPLACE keeps grants).
+-- item_health gains the count of open rejects and each product's state (new last columns, so
+-- OR REPLACE keeps grants). item_products is created first: the view reads it.
+-- Which Plaid products each Item has (from /item/get) and where each stands. Only products
+-- plaid_sync mirrors get a row. state: pending (not read yet), ok, not_ready (retried),
+-- unsupported, no_accounts, needs_consent (waiting for Link update mode), absent (no longer
+-- on the Item; its rows stay).
+CREATE TABLE plaid_sync.item_products (
+    item_id         text NOT NULL REFERENCES plaid_sync.items (item_id),
+    product         text NOT NULL,
+    state           text NOT NULL DEFAULT 'pending' CHECK (state IN
+                        ('pending', 'ok', 'not_ready', 'unsupported', 'no_accounts', 'needs_consent', 'absent')),
+    -- Listed only in consented_products: calling it adds the product (and its billing).
+    consented_only  boolean NOT NULL DEFAULT false,
+    last_synced_at  timestamptz,
+    last_attempt_at timestamptz,
+    last_error      jsonb,
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (item_id, product)
+);
+SELECT pg_catalog.pg_extension_config_dump('plaid_sync.item_products', '');
+-- Items 0.1.0 synced: their products as their last /item/get (items.data) listed them, so
+-- product syncs start without waiting for the next ITEM/UPDATED.
+INSERT INTO plaid_sync.item_products (item_id, product, consented_only)
+SELECT i.item_id, p.product, bool_and(p.src = 'consented')
+  FROM plaid_sync.items i,
+       LATERAL (SELECT jsonb_array_elements_text(CASE WHEN jsonb_typeof(i.data -> 'products') = 'array'
+                                                     THEN i.data -> 'products' ELSE '[]' END), 'products'
+                UNION ALL
+                SELECT jsonb_array_elements_text(CASE WHEN jsonb_typeof(i.data -> 'billed_products') = 'array'
+                                                     THEN i.data -> 'billed_products' ELSE '[]' END), 'billed'
+                UNION ALL
+                SELECT jsonb_array_elements_text(CASE WHEN jsonb_typeof(i.data -> 'consented_products') = 'array'
+                                                     THEN i.data -> 'consented_products' ELSE '[]' END), 'consented'
+               ) p(product, src)
+ WHERE jsonb_typeof(i.data) = 'object' AND i.status <> 'removed'
+   AND p.product IN ('transactions', 'recurring_transactions', 'investments', 'liabilities')
+ GROUP BY i.item_id, p.product;
+
 CREATE OR REPLACE VIEW plaid_sync.item_health AS
     SELECT i.item_id,
            i.status,
@@ -51,7 +88,10 @@ CREATE OR REPLACE VIEW plaid_sync.item_health AS
            i.initial_update_complete,
            i.historical_update_complete,
            (SELECT count(*) FROM plaid_sync.sync_rejects s
-             WHERE s.item_id = i.item_id AND s.resolved_at IS NULL) AS rejected_transactions
+             WHERE s.item_id = i.item_id AND s.resolved_at IS NULL) AS rejected_transactions,
+           (SELECT jsonb_object_agg(p.product, jsonb_build_object('state', p.state,
+                       'last_synced_at', p.last_synced_at, 'last_error', p.last_error ->> 'error_code'))
+              FROM plaid_sync.item_products p WHERE p.item_id = i.item_id) AS products
       FROM plaid_sync.items i;
 
 -- Lanes: fresh work before the backlog; rejected rows expire like done ones.
@@ -139,3 +179,153 @@ SET search_path TO @extschema@, pg_catalog, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'plaid_refresh_transactions_wrapper';
 REVOKE ALL ON FUNCTION plaid_sync."plaid_refresh_transactions"(TEXT) FROM PUBLIC;
+
+-- Syncs of other products than Transactions are sync_runs too.
+ALTER TABLE plaid_sync.sync_runs ADD COLUMN product text NOT NULL DEFAULT 'transactions';
+
+-- /transactions/recurring/get: one row per stream. Each read is a full snapshot, so a stream
+-- it no longer lists gets removed_at (and comes back if listed again). Amounts as Plaid sends
+-- them: outflows positive, inflows negative.
+CREATE TABLE plaid_sync.recurring_streams (
+    stream_id                 text PRIMARY KEY,
+    item_id                   text NOT NULL REFERENCES plaid_sync.items (item_id),
+    account_id                text,
+    direction                 text NOT NULL CHECK (direction IN ('inflow', 'outflow')),
+    description               text,
+    merchant_name             text,
+    frequency                 text,
+    status                    text,
+    is_active                 boolean,
+    average_amount            numeric,
+    last_amount               numeric,
+    iso_currency_code         text,
+    unofficial_currency_code  text,
+    first_date                date,
+    last_date                 date,
+    predicted_next_date       date,
+    -- No foreign key: a stream may name transactions a sync already removed.
+    transaction_ids           text[] NOT NULL DEFAULT '{}',
+    personal_finance_category jsonb,
+    -- The response's updated_datetime: when Plaid last changed the Item's streams.
+    updated_datetime          timestamptz,
+    data                      jsonb NOT NULL,
+    created_at                timestamptz NOT NULL DEFAULT now(),
+    updated_at                timestamptz NOT NULL DEFAULT now(),
+    removed_at                timestamptz
+);
+-- The apply's snapshot comparison, and reading an Item's streams.
+CREATE INDEX recurring_streams_item_idx ON plaid_sync.recurring_streams (item_id);
+SELECT pg_catalog.pg_extension_config_dump('plaid_sync.recurring_streams', '');
+
+-- /liabilities/get: one row per account and kind. Each read is a full snapshot, so a
+-- liability it no longer lists gets removed_at. Typed columns for the figures people query;
+-- data keeps Plaid's object (every field, e.g. a mortgage's property_address).
+CREATE TABLE plaid_sync.liabilities (
+    account_id                   text NOT NULL,
+    kind                         text NOT NULL CHECK (kind IN ('credit', 'student', 'mortgage')),
+    item_id                      text NOT NULL REFERENCES plaid_sync.items (item_id),
+    -- The account's balances.current in the same response.
+    current_balance              numeric,
+    last_statement_balance       numeric,
+    minimum_payment_amount       numeric,
+    next_payment_due_date        date,
+    -- Mortgages: the next monthly payment.
+    next_monthly_payment         numeric,
+    last_payment_amount          numeric,
+    last_payment_date            date,
+    is_overdue                   boolean,
+    past_due_amount              numeric,
+    -- Student: interest_rate_percentage; mortgage: interest_rate.percentage; credit: the
+    -- purchase APR (every APR is in aprs).
+    interest_rate_percentage     numeric,
+    aprs                         jsonb,
+    origination_principal_amount numeric,
+    origination_date             date,
+    data                         jsonb NOT NULL,
+    created_at                   timestamptz NOT NULL DEFAULT now(),
+    updated_at                   timestamptz NOT NULL DEFAULT now(),
+    removed_at                   timestamptz,
+    PRIMARY KEY (account_id, kind)
+);
+-- The apply's snapshot comparison, and reading an Item's liabilities.
+CREATE INDEX liabilities_item_idx ON plaid_sync.liabilities (item_id);
+SELECT pg_catalog.pg_extension_config_dump('plaid_sync.liabilities', '');
+
+-- Investments. securities: Plaid's securities, shared by every Item that holds or trades
+-- them (security data is not account-specific), kept at their latest version.
+CREATE TABLE plaid_sync.securities (
+    security_id              text PRIMARY KEY,
+    ticker_symbol            text,
+    name                     text,
+    type                     text,
+    subtype                  text,
+    close_price              numeric,
+    close_price_as_of        date,
+    iso_currency_code        text,
+    unofficial_currency_code text,
+    cusip                    text,
+    isin                     text,
+    sedol                    text,
+    institution_security_id  text,
+    institution_id           text,
+    market_identifier_code   text,
+    is_cash_equivalent       boolean,
+    data                     jsonb NOT NULL,
+    created_at               timestamptz NOT NULL DEFAULT now(),
+    updated_at               timestamptz NOT NULL DEFAULT now()
+);
+
+-- /investments/holdings/get: one row per account and security. Each read is a full
+-- snapshot: a position sold out (or moved to a new security_id) gets removed_at.
+CREATE TABLE plaid_sync.holdings (
+    account_id               text NOT NULL,
+    security_id              text NOT NULL,
+    item_id                  text NOT NULL REFERENCES plaid_sync.items (item_id),
+    -- Up to 16 decimals from Plaid, kept as sent.
+    quantity                 numeric,
+    institution_price        numeric,
+    institution_price_as_of  date,
+    -- As the institution reports it, not quantity × price.
+    institution_value        numeric,
+    -- The position's total cost basis.
+    cost_basis               numeric,
+    iso_currency_code        text,
+    unofficial_currency_code text,
+    data                     jsonb NOT NULL,
+    created_at               timestamptz NOT NULL DEFAULT now(),
+    updated_at               timestamptz NOT NULL DEFAULT now(),
+    removed_at               timestamptz,
+    PRIMARY KEY (account_id, security_id)
+);
+-- The apply's snapshot comparison, and reading an Item's holdings.
+CREATE INDEX holdings_item_idx ON plaid_sync.holdings (item_id);
+
+-- /investments/transactions/get, read over date windows. Plaid lists no removals: one a
+-- window read in full no longer lists was cancelled and gets removed_at.
+CREATE TABLE plaid_sync.investment_transactions (
+    investment_transaction_id text PRIMARY KEY,
+    item_id                   text NOT NULL REFERENCES plaid_sync.items (item_id),
+    account_id                text,
+    security_id               text,
+    date                      date,
+    transaction_datetime      timestamptz,
+    name                      text,
+    quantity                  numeric,
+    -- Positive: cash debited (a purchase); negative: cash credited.
+    amount                    numeric,
+    price                     numeric,
+    fees                      numeric,
+    type                      text,
+    subtype                   text,
+    iso_currency_code         text,
+    unofficial_currency_code  text,
+    data                      jsonb NOT NULL,
+    created_at                timestamptz NOT NULL DEFAULT now(),
+    updated_at                timestamptz NOT NULL DEFAULT now(),
+    removed_at                timestamptz
+);
+-- The apply's window comparison (an Item's rows by date).
+CREATE INDEX investment_transactions_item_date_idx ON plaid_sync.investment_transactions (item_id, date);
+SELECT pg_catalog.pg_extension_config_dump('plaid_sync.securities', '');
+SELECT pg_catalog.pg_extension_config_dump('plaid_sync.holdings', '');
+SELECT pg_catalog.pg_extension_config_dump('plaid_sync.investment_transactions', '');

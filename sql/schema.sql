@@ -167,7 +167,9 @@ CREATE TABLE plaid_sync.sync_runs (
     outcome     plaid_sync.sync_outcome NOT NULL DEFAULT 'running',
     error       text,
     -- Transactions (or a page's accounts) the apply had to leave out: see sync_rejects.
-    rejected    integer NOT NULL DEFAULT 0
+    rejected    integer NOT NULL DEFAULT 0,
+    -- What was synced: transactions, recurring_transactions, … (Plaid's product names).
+    product     text NOT NULL DEFAULT 'transactions'
 );
 CREATE INDEX sync_runs_item_idx ON plaid_sync.sync_runs (item_id, started_at DESC);
 
@@ -225,6 +227,24 @@ CREATE INDEX paid_calls_requested_idx ON plaid_sync.paid_calls (endpoint, reques
 -- The job records its outcome by inbox id.
 CREATE INDEX paid_calls_inbox_idx ON plaid_sync.paid_calls (inbox_id);
 
+-- Which Plaid products each Item has (from /item/get) and where each stands. Only products
+-- plaid_sync mirrors get a row. state: pending (not read yet), ok, not_ready (retried),
+-- unsupported, no_accounts, needs_consent (waiting for Link update mode), absent (no longer
+-- on the Item; its rows stay).
+CREATE TABLE plaid_sync.item_products (
+    item_id         text NOT NULL REFERENCES plaid_sync.items (item_id),
+    product         text NOT NULL,
+    state           text NOT NULL DEFAULT 'pending' CHECK (state IN
+                        ('pending', 'ok', 'not_ready', 'unsupported', 'no_accounts', 'needs_consent', 'absent')),
+    -- Listed only in consented_products: calling it adds the product (and its billing).
+    consented_only  boolean NOT NULL DEFAULT false,
+    last_synced_at  timestamptz,
+    last_attempt_at timestamptz,
+    last_error      jsonb,
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (item_id, product)
+);
+
 -- /institutions/get_by_id results, cached.
 CREATE TABLE plaid_sync.institutions (
     institution_id text PRIMARY KEY,
@@ -266,5 +286,8 @@ CREATE VIEW plaid_sync.item_health AS
            i.initial_update_complete,
            i.historical_update_complete,
            (SELECT count(*) FROM plaid_sync.sync_rejects s
-             WHERE s.item_id = i.item_id AND s.resolved_at IS NULL) AS rejected_transactions
+             WHERE s.item_id = i.item_id AND s.resolved_at IS NULL) AS rejected_transactions,
+           (SELECT jsonb_object_agg(p.product, jsonb_build_object('state', p.state,
+                       'last_synced_at', p.last_synced_at, 'last_error', p.last_error ->> 'error_code'))
+              FROM plaid_sync.item_products p WHERE p.item_id = i.item_id) AS products
       FROM plaid_sync.items i;

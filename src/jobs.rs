@@ -135,15 +135,24 @@ pub fn run(job: &Job, client: &Client) -> Outcome {
         ("backend", "ITEM", "CREATED" | "UPDATED") => sync::refresh_item(job, client, item_id),
         ("backend", "ITEM", "WEBHOOK_UPDATE") => sync::update_webhook(job, client, item_id),
         ("backend", "ITEM", "REMOVE") => sync::remove_at_plaid(client, item_id),
-        (_, "TRANSACTIONS", "RECURRING_TRANSACTIONS_UPDATE") => Outcome::Done(Some(
-            "ignored: recurring transactions are not synced".into(),
-        )),
+        (_, "TRANSACTIONS", "RECURRING_TRANSACTIONS_UPDATE") => {
+            sync::snapshot::snapshot(job, client, item_id, &sync::snapshot::RECURRING)
+        }
         ("backend", "TRANSACTIONS", "REFRESH") => {
             sync::refresh::refresh_transactions(job, client, item_id)
         }
         (_, "TRANSACTIONS", _) => {
             coalesce(job, client);
             sync::transactions(job, client, item_id)
+        }
+        (_, "HOLDINGS", "DEFAULT_UPDATE") => {
+            sync::snapshot::snapshot(job, client, item_id, &sync::investments::HOLDINGS)
+        }
+        (_, "INVESTMENTS_TRANSACTIONS", "DEFAULT_UPDATE" | "HISTORICAL_UPDATE") => {
+            sync::investments::investment_transactions(job, client, item_id)
+        }
+        (_, "LIABILITIES", "DEFAULT_UPDATE") => {
+            sync::snapshot::snapshot(job, client, item_id, &sync::snapshot::LIABILITIES)
         }
         ("plaid", "ITEM", _) => sync::item_webhook(job, item_id),
         (_, t, c) => Outcome::Done(Some(format!(

@@ -3,10 +3,11 @@
 //! Layers, each using only those below it, in the order the data moves:
 //! - entry points: `api/` (the SQL functions) and `worker.rs` (the loop);
 //! - what jobs do: `jobs.rs` (dispatch), `pool.rs` (jobs in flight on threads), `sync/` (Items,
-//!   transactions), `webhook.rs` (verification glue);
-//! - the rows: `inbox/` (notices and webhooks in, jobs out), `store/` (Items, accounts, transactions);
+//!   transactions, recurring streams, refreshes), `webhook.rs` (verification glue);
+//! - the rows: `inbox/` (notices and webhooks in, jobs out), `store/` (Items, accounts,
+//!   transactions, products, recurring streams, paid calls, change notices);
 //! - the wake-up and pacing: `wake.rs` (shared-memory latches), `pace.rs` (the shared rate limiter);
-//! - the database layer: `database/` (SPI, kept plans, the step wrapper `db`, SQLSTATEs), `gucs.rs` (settings);
+//! - the database layer: `database/` (SPI, kept plans, the step wrapper `db`, SQLSTATEs), `gucs/` (settings);
 //! - the pure core, no pgrx: `validate.rs`, `error.rs`, `job.rs`, `crypto.rs`, `plaid/` (the HTTP client).
 
 use pgrx::prelude::*;
@@ -37,6 +38,11 @@ pub mod worker;
 pg_module_magic!();
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!(
+    "../sql/products.sql",
+    name = "products",
+    requires = ["schema"]
+);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]

@@ -38,19 +38,6 @@ static DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
 static VERIFY_WEBHOOKS: GucSetting<bool> = GucSetting::<bool>::new(true);
-static CONNECT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(5_000);
-static REQUEST_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
-static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(8);
-static RETRY_BASE_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
-static RETRY_MAX_MS: GucSetting<i32> = GucSetting::<i32>::new(600_000);
-static JOB_LEASE_S: GucSetting<i32> = GucSetting::<i32>::new(300);
-static POLL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
-static DONE_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
-static RESYNC_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(86_400);
-static UNKNOWN_ITEM_GRACE_S: GucSetting<i32> = GucSetting::<i32>::new(3_600);
-static CALLS_IN_FLIGHT: GucSetting<i32> = GucSetting::<i32>::new(32);
-static REFRESHES_PER_ITEM_PER_DAY: GucSetting<i32> = GucSetting::<i32>::new(4);
-static REFRESHES_PER_DAY: GucSetting<i32> = GucSetting::<i32>::new(100);
 static RATE_LIMITS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 // The variables behind the secret GUCs only ever hold the mask; the values live here.
@@ -62,9 +49,15 @@ static KEY: Mutex<Option<String>> = Mutex::new(None);
 static PREV_KEYS: Mutex<Option<String>> = Mutex::new(None);
 
 mod hooks;
+mod numbers;
 use hooks::{
     assign_key, assign_prev_keys, assign_secret, check_key, check_prev_keys, check_rate_limits,
     check_secret,
+};
+pub use numbers::{
+    add_consented_products, calls_in_flight, connect_timeout_ms, done_retention_s, job_lease_s,
+    max_attempts, poll_interval_ms, refreshes_per_day, refreshes_per_item_per_day,
+    request_timeout_ms, resync_interval_s, retry_base_ms, retry_max_ms, unknown_item_grace_s,
 };
 
 pub fn init() {
@@ -152,131 +145,7 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::default(),
     );
-    let ints: [(
-        &'static CStr,
-        &'static CStr,
-        &'static GucSetting<i32>,
-        i32,
-        i32,
-        GucFlags,
-    ); 13] = [
-        (
-            c"plaid_sync.connect_timeout",
-            c"Timeout to connect to Plaid.",
-            &CONNECT_TIMEOUT_MS,
-            100,
-            600_000,
-            GucFlags::UNIT_MS,
-        ),
-        (
-            c"plaid_sync.request_timeout",
-            c"Timeout for a whole Plaid call.",
-            &REQUEST_TIMEOUT_MS,
-            100,
-            600_000,
-            GucFlags::UNIT_MS,
-        ),
-        (
-            c"plaid_sync.max_attempts",
-            c"Attempts before a job with transient failures is marked failed.",
-            &MAX_ATTEMPTS,
-            1,
-            1000,
-            GucFlags::default(),
-        ),
-        (
-            c"plaid_sync.retry_base_delay",
-            c"First retry delay; doubled per attempt, with jitter.",
-            &RETRY_BASE_MS,
-            1,
-            86_400_000,
-            GucFlags::UNIT_MS,
-        ),
-        (
-            c"plaid_sync.retry_max_delay",
-            c"Upper bound of the retry delay.",
-            &RETRY_MAX_MS,
-            1,
-            86_400_000,
-            GucFlags::UNIT_MS,
-        ),
-        (
-            c"plaid_sync.job_lease",
-            c"How long a claimed job stays locked before another worker may take it.",
-            &JOB_LEASE_S,
-            5,
-            86_400,
-            GucFlags::UNIT_S,
-        ),
-        (
-            c"plaid_sync.poll_interval",
-            c"Fallback poll interval of idle workers (new jobs wake them at once).",
-            &POLL_INTERVAL_MS,
-            10,
-            3_600_000,
-            GucFlags::UNIT_MS,
-        ),
-        (
-            c"plaid_sync.done_retention",
-            c"How long done inbox rows are kept (failed rows are kept).",
-            &DONE_RETENTION_S,
-            0,
-            i32::MAX,
-            GucFlags::UNIT_S,
-        ),
-        (
-            c"plaid_sync.resync_interval",
-            c"An Item not synced for this long gets a sync without a webhook (0 = never).",
-            &RESYNC_INTERVAL_S,
-            0,
-            i32::MAX,
-            GucFlags::UNIT_S,
-        ),
-        (
-            c"plaid_sync.calls_in_flight",
-            c"Plaid calls one worker keeps in flight at once (and keep-alive connections it keeps).",
-            &CALLS_IN_FLIGHT,
-            1,
-            64,
-            GucFlags::default(),
-        ),
-        (
-            c"plaid_sync.refreshes_per_item_per_day",
-            c"Paid /transactions/refresh calls plaid_refresh_transactions may queue per Item in any 24 hours (0 = none).",
-            &REFRESHES_PER_ITEM_PER_DAY,
-            0,
-            1_000,
-            GucFlags::default(),
-        ),
-        (
-            c"plaid_sync.refreshes_per_day",
-            c"Paid /transactions/refresh calls plaid_refresh_transactions may queue for the whole server in any 24 hours (0 = none).",
-            &REFRESHES_PER_DAY,
-            0,
-            10_000_000,
-            GucFlags::default(),
-        ),
-        (
-            c"plaid_sync.unknown_item_grace",
-            c"How long a webhook for an unannounced Item waits for it.",
-            &UNKNOWN_ITEM_GRACE_S,
-            0,
-            i32::MAX,
-            GucFlags::UNIT_S,
-        ),
-    ];
-    for (name, desc, setting, min, max, flags) in ints {
-        GucRegistry::define_int_guc(
-            name,
-            desc,
-            c"",
-            setting,
-            min,
-            max,
-            GucContext::Sighup,
-            flags,
-        );
-    }
+    numbers::define();
     unsafe { pg_sys::MarkGUCPrefixReserved(c"plaid_sync".as_ptr()) };
 }
 
@@ -341,47 +210,8 @@ pub fn workers() -> i32 {
 pub fn verify_webhooks() -> bool {
     VERIFY_WEBHOOKS.get()
 }
-pub fn connect_timeout_ms() -> u64 {
-    CONNECT_TIMEOUT_MS.get() as u64
-}
-pub fn request_timeout_ms() -> u64 {
-    REQUEST_TIMEOUT_MS.get() as u64
-}
-pub fn max_attempts() -> i32 {
-    MAX_ATTEMPTS.get()
-}
-pub fn retry_base_ms() -> i64 {
-    RETRY_BASE_MS.get() as i64
-}
-pub fn retry_max_ms() -> i64 {
-    RETRY_MAX_MS.get() as i64
-}
-pub fn job_lease_s() -> i32 {
-    JOB_LEASE_S.get()
-}
-pub fn poll_interval_ms() -> u64 {
-    POLL_INTERVAL_MS.get() as u64
-}
-pub fn done_retention_s() -> i32 {
-    DONE_RETENTION_S.get()
-}
-pub fn resync_interval_s() -> i32 {
-    RESYNC_INTERVAL_S.get()
-}
-pub fn calls_in_flight() -> i32 {
-    CALLS_IN_FLIGHT.get()
-}
 pub fn rate_limits() -> String {
     text(&RATE_LIMITS).unwrap_or_default()
-}
-pub fn refreshes_per_item_per_day() -> i32 {
-    REFRESHES_PER_ITEM_PER_DAY.get()
-}
-pub fn refreshes_per_day() -> i32 {
-    REFRESHES_PER_DAY.get()
-}
-pub fn unknown_item_grace_s() -> i32 {
-    UNKNOWN_ITEM_GRACE_S.get()
 }
 
 /// The keyring from the current settings (55000 when no key is set, 22023 when malformed).

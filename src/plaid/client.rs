@@ -242,6 +242,43 @@ impl Client {
         )
     }
 
+    /// Every recurring stream of the Item: a full snapshot, no cursor.
+    pub fn transactions_recurring_get(&self, access_token: &str) -> Result<Response, PlaidError> {
+        self.call(
+            "/transactions/recurring/get",
+            json!({ "access_token": access_token }),
+        )
+    }
+
+    /// Every liability of the Item (credit, student, mortgage): a full snapshot.
+    pub fn liabilities_get(&self, access_token: &str) -> Result<Response, PlaidError> {
+        self.call("/liabilities/get", json!({ "access_token": access_token }))
+    }
+
+    /// Every holding of the Item, with the securities they hold: a full snapshot.
+    pub fn investments_holdings_get(&self, access_token: &str) -> Result<Response, PlaidError> {
+        self.call(
+            "/investments/holdings/get",
+            json!({ "access_token": access_token }),
+        )
+    }
+
+    /// One page of the investment transactions dated `start`..=`end` (YYYY-MM-DD).
+    pub fn investments_transactions_get(
+        &self,
+        access_token: &str,
+        start: &str,
+        end: &str,
+        offset: u32,
+        count: u32,
+    ) -> Result<Response, PlaidError> {
+        self.call(
+            "/investments/transactions/get",
+            json!({ "access_token": access_token, "start_date": start, "end_date": end,
+                    "options": { "offset": offset, "count": count } }),
+        )
+    }
+
     pub fn item_webhook_update(
         &self,
         access_token: &str,

@@ -77,6 +77,22 @@ impl PlaidError {
         }
     }
 
+    /// The error as kept in the database: Plaid's fields, or what failed on the way.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            PlaidError::Api {
+                status,
+                error_type,
+                error_code,
+                error_message,
+                request_id,
+            } => serde_json::json!({"error_type": error_type, "error_code": error_code,
+                "error_message": error_message, "request_id": request_id, "status": status}),
+            other => serde_json::json!({"error_type": null, "error_code": null,
+                "error_message": other.to_string()}),
+        }
+    }
+
     pub fn request_id(&self) -> Option<&str> {
         match self {
             PlaidError::Api { request_id, .. } => request_id.as_deref(),
@@ -89,6 +105,23 @@ impl PlaidError {
     pub fn is_rate_limited(&self) -> bool {
         matches!(self, PlaidError::Api { status, error_type, .. }
                  if *status == 429 || error_type == "RATE_LIMIT_EXCEEDED")
+    }
+
+    /// For a call of one product's endpoint: the state an error that concerns only that
+    /// product puts the product in (PRODUCTS.md §5.2). None for everything else, which is
+    /// classified as usual: a product error never pauses the Item's other products.
+    pub fn product_state(&self) -> Option<ProductState> {
+        Some(match self.code()? {
+            "PRODUCT_NOT_READY" => ProductState::NotReady,
+            "PRODUCTS_NOT_SUPPORTED" | "PRODUCT_NOT_ENABLED" | "INVALID_PRODUCT" => {
+                ProductState::Unsupported
+            }
+            "NO_INVESTMENT_ACCOUNTS" | "NO_INVESTMENT_AUTH_ACCOUNTS" | "NO_LIABILITY_ACCOUNTS" => {
+                ProductState::NoAccounts
+            }
+            "ADDITIONAL_CONSENT_REQUIRED" | "ACCESS_NOT_GRANTED" => ProductState::NeedsConsent,
+            _ => return None,
+        })
     }
 
     /// Classified by `error_code` first, then `error_type`, then HTTP status, as Plaid advises.
@@ -132,6 +165,31 @@ impl PlaidError {
     }
 }
 
+/// Where a product of an Item stands after a call of its endpoint failed for that product alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProductState {
+    /// Not extracted yet: retried later.
+    NotReady,
+    /// The institution, the Item or our Plaid client cannot have it: recorded, not retried.
+    Unsupported,
+    /// No account of a kind the product serves.
+    NoAccounts,
+    /// The user has not consented to it (Link update mode).
+    NeedsConsent,
+}
+
+impl ProductState {
+    /// `item_products.state`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ProductState::NotReady => "not_ready",
+            ProductState::Unsupported => "unsupported",
+            ProductState::NoAccounts => "no_accounts",
+            ProductState::NeedsConsent => "needs_consent",
+        }
+    }
+}
+
 impl fmt::Display for PlaidError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -163,6 +221,38 @@ mod unit {
 
     fn err(status: u16, body: &str) -> PlaidError {
         PlaidError::from_response(status, body)
+    }
+
+    #[test]
+    fn product_errors_name_a_product_state_and_item_errors_do_not() {
+        // PRODUCTS.md §3.7, the real sample, and §5.2's codes.
+        let unsupported = err(
+            400,
+            r#"{"error_type":"ITEM_ERROR","error_code":"PRODUCTS_NOT_SUPPORTED","error_message":"the following products are not supported by this institution: [\"liabilities\"]","display_message":null,"documentation_url":"https://plaid.com/docs/?ref=error#item-errors","request_id":"dTnnm60WgKGLnKL","suggested_action":null}"#,
+        );
+        assert_eq!(unsupported.product_state(), Some(ProductState::Unsupported));
+        let cases = [
+            ("PRODUCT_NOT_READY", Some(ProductState::NotReady)),
+            ("NO_INVESTMENT_ACCOUNTS", Some(ProductState::NoAccounts)),
+            ("NO_LIABILITY_ACCOUNTS", Some(ProductState::NoAccounts)),
+            (
+                "ADDITIONAL_CONSENT_REQUIRED",
+                Some(ProductState::NeedsConsent),
+            ),
+            ("INVALID_PRODUCT", Some(ProductState::Unsupported)),
+            ("ITEM_LOGIN_REQUIRED", None),
+            ("INVALID_ACCESS_TOKEN", None),
+            ("INTERNAL_SERVER_ERROR", None),
+        ];
+        for (code, state) in cases {
+            let e = err(
+                400,
+                &format!(r#"{{"error_type":"ITEM_ERROR","error_code":"{code}"}}"#),
+            );
+            assert_eq!(e.product_state(), state, "{code}");
+        }
+        assert_eq!(PlaidError::Transport("x".into()).product_state(), None);
+        assert_eq!(ProductState::NoAccounts.label(), "no_accounts");
     }
 
     #[test]

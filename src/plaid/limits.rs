@@ -33,6 +33,12 @@ pub fn production(endpoint: &str) -> Limit {
         "/item/get" => (Some(5_000), Some(15)),
         "/item/remove" => (Some(2_000), Some(30)),
         "/institutions/get_by_id" => (Some(400), None),
+        // PRODUCTS.md §1.5, §2.11, §3.7, §4.2.
+        "/transactions/recurring/get" => (Some(1_000), Some(20)),
+        "/investments/holdings/get" => (Some(2_000), Some(15)),
+        "/investments/transactions/get" => (Some(20_000), Some(30)),
+        "/liabilities/get" => (Some(1_000), Some(15)),
+        "/accounts/balance/get" => (Some(1_200), Some(5)),
         _ => (None, None),
     }
 }

@@ -8,4 +8,4 @@ pub mod limits;
 pub mod storable;
 
 pub use client::{Client, Config, Pacer, Response};
-pub use error::{Class, PlaidError};
+pub use error::{Class, PlaidError, ProductState};

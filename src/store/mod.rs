@@ -2,12 +2,18 @@
 //! so `numeric` columns get the exact digits Plaid sent. `items.rs` the Items (announce,
 //! tokens, removal) and institutions, `accounts.rs` accounts and balance snapshots,
 //! `transactions.rs` staged pages and their apply, `paid_calls.rs` the calls Plaid bills per
-//! request, `changes.rs` the NOTIFY sent when an apply commits.
+//! request, `changes.rs` the NOTIFY sent when an apply commits,
+//! `products.rs` each Item's products, `recurring.rs` recurring streams, `liabilities.rs`
+//! liabilities, `investments.rs` securities, holdings and investment transactions.
 
 pub mod accounts;
 pub mod changes;
+pub mod investments;
 pub mod items;
+pub mod liabilities;
 pub mod paid_calls;
+pub mod products;
+pub mod recurring;
 pub mod transactions;
 
 pub use accounts::upsert_accounts;

@@ -25,7 +25,15 @@ pub fn refresh_item(job: &Job, client: &Client, item_id: &str) -> Outcome {
         }
     };
     let obj = item["item"].to_string();
-    db(|| store::update_item(item_id, &obj));
+    let updated = job.webhook_code == "UPDATED";
+    db(|| {
+        store::update_item(item_id, &obj);
+        // Link update mode may have added consent or accounts: ruled-out products are retried.
+        if updated {
+            store::products::reset_ruled_out(item_id);
+        }
+        store::products::record(item_id, &obj);
+    });
     if let Some(err) = item["item"]["error"].as_object() {
         let e = PlaidError::from_response(400, &Value::Object(err.clone()).to_string());
         if matches!(e.class(), Class::ItemState(_)) {

@@ -1,18 +1,21 @@
 //! What each job does. A job reads what it needs from the database, calls Plaid, and writes
 //! the result; `jobs.rs` decides when, and records the outcome. Here: what every job shares
 //! (Plaid errors to outcomes, pausing an Item, loading its token); `item.rs` the ITEM jobs,
-//! `transactions.rs` a sync, `pagination.rs` its loop, `refresh.rs` an on-demand refresh.
+//! `transactions.rs` a sync, `pagination.rs` its loop, `refresh.rs` an on-demand refresh,
+//! `snapshot.rs` products read as a whole per call (recurring streams, liabilities,
+//! holdings), `investments.rs` investment transactions.
 
+pub mod investments;
 pub mod item;
 pub mod pagination;
 pub mod refresh;
+pub mod snapshot;
 pub mod transactions;
 
 pub use item::{item_webhook, refresh_item, remove_at_plaid, update_webhook};
 pub use transactions::{sync_transactions, transactions};
 
 use pgrx::prelude::*;
-use serde_json::Value;
 
 use crate::database::db;
 use crate::job::Outcome;
@@ -33,19 +36,7 @@ pub(crate) fn from_plaid(call: &str, e: PlaidError) -> Outcome {
 /// Sets the status an Item-level Plaid error implies, and keeps the error.
 pub(crate) fn pause_item(item_id: &str, e: &PlaidError) {
     if let Class::ItemState(status) = e.class() {
-        let error = match e {
-            PlaidError::Api {
-                status: http,
-                error_type,
-                error_code,
-                error_message,
-                request_id,
-            } => {
-                serde_json::json!({"error_type": error_type, "error_code": error_code,
-                    "error_message": error_message, "request_id": request_id, "status": http})
-            }
-            _ => Value::Null,
-        };
+        let error = e.to_json();
         let error = error.to_string();
         db(|| {
             Spi::run_with_args(

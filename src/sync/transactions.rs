@@ -125,6 +125,8 @@ fn finish_sync(
                 &[item_id.into(), s.next_cursor.clone().into(), s.update_status.clone().into()],
             )
             .expect("advance cursor");
+            store::products::synced(item_id, "transactions");
+            store::products::queue_first_reads(item_id);
             store::changes::notify(
                 item_id,
                 "transactions",

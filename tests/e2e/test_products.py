@@ -7,7 +7,9 @@ import json
 import psycopg
 import pytest
 
-from test_sync import TOKENS, announce, drain, webhook
+from conftest import USED_SECRETS, until
+from harness import PG_BIN
+from test_sync import TOKENS, announce, drain, requests_of, webhook
 
 
 @contextlib.contextmanager
@@ -167,3 +169,360 @@ def test_refresh_of_a_paused_item_is_refused(emulator, su):
         su.execute("SELECT plaid_sync.plaid_refresh_transactions(%s)", (item_id,))
     assert e.value.sqlstate == "22023" and "login_required" in str(e.value)
     emulator("repair_login", item_id=item_id)
+
+
+# --- recurring streams ------------------------------------------------------------------------
+
+RECURRING = "/transactions/recurring/get"
+
+
+def announce_with(emulator, su, products, consented=None, days=10, per_day=2):
+    """An Item whose /item/get lists `products` (and `consented`), announced."""
+    item = emulator("items", count=1, days=days, per_day=per_day)["items"][0]
+    emulator("products", item_id=item["item_id"], products=products, consented=consented or products)
+    USED_SECRETS.add(item["access_token"])
+    TOKENS[item["item_id"]] = item["access_token"]
+    su.execute("SELECT plaid_sync.plaid_notify_item_created(%s, %s)", (item["item_id"], item["access_token"]))
+    return item["item_id"]
+
+
+def streams(su, item_id):
+    return {r[0]: r[1:] for r in su.execute(
+        "SELECT stream_id, direction, average_amount::text, last_amount::text, status, is_active, "
+        "transaction_ids, removed_at IS NOT NULL, data -> 'stream_id' = to_jsonb(stream_id) "
+        "FROM plaid_sync.recurring_streams WHERE item_id = %s", (item_id,))}
+
+
+def product_state(su, item_id, product):
+    return su.execute("SELECT state, last_error ->> 'error_code', last_synced_at IS NOT NULL "
+                      "FROM plaid_sync.item_products WHERE item_id = %s AND product = %s",
+                      (item_id, product)).fetchone()
+
+
+def test_recurring_streams_are_read_once_history_is_complete_exactly(cluster, db, emulator, su):
+    su.autocommit = True
+    app = listen(cluster, db)
+    try:
+        item_id = announce_with(emulator, su, ["transactions", "recurring_transactions"])
+        drain(su)
+        # The emulator's own objects: their numbers are still exact text ({"__num__": …}).
+        truth = {sid: dict(s, direction=d) for sid, (d, s) in emulator.world.items[item_id].streams.items()}
+        rows = streams(su, item_id)
+        assert set(rows) == set(truth)
+        for sid, s in truth.items():
+            direction, avg, last, status, active, tids, removed, same = rows[sid]
+            assert direction == s["direction"]
+            assert avg == s["average_amount"]["amount"]["__num__"]   # exact digits, no float
+            assert last == s["last_amount"]["amount"]["__num__"]
+            assert (status, active, tids, removed, same) == (s["status"], s["is_active"], s["transaction_ids"], False, True)
+        assert "-98765432109876.54" in {r[1] for r in rows.values()}
+        # A tombstoned, inactive stream is data, not a deletion.
+        assert ("TOMBSTONED", False) in {(r[3], r[4]) for r in rows.values()}
+        assert product_state(su, item_id, "recurring_transactions") == ("ok", None, True)
+        assert product_state(su, item_id, "transactions") == ("ok", None, True)
+        health = su.execute("SELECT products FROM plaid_sync.item_health WHERE item_id = %s", (item_id,)).fetchone()[0]
+        assert health["recurring_transactions"]["state"] == "ok"
+        run = su.execute("SELECT id, added, modified, removed, outcome FROM plaid_sync.sync_runs "
+                         "WHERE item_id = %s AND product = 'recurring_transactions'", (item_id,)).fetchall()
+        assert len(run) == 1 and run[0][1:] == (3, 0, 0, "ok")
+        got = received(app, 2)
+        assert {"item_id": item_id, "product": "recurring_transactions", "sync_run_id": run[0][0],
+                "added": 3, "modified": 0, "removed": 0} in got
+    finally:
+        app.close()
+
+
+def test_recurring_update_webhook_applies_the_new_snapshot(emulator, su):
+    item_id = announce_with(emulator, su, ["transactions", "recurring_transactions"])
+    drain(su)
+    ids = list(streams(su, item_id))
+    gone, changed = ids[0], ids[1]
+    emulator("recurring", item_id=item_id, remove=[gone], modify={changed: {"average_amount": "12345.6789"}}, add=1)
+    webhook(emulator, su, item_id, code="RECURRING_TRANSACTIONS_UPDATE",
+            account_ids=[a for a in {r[0] for r in su.execute("SELECT account_id FROM plaid_sync.accounts WHERE item_id = %s", (item_id,))}])
+    drain(su)
+    rows = streams(su, item_id)
+    assert len(rows) == 4
+    assert rows[gone][6] is True                       # removed_at set, row kept
+    assert rows[changed][1] == "12345.6789" and rows[changed][6] is False
+    assert sum(1 for r in rows.values() if not r[6]) == 3
+    run = su.execute("SELECT added, modified, removed FROM plaid_sync.sync_runs WHERE item_id = %s "
+                     "AND product = 'recurring_transactions' ORDER BY id DESC LIMIT 1", (item_id,)).fetchone()
+    assert run == (1, 1, 1)
+    # The same snapshot again changes nothing.
+    webhook(emulator, su, item_id, code="RECURRING_TRANSACTIONS_UPDATE", account_ids=[])
+    drain(su)
+    run = su.execute("SELECT added, modified, removed FROM plaid_sync.sync_runs WHERE item_id = %s "
+                     "AND product = 'recurring_transactions' ORDER BY id DESC LIMIT 1", (item_id,)).fetchone()
+    assert run == (0, 0, 0)
+
+
+def test_an_item_without_the_product_is_never_called_for_it(emulator, su):
+    item_id = announce(emulator, su, days=5, per_day=1)
+    drain(su)
+    qid = webhook(emulator, su, item_id, code="RECURRING_TRANSACTIONS_UPDATE", account_ids=[])
+    drain(su)
+    status, note = su.execute("SELECT status, last_error FROM plaid_sync.inbox WHERE id = %s", (qid,)).fetchone()
+    assert status == "done" and note.startswith("ignored: the Item does not have recurring_transactions")
+    assert requests_of(emulator, item_id, RECURRING) == []
+    assert su.execute("SELECT count(*) FROM plaid_sync.recurring_streams").fetchone()[0] == 0
+
+
+def test_a_consented_product_is_added_only_when_the_setting_allows(cluster, emulator, su):
+    item_id = announce_with(emulator, su, ["transactions"], consented=["transactions", "recurring_transactions"])
+    drain(su)
+    assert product_state(su, item_id, "recurring_transactions") == ("pending", None, False)
+    assert requests_of(emulator, item_id, RECURRING) == []
+    with settings(cluster, add_consented_products="on"):
+        webhook(emulator, su, item_id, code="RECURRING_TRANSACTIONS_UPDATE", account_ids=[])
+        drain(su)
+    assert len(requests_of(emulator, item_id, RECURRING)) == 1
+    assert product_state(su, item_id, "recurring_transactions") == ("ok", None, True)
+    assert len(streams(su, item_id)) == 3
+
+
+def test_products_not_supported_is_recorded_and_never_pauses_transactions(emulator, su):
+    item_id = announce(emulator, su, days=3, per_day=1)
+    emulator("products", item_id=item_id, products=["transactions", "recurring_transactions"])
+    emulator("product_error", item_id=item_id, product="recurring_transactions", code="PRODUCTS_NOT_SUPPORTED")
+    drain(su)
+    assert product_state(su, item_id, "recurring_transactions") == ("unsupported", "PRODUCTS_NOT_SUPPORTED", False)
+    assert su.execute("SELECT status FROM plaid_sync.items WHERE item_id = %s", (item_id,)).fetchone()[0] == "healthy"
+    calls = len(requests_of(emulator, item_id, RECURRING))
+    assert calls == 1
+    # Transactions go on syncing; the ruled-out product is not called again.
+    emulator("advance", item_id=item_id, days=1, per_day=3)
+    webhook(emulator, su, item_id)
+    webhook(emulator, su, item_id, code="RECURRING_TRANSACTIONS_UPDATE", account_ids=[])
+    drain(su)
+    assert len(requests_of(emulator, item_id, RECURRING)) == calls
+    assert su.execute("SELECT count(*) FROM plaid_sync.sync_runs WHERE item_id = %s AND product = 'transactions' "
+                      "AND outcome = 'ok'", (item_id,)).fetchone()[0] == 2
+    assert su.execute("SELECT failed_jobs, status FROM plaid_sync.item_health WHERE item_id = %s",
+                      (item_id,)).fetchone() == (0, "healthy")
+    # Link update mode tries it again.
+    emulator("product_error", item_id=item_id, product="recurring_transactions", code=None)
+    su.execute("SELECT plaid_sync.plaid_notify_item_updated(%s)", (item_id,))
+    webhook(emulator, su, item_id, code="RECURRING_TRANSACTIONS_UPDATE", account_ids=[])
+    drain(su)
+    assert product_state(su, item_id, "recurring_transactions") == ("ok", None, True)
+
+
+@pytest.mark.parametrize("fault, times", [("PRODUCT_NOT_READY", 2), ("rate_limit", 1)])
+def test_not_ready_and_rate_limits_are_retried(emulator, su, fault, times):
+    item_id = announce_with(emulator, su, ["transactions", "recurring_transactions"], days=3, per_day=1)
+    if fault == "rate_limit":
+        emulator("fault", endpoint=RECURRING, kind="rate_limit", times=times)
+    else:
+        emulator("product_error", item_id=item_id, product="recurring_transactions", code=fault, times=times)
+    # A 429 comes back after the pacer's 5-15 s; PRODUCT_NOT_READY after the (test's) backoff.
+    until(lambda: drain(su) >= 0 and product_state(su, item_id, "recurring_transactions")[0] == "ok",
+          timeout=40, what="recurring streams read")
+    assert len(requests_of(emulator, item_id, RECURRING)) == times + 1
+    assert len(streams(su, item_id)) == 3
+    assert su.execute("SELECT count(*) FROM plaid_sync.inbox WHERE item_id = %s AND status = 'failed'",
+                      (item_id,)).fetchone()[0] == 0
+    assert su.execute("SELECT status FROM plaid_sync.items WHERE item_id = %s", (item_id,)).fetchone()[0] == "healthy"
+
+
+def test_product_tables_survive_dump_and_restore(cluster, emulator, su, db):
+    su.autocommit = True
+    item_id = announce_with(emulator, su, ["transactions", "recurring_transactions"], days=3, per_day=1)
+    drain(su)
+    su.execute("SELECT plaid_sync.plaid_refresh_transactions(%s)", (item_id,))
+    drain(su)
+    query = {t: f"SELECT to_jsonb(t) FROM plaid_sync.{t} t ORDER BY to_jsonb(t)::text" for t in
+             ("recurring_streams", "item_products", "paid_calls")}
+    before = {t: [r[0] for r in su.execute(q)] for t, q in query.items()}
+    assert all(before.values())
+    dump = cluster.run([f"{PG_BIN}/pg_dump", "-h", cluster.sock, "-p", str(cluster.port), "-U", "postgres",
+                        "-Fc", "-f", f"{cluster.root}/{db}.dump", db])
+    assert dump.returncode == 0
+    copy = cluster.create_database(db + "_r", extension=False)
+    try:
+        r = cluster.run([f"{PG_BIN}/pg_restore", "-h", cluster.sock, "-p", str(cluster.port), "-U", "postgres",
+                         "-d", copy, f"{cluster.root}/{db}.dump"], check=False)
+        assert r.returncode == 0, r.stderr
+        with cluster.connect(copy) as c:
+            after = {t: [row[0] for row in c.execute(q)] for t, q in query.items()}
+        assert after == before
+    finally:
+        with cluster.connect() as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
+
+
+# --- liabilities ------------------------------------------------------------------------------
+
+def liabilities(su, item_id):
+    return {(r[0], r[1]): r[2:] for r in su.execute(
+        "SELECT account_id, kind, last_statement_balance::text, minimum_payment_amount::text, "
+        "interest_rate_percentage::text, next_monthly_payment::text, past_due_amount::text, "
+        "current_balance::text, jsonb_array_length(aprs), next_payment_due_date::text, removed_at IS NOT NULL "
+        "FROM plaid_sync.liabilities WHERE item_id = %s", (item_id,))}
+
+
+def liabilities_run(su, item_id):
+    return su.execute("SELECT added, modified, removed, outcome FROM plaid_sync.sync_runs WHERE item_id = %s "
+                      "AND product = 'liabilities' ORDER BY id DESC LIMIT 1", (item_id,)).fetchone()
+
+
+def test_liabilities_are_read_on_first_sync_and_on_their_webhook_exactly(emulator, su):
+    item_id = announce_with(emulator, su, ["transactions", "liabilities"], days=3, per_day=1)
+    drain(su)
+    truth = emulator("liabilities", item_id=item_id)["liabilities"]
+    (card, obj), = truth.items()
+    current = su.execute("SELECT data -> 'balances' ->> 'current' FROM plaid_sync.accounts WHERE account_id = %s",
+                         (card,)).fetchone()[0]
+    rows = liabilities(su, item_id)
+    assert rows == {(card, "credit"): ("12345678901234.56", "20", "12.5", None, None, current, 3, "2026-11-28", False)}
+    assert liabilities_run(su, item_id) == (1, 0, 0, "ok")
+    assert product_state(su, item_id, "liabilities") == ("ok", None, True)
+
+    student = emulator("liabilities", item_id=item_id, add="student")["account_id"]
+    mortgage = emulator("liabilities", item_id=item_id, add="mortgage",
+                        modify={card: {"minimum_payment_amount": "35.10"}})["account_id"]
+    webhook(emulator, su, item_id, code="DEFAULT_UPDATE", webhook_type="LIABILITIES", error=None,
+            account_ids_with_new_liabilities=[student, mortgage],
+            account_ids_with_updated_liabilities={card: ["minimum_payment_amount"]})
+    drain(su)
+    rows = liabilities(su, item_id)
+    assert rows[(card, "credit")][1] == "35.10"
+    assert rows[(student, "student")][:4] == ("1708.77", "25", "5.25", None)
+    assert rows[(mortgage, "mortgage")][1:5] == (None, "3.99", "3141.54", "2304")
+    assert liabilities_run(su, item_id) == (2, 1, 0, "ok")
+    data = su.execute("SELECT data -> 'property_address' ->> 'city' FROM plaid_sync.liabilities WHERE account_id = %s",
+                      (mortgage,)).fetchone()[0]
+    assert data == "Malakoff"
+
+    emulator("liabilities", item_id=item_id, remove=[student])
+    webhook(emulator, su, item_id, code="DEFAULT_UPDATE", webhook_type="LIABILITIES", error=None,
+            account_ids_with_new_liabilities=[], account_ids_with_updated_liabilities={})
+    drain(su)
+    rows = liabilities(su, item_id)
+    assert rows[(student, "student")][-1] is True and rows[(card, "credit")][-1] is False
+    assert liabilities_run(su, item_id) == (0, 0, 1, "ok")
+
+
+def test_no_liability_accounts_keeps_the_rows_and_the_item_syncing(emulator, su):
+    item_id = announce_with(emulator, su, ["transactions", "liabilities"], days=3, per_day=1)
+    drain(su)
+    assert len(liabilities(su, item_id)) == 1
+    emulator("product_error", item_id=item_id, product="liabilities", code="NO_LIABILITY_ACCOUNTS")
+    qid = webhook(emulator, su, item_id, code="DEFAULT_UPDATE", webhook_type="LIABILITIES", error=None,
+                  account_ids_with_new_liabilities=[], account_ids_with_updated_liabilities={})
+    drain(su)
+    assert product_state(su, item_id, "liabilities") == ("no_accounts", "NO_LIABILITY_ACCOUNTS", True)
+    assert su.execute("SELECT status FROM plaid_sync.inbox WHERE id = %s", (qid,)).fetchone()[0] == "done"
+    rows = liabilities(su, item_id)
+    assert len(rows) == 1 and all(r[-1] is False for r in rows.values())   # kept, not removed
+    emulator("advance", item_id=item_id, days=1, per_day=2)
+    webhook(emulator, su, item_id)
+    drain(su)
+    assert su.execute("SELECT status FROM plaid_sync.items WHERE item_id = %s", (item_id,)).fetchone()[0] == "healthy"
+    assert su.execute("SELECT count(*) FROM plaid_sync.sync_runs WHERE item_id = %s AND product = 'transactions' "
+                      "AND outcome = 'ok'", (item_id,)).fetchone()[0] == 2
+
+
+# --- investments ------------------------------------------------------------------------------
+
+def holdings(su, item_id):
+    return {r[0]: r[1:] for r in su.execute(
+        "SELECT h.security_id, h.quantity::text, h.institution_price::text, h.institution_value::text, "
+        "h.cost_basis::text, h.removed_at IS NOT NULL, s.ticker_symbol FROM plaid_sync.holdings h "
+        "JOIN plaid_sync.securities s USING (security_id) WHERE h.item_id = %s", (item_id,))}
+
+
+def investment_transactions(su, item_id):
+    return {r[0]: r[1:] for r in su.execute(
+        "SELECT investment_transaction_id, quantity::text, amount::text, price::text, fees::text, type, "
+        "removed_at IS NOT NULL FROM plaid_sync.investment_transactions WHERE item_id = %s", (item_id,))}
+
+
+def num(v):
+    return None if v is None else v["__num__"]
+
+
+def investments_webhook(emulator, su, item_id, code="DEFAULT_UPDATE", **counts):
+    fields = {"error": None, "new_investments_transactions": 0} | counts
+    return webhook(emulator, su, item_id, code=code, webhook_type="INVESTMENTS_TRANSACTIONS", **fields)
+
+
+def test_investments_first_read_keeps_every_decimal(emulator, su):
+    item_id = announce_with(emulator, su, ["transactions", "investments"], days=3, per_day=1)
+    drain(su)
+    truth = emulator.world.items[item_id].investments   # numbers still exact text
+    rows = holdings(su, item_id)
+    assert len(rows) == 3
+    for h in truth["holdings"].values():
+        q, p, v, c, removed, _ = rows[h["security_id"]]
+        assert (q, p, v, c, removed) == (num(h["quantity"]), num(h["institution_price"]),
+                                         num(h["institution_value"]), num(h["cost_basis"]), False)
+    assert {r[0] for r in rows.values()} == {"12345.67", "47.74104242992852", "-10"}
+    assert None in {r[5] for r in rows.values()}            # a security without a ticker is kept
+    assert su.execute("SELECT count(*) FROM plaid_sync.securities WHERE close_price::text = '27.530000001'").fetchone()[0] == 1
+    txns = investment_transactions(su, item_id)
+    assert len(txns) == 4                                   # the first read covers 24 months
+    for t in truth["transactions"]:
+        assert txns[t["investment_transaction_id"]] == (num(t["quantity"]), num(t["amount"]), num(t["price"]),
+                                                        num(t["fees"]), t["type"], False)
+    runs = su.execute("SELECT trigger, added, outcome FROM plaid_sync.sync_runs WHERE item_id = %s "
+                      "AND product = 'investments' ORDER BY id", (item_id,)).fetchall()
+    assert sorted(runs) == [("HOLDINGS/DEFAULT_UPDATE", 3, "ok"), ("INVESTMENTS_TRANSACTIONS/HISTORICAL_UPDATE", 4, "ok")]
+    assert product_state(su, item_id, "investments") == ("ok", None, True)
+
+
+def test_cancelled_investment_transactions_are_found_by_their_absence(emulator, su):
+    item_id = announce_with(emulator, su, ["transactions", "investments"], days=3, per_day=1)
+    drain(su)
+    truth = emulator("investments", item_id=item_id)["transactions"]
+    by_age = sorted(truth, key=lambda t: t["date"])        # oldest first: 400, 45, 20, 3 days ago
+    old, recent = by_age[0]["investment_transaction_id"], by_age[2]["investment_transaction_id"]
+    added = emulator("investments", item_id=item_id, cancel=[old, recent], add=[{"days_ago": 1}])["transactions"]
+    new = [t["investment_transaction_id"] for t in added if t["investment_transaction_id"] not in {x["investment_transaction_id"] for x in truth}]
+    # A DEFAULT_UPDATE without cancellations reads 90 days: the recent one is gone, the old
+    # one is outside the window and stays.
+    investments_webhook(emulator, su, item_id, new_investments_transactions=1, cancelled_investments_transactions=0)
+    drain(su)
+    txns = investment_transactions(su, item_id)
+    assert txns[recent][-1] is True and txns[old][-1] is False and txns[new[0]][-1] is False
+    # Cancellations reported (in the older spelling): the whole 24 months are read again.
+    investments_webhook(emulator, su, item_id, canceled_investments_transactions=1)
+    drain(su)
+    assert investment_transactions(su, item_id)[old][-1] is True
+    run = su.execute("SELECT added, modified, removed FROM plaid_sync.sync_runs WHERE item_id = %s "
+                     "AND product = 'investments' ORDER BY id DESC LIMIT 1", (item_id,)).fetchone()
+    assert run == (0, 0, 1)
+
+
+def test_holdings_snapshot_sells_and_changes_positions(emulator, su):
+    item_id = announce_with(emulator, su, ["transactions", "investments"], days=3, per_day=1)
+    drain(su)
+    rows = holdings(su, item_id)
+    bill = next(s for s, r in rows.items() if r[5] is None)
+    fund = next(s for s, r in rows.items() if r[0] == "47.74104242992852")
+    emulator("investments", item_id=item_id, sell=[bill], quantity={fund: "47.7410424299285201"})
+    webhook(emulator, su, item_id, code="DEFAULT_UPDATE", webhook_type="HOLDINGS", error=None,
+            new_holdings=0, updated_holdings=1)
+    drain(su)
+    rows = holdings(su, item_id)
+    assert rows[bill][4] is True and rows[fund][0] == "47.7410424299285201" and rows[fund][4] is False
+    run = su.execute("SELECT added, modified, removed FROM plaid_sync.sync_runs WHERE item_id = %s "
+                     "AND trigger = 'HOLDINGS/DEFAULT_UPDATE' ORDER BY id DESC LIMIT 1", (item_id,)).fetchone()
+    assert run == (0, 1, 1)
+
+
+def test_a_transaction_added_mid_read_restarts_the_window(emulator, su):
+    item_id = announce_with(emulator, su, ["transactions", "investments"], days=3, per_day=1)
+    drain(su)
+    emulator("investments", item_id=item_id, add=[{"days_ago": 2 + i % 80} for i in range(600)], mutate_next_page=True)
+    investments_webhook(emulator, su, item_id, new_investments_transactions=600)
+    drain(su)
+    truth = emulator("investments", item_id=item_id)["transactions"]
+    txns = investment_transactions(su, item_id)
+    runs = su.execute("SELECT trigger, pages, restarts, added, removed, outcome, error FROM plaid_sync.sync_runs "
+                      "WHERE item_id = %s AND product = 'investments' ORDER BY id", (item_id,)).fetchall()
+    assert {k for k, v in txns.items() if not v[-1]} == {t["investment_transaction_id"] for t in truth}, runs
+    assert len(truth) == 4 + 600 + 1
+    pages, restarts = su.execute("SELECT pages, restarts FROM plaid_sync.sync_runs WHERE item_id = %s "
+                                 "AND product = 'investments' ORDER BY id DESC LIMIT 1", (item_id,)).fetchone()
+    assert (pages, restarts) == (2, 1)

@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+import plaid_products
+
 CLIENT_ID = "emulator-client-id"
 SECRET = "emulator-secret"
 CURSOR_KEY = b"plaid-emulator-cursor-key"
@@ -45,6 +47,10 @@ FIELDS = {  # endpoint -> (required, optional) request fields, as the spec lists
     "/transactions/sync": ({"access_token"}, {"cursor", "count", "options"}),
     "/transactions/refresh": ({"access_token"}, set()),
     "/accounts/balance/get": ({"access_token"}, {"options"}),
+    "/transactions/recurring/get": ({"access_token"}, {"account_ids", "options"}),
+    "/liabilities/get": ({"access_token"}, {"options"}),
+    "/investments/holdings/get": ({"access_token"}, {"options"}),
+    "/investments/transactions/get": ({"access_token", "start_date", "end_date"}, {"options"}),
     "/institutions/get_by_id": ({"institution_id", "country_codes"}, {"options"}),
     "/item/webhook/update": ({"access_token"}, {"webhook"}),
     "/item/remove": ({"access_token"}, {"reason_code", "reason_note"}),
@@ -103,6 +109,7 @@ class Item:
         self.txns = {}          # live transactions by id
         self.accounts = []
         self.synced_once = False
+        plaid_products.init_item(self)
         for i, (name, sub, typ) in enumerate([("Plaid Checking", "checking", "depository"),
                                               ("Plaid Saving", "savings", "depository"),
                                               ("Plaid Credit Card", "credit card", "credit")]):
@@ -187,7 +194,8 @@ class World:
         self.lock = threading.RLock()
         self.seed = seed
         self.rng = random.Random(seed)
-        self.today = dt.date(2026, 11, 1)
+        # Today, as Postgres sees it: windows plaid_sync computes from current_date line up.
+        self.today = dt.datetime.now(dt.timezone.utc).date()
         self.items = {}
         self.by_token = {}
         self.public_tokens = {}
@@ -395,13 +403,12 @@ def check_request(w, path, body):
 def item_json(item, consent=False):
     """`Item`; with `consent`, the `ItemWithConsentFields` of /item/get."""
     inst = INSTITUTIONS.get(item.institution_id, {})
-    extra = {"consented_products": ["transactions"], "consented_use_cases": ["Track and manage your finances"],
+    extra = {"consented_use_cases": ["Track and manage your finances"],
              "consented_data_scopes": ["account_balance_info", "transactions"],
              "created_at": "2026-11-01T00:00:00Z"} if consent else {}
-    return extra | {"available_products": ["balance"], "billed_products": ["transactions"],
-            "consent_expiration_time": None, "error": item.error, "institution_id": item.institution_id,
+    return extra | {"consent_expiration_time": None, "error": item.error, "institution_id": item.institution_id,
             "institution_name": inst.get("name"), "item_id": item.item_id, "update_type": "background",
-            "webhook": item.webhook, "auth_method": None, "products": ["transactions"]}
+            "webhook": item.webhook, "auth_method": None} | plaid_products.item_fields(item, consent)
 
 
 INSTITUTIONS = {
@@ -427,6 +434,8 @@ RATE_LIMIT_CODES = {
     "/transactions/refresh": "TRANSACTIONS_REFRESH_LIMIT", "/accounts/get": "ACCOUNTS_LIMIT",
     "/item/get": "ITEM_GET_LIMIT", "/institutions/get_by_id": "INSTITUTIONS_GET_BY_ID_LIMIT",
     "/item/remove": "RATE_LIMIT", "/accounts/balance/get": "BALANCE_LIMIT",
+    "/investments/holdings/get": "INVESTMENT_HOLDINGS_GET_LIMIT",
+    "/investments/transactions/get": "INVESTMENT_TRANSACTIONS_LIMIT",
 }
 
 
@@ -495,6 +504,9 @@ def handle(w, path, body):
         return 200, {"item": item_json(item, consent=True), "status": {"transactions": {"last_successful_update": None, "last_failed_update": None}, "last_webhook": None}, "request_id": rid}
     if path == "/accounts/get":
         return 200, {"accounts": item.accounts, "item": item_json(item), "request_id": rid}
+    product = plaid_products.handle(w, item, path, body, rid, money, PlaidFault, item_json)
+    if product:
+        return product
     if path == "/accounts/balance/get":
         # Real-time balances: they differ from the cached ones /accounts/get returns.
         live = [dict(a, balances=dict(a["balances"], current=money(Decimal(a["balances"]["current"]["__num__"]) + 1)))
@@ -660,6 +672,9 @@ def control(w, what, body):
     if what == "script_pages":  # the next /transactions/sync answers, as exact JSON text
         item.scripted.extend(body["pages"])
         return {"ok": True}
+    product = plaid_products.control(w, item, what, body, money) if item else None
+    if product is not None:
+        return product
     if what == "break_login":
         item.error = PlaidFault("ITEM_LOGIN_REQUIRED").body
         return {"ok": True}

@@ -158,7 +158,7 @@ def rows(conn):
     out = {}
     for t, key in TABLES.items():
         out[t] = [r[0] for r in conn.execute(
-            f"SELECT to_jsonb(t) - 'raw_data' - 'rejected' - 'lane' FROM plaid_sync.{t} t ORDER BY {key}")]
+            f"SELECT to_jsonb(t) - 'raw_data' - 'rejected' - 'lane' - 'product' FROM plaid_sync.{t} t ORDER BY {key}")]
     return out
 
 
@@ -244,6 +244,12 @@ def test_upgrade_keeps_everything_and_equals_a_fresh_install(builds, emulator):
             conn.execute("ALTER EXTENSION plaid_sync UPDATE")
             assert conn.execute("SELECT extversion, plaid_sync.version() FROM pg_extension "
                                 "WHERE extname = 'plaid_sync'").fetchone() == (NEW, NEW)
+            # Each synced Item's products come from its last /item/get.
+            listed = conn.execute("SELECT count(*) FROM plaid_sync.items WHERE status <> 'removed' "
+                                  "AND data -> 'products' ? 'transactions'").fetchone()[0]
+            assert listed > 0
+            assert conn.execute("SELECT count(*) FROM plaid_sync.item_products WHERE product = 'transactions' "
+                                "AND state = 'pending'").fetchone()[0] == listed
         dump = os.path.join(c.root, "app.dump")
         c.run([f"{PG_BIN}/pg_dump", "-h", c.sock, "-p", str(c.port), "-U", "postgres", "-Fc", "-f", dump, "app"])
         c.create_database("fresh")

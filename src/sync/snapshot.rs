@@ -1,0 +1,138 @@
+//! Products Plaid answers with a full snapshot per call (recurring streams, liabilities,
+//! holdings): one call, applied in one step with its `sync_runs` row and change notice, only
+//! for Items that have the product. A product's error is recorded on the product and leaves
+//! the Item alone. `investments.rs` shares the run bookkeeping here.
+
+use pgrx::prelude::*;
+
+use super::{PAUSED, from_plaid, load_item, pause_item};
+use crate::database::{db, one};
+use crate::job::{Job, Outcome};
+use crate::plaid::{Client, PlaidError, ProductState, Response};
+use crate::store::{changes, products};
+
+/// A snapshot product: its name (Plaid's), its endpoint, the call and the apply (which
+/// returns rows added, changed and removed).
+pub struct Snapshot {
+    pub product: &'static str,
+    pub endpoint: &'static str,
+    pub call: fn(&Client, &str) -> Result<Response, PlaidError>,
+    pub apply: fn(&str, &str) -> (i32, i32, i32),
+}
+
+/// RECURRING_TRANSACTIONS_UPDATE, and once after an Item's history is complete.
+pub const RECURRING: Snapshot = Snapshot {
+    product: "recurring_transactions",
+    endpoint: "/transactions/recurring/get",
+    call: Client::transactions_recurring_get,
+    apply: crate::store::recurring::apply,
+};
+
+/// LIABILITIES: DEFAULT_UPDATE, and once after an Item is first synced.
+pub const LIABILITIES: Snapshot = Snapshot {
+    product: "liabilities",
+    endpoint: "/liabilities/get",
+    call: Client::liabilities_get,
+    apply: crate::store::liabilities::apply,
+};
+
+pub fn not_the_items(product: &str) -> Outcome {
+    Outcome::Done(Some(format!(
+        "ignored: the Item does not have {product} (by /item/get), or Plaid ruled it out"
+    )))
+}
+
+pub fn snapshot(job: &Job, client: &Client, item_id: &str, p: &Snapshot) -> Outcome {
+    let (status, _, token) = match load_item(item_id) {
+        Ok(x) => x,
+        Err(o) => return o,
+    };
+    if PAUSED.contains(&status.as_str()) {
+        return Outcome::Done(Some(format!("skipped: Item is {status}")));
+    }
+    let add_consented = crate::gucs::add_consented_products();
+    if !db(|| products::callable(item_id, p.product, add_consented)) {
+        return not_the_items(p.product);
+    }
+    let trigger = format!("{}/{}", job.webhook_type, job.webhook_code);
+    let run_id = db(|| {
+        one::<i64>(
+            "INSERT INTO plaid_sync.sync_runs (item_id, inbox_id, trigger, product)
+             VALUES ($1, $2, $3, $4) RETURNING id",
+            &[
+                item_id.into(),
+                job.id.into(),
+                trigger.into(),
+                p.product.into(),
+            ],
+        )
+        .expect("sync run id")
+    });
+    match (p.call)(client, &token) {
+        Ok(r) => db(|| {
+            let counts = (p.apply)(item_id, &r.body);
+            products::synced(item_id, p.product);
+            changes::notify(item_id, p.product, run_id, counts.0, counts.1, counts.2);
+            let outcome = Outcome::Done(None);
+            finish_run(
+                run_id,
+                counts,
+                std::slice::from_ref(&r.request_id),
+                &outcome,
+            );
+            outcome
+        }),
+        Err(e) => {
+            let request_ids: Vec<String> = e.request_id().map(str::to_string).into_iter().collect();
+            db(|| failed(item_id, run_id, p.product, p.endpoint, e, request_ids))
+        }
+    }
+}
+
+/// A failed call: a product error is recorded on the product and leaves the Item alone;
+/// anything else is handled as for any call.
+pub fn failed(
+    item_id: &str,
+    run_id: i64,
+    product: &str,
+    endpoint: &str,
+    e: PlaidError,
+    request_ids: Vec<String>,
+) -> Outcome {
+    let error = e.to_json().to_string();
+    let outcome = match e.product_state() {
+        Some(state) => {
+            products::failed(item_id, product, Some(state.label()), &error);
+            let msg = format!("Plaid {endpoint}: {e}");
+            match state {
+                ProductState::NotReady => Outcome::Retry(msg),
+                _ => Outcome::Done(Some(format!("{product} is {}: {msg}", state.label()))),
+            }
+        }
+        None => {
+            products::failed(item_id, product, None, &error);
+            pause_item(item_id, &e);
+            from_plaid(endpoint, e)
+        }
+    };
+    finish_run(run_id, (0, 0, 0), &request_ids, &outcome);
+    outcome
+}
+
+pub fn finish_run(run_id: i64, counts: (i32, i32, i32), request_ids: &[String], outcome: &Outcome) {
+    Spi::run_with_args(
+        "UPDATE plaid_sync.sync_runs SET finished_at = now(), pages = 1, added = $2, modified = $3,
+                removed = $4, request_ids = $5, outcome = $6, error = $7
+          WHERE id = $1",
+        &[
+            run_id.into(),
+            counts.0.into(),
+            counts.1.into(),
+            counts.2.into(),
+            request_ids.to_vec().into(),
+            outcome.run_label().into(),
+            outcome.message().into(),
+        ],
+    )
+    .expect("record snapshot run");
+}
