@@ -95,6 +95,7 @@ def billed(emulator, item_id=None):
 
 def test_no_paid_call_is_ever_made_implicitly(emulator, su):
     before = billed(emulator)
+    products_before = emulator("calls")["products"]
     item_id = announce(emulator, su, days=10, per_day=2)
     drain(su)
     emulator("advance", item_id=item_id, days=2, per_day=2)
@@ -104,6 +105,8 @@ def test_no_paid_call_is_ever_made_implicitly(emulator, su):
     drain(su)
     assert billed(emulator, item_id) == 0
     assert billed(emulator) == before
+    # Nor any call of a product the Item does not have.
+    assert emulator("calls")["products"] == products_before
 
 
 def test_refresh_is_queued_within_budget_and_then_refused(cluster, emulator, su):
@@ -308,31 +311,16 @@ def test_products_not_supported_is_recorded_and_never_pauses_transactions(emulat
     assert product_state(su, item_id, "recurring_transactions") == ("ok", None, True)
 
 
-@pytest.mark.parametrize("fault, times", [("PRODUCT_NOT_READY", 2), ("rate_limit", 1)])
-def test_not_ready_and_rate_limits_are_retried(emulator, su, fault, times):
-    item_id = announce_with(emulator, su, ["transactions", "recurring_transactions"], days=3, per_day=1)
-    if fault == "rate_limit":
-        emulator("fault", endpoint=RECURRING, kind="rate_limit", times=times)
-    else:
-        emulator("product_error", item_id=item_id, product="recurring_transactions", code=fault, times=times)
-    # A 429 comes back after the pacer's 5-15 s; PRODUCT_NOT_READY after the (test's) backoff.
-    until(lambda: drain(su) >= 0 and product_state(su, item_id, "recurring_transactions")[0] == "ok",
-          timeout=40, what="recurring streams read")
-    assert len(requests_of(emulator, item_id, RECURRING)) == times + 1
-    assert len(streams(su, item_id)) == 3
-    assert su.execute("SELECT count(*) FROM plaid_sync.inbox WHERE item_id = %s AND status = 'failed'",
-                      (item_id,)).fetchone()[0] == 0
-    assert su.execute("SELECT status FROM plaid_sync.items WHERE item_id = %s", (item_id,)).fetchone()[0] == "healthy"
-
-
 def test_product_tables_survive_dump_and_restore(cluster, emulator, su, db):
     su.autocommit = True
-    item_id = announce_with(emulator, su, ["transactions", "recurring_transactions"], days=3, per_day=1)
+    item_id = announce_with(emulator, su, ["transactions", "recurring_transactions", "liabilities", "investments"],
+                            days=3, per_day=1)
     drain(su)
     su.execute("SELECT plaid_sync.plaid_refresh_transactions(%s)", (item_id,))
     drain(su)
     query = {t: f"SELECT to_jsonb(t) FROM plaid_sync.{t} t ORDER BY to_jsonb(t)::text" for t in
-             ("recurring_streams", "item_products", "paid_calls")}
+             ("recurring_streams", "item_products", "paid_calls", "liabilities", "securities", "holdings",
+              "investment_transactions")}
     before = {t: [r[0] for r in su.execute(q)] for t, q in query.items()}
     assert all(before.values())
     dump = cluster.run([f"{PG_BIN}/pg_dump", "-h", cluster.sock, "-p", str(cluster.port), "-U", "postgres",
@@ -526,3 +514,50 @@ def test_a_transaction_added_mid_read_restarts_the_window(emulator, su):
     pages, restarts = su.execute("SELECT pages, restarts FROM plaid_sync.sync_runs WHERE item_id = %s "
                                  "AND product = 'investments' ORDER BY id DESC LIMIT 1", (item_id,)).fetchone()
     assert (pages, restarts) == (2, 1)
+
+
+# --- every product: errors and rate limits ------------------------------------------------------
+
+PRODUCTS = {  # product -> (its endpoints, the first of them rate-limited below; rows it leaves for a fresh
+    #            Item; its "no accounts" code)
+    "recurring_transactions": ([RECURRING], "SELECT count(*) FROM plaid_sync.recurring_streams WHERE item_id = %s", None),
+    "liabilities": (["/liabilities/get"], "SELECT count(*) FROM plaid_sync.liabilities WHERE item_id = %s",
+                    "NO_LIABILITY_ACCOUNTS"),
+    "investments": (["/investments/holdings/get", "/investments/transactions/get"],
+                    "SELECT count(*) FROM plaid_sync.holdings WHERE item_id = %s", "NO_INVESTMENT_ACCOUNTS"),
+}
+
+
+@pytest.mark.parametrize("product", sorted(PRODUCTS))
+@pytest.mark.parametrize("fault, times", [("PRODUCT_NOT_READY", 2), ("rate_limit", 1)])
+def test_not_ready_and_rate_limits_are_retried(emulator, su, product, fault, times):
+    endpoints, count, _ = PRODUCTS[product]
+    item_id = announce_with(emulator, su, ["transactions", product], days=3, per_day=1)
+    if fault == "rate_limit":   # 429 with the endpoint's documented code
+        emulator("fault", endpoint=endpoints[0], kind="rate_limit", times=times)
+    else:
+        emulator("product_error", item_id=item_id, product=product, code=fault, times=times)
+    # A 429 comes back after the pacer's 5-15 s; PRODUCT_NOT_READY after the (test's) backoff.
+    until(lambda: drain(su) >= 0 and product_state(su, item_id, product)[0] == "ok",
+          timeout=40, what=f"{product} read")
+    # Each endpoint answered once, after the failures.
+    assert sum(len(requests_of(emulator, item_id, e)) for e in endpoints) == times + len(endpoints)
+    expected = 1 if product == "liabilities" else 3   # the card's liability; three streams or holdings
+    assert su.execute(count, (item_id,)).fetchone()[0] == expected
+    assert su.execute("SELECT count(*) FROM plaid_sync.inbox WHERE item_id = %s AND status = 'failed'",
+                      (item_id,)).fetchone()[0] == 0
+    assert su.execute("SELECT status FROM plaid_sync.items WHERE item_id = %s", (item_id,)).fetchone()[0] == "healthy"
+
+
+@pytest.mark.parametrize("product", ["liabilities", "investments"])
+def test_no_accounts_for_a_product_is_recorded_and_transactions_go_on(emulator, su, product):
+    _, count, code = PRODUCTS[product]
+    item_id = announce_with(emulator, su, ["transactions", product], days=3, per_day=1)
+    emulator("product_error", item_id=item_id, product=product, code=code)
+    drain(su)
+    assert product_state(su, item_id, product) == ("no_accounts", code, False)
+    assert su.execute(count, (item_id,)).fetchone()[0] == 0
+    health = su.execute("SELECT status, failed_jobs, products FROM plaid_sync.item_health WHERE item_id = %s",
+                        (item_id,)).fetchone()
+    assert health[:2] == ("healthy", 0) and health[2][product]["last_error"] == code
+    assert su.execute("SELECT count(*) FROM plaid_sync.transactions WHERE item_id = %s", (item_id,)).fetchone()[0] == 3

@@ -349,7 +349,8 @@ class Handler(BaseHTTPRequestHandler):
             if kind == "http500":
                 return self.send(500, PlaidFault("INTERNAL_SERVER_ERROR").body)
             if kind == "rate_limit":
-                return self.send(429, PlaidFault("RATE_LIMIT", error_type="RATE_LIMIT_EXCEEDED").body | {"error_code": "TRANSACTIONS_SYNC_LIMIT"})
+                return self.send(429, PlaidFault("RATE_LIMIT", error_type="RATE_LIMIT_EXCEEDED").body
+                                 | {"error_code": RATE_LIMIT_CODES.get(path, "RATE_LIMIT")})
             if kind == "mutation":
                 return self.send(400, PlaidFault("TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION").body)
             if kind == "login_required":
@@ -493,6 +494,9 @@ def handle(w, path, body):
         item.error = PlaidFault("ITEM_LOGIN_REQUIRED").body
         return 200, {"reset_login": True, "request_id": rid}
     if path == "/sandbox/item/fire_webhook":
+        needs = plaid_products.WEBHOOK_PRODUCT.get((body.get("webhook_type", "TRANSACTIONS"), body["webhook_code"]))
+        if needs and needs not in item.products:
+            raise PlaidFault("SANDBOX_PRODUCT_NOT_ENABLED", f"the Item does not have {needs}")
         raw, jwt = w.webhook(item, body.get("webhook_type", "TRANSACTIONS"), body["webhook_code"])
         if item.webhook:
             deliver(item.webhook, raw, jwt)
@@ -615,8 +619,13 @@ def control(w, what, body):
         w.windows.clear()
         w.throttled = 0
         return {"ok": True}
-    if what == "calls":  # calls answered 200, per endpoint, and the paid ones per Item
-        return {"calls": w.calls, "billed": w.billed}
+    if what == "calls":  # calls answered 200, per endpoint and per product, and the paid ones per Item
+        by_product = {}
+        for path, n in w.calls.items():
+            product = plaid_products.ENDPOINT_PRODUCT.get(path)
+            if product:
+                by_product[product] = by_product.get(product, 0) + n
+        return {"calls": w.calls, "products": by_product, "billed": w.billed}
     if what == "rate_limit_stats":
         return {"throttled": w.throttled, "connections_opened": w.connections_opened}
     if what == "config":

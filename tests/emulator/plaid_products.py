@@ -13,6 +13,15 @@ ENDPOINT_PRODUCT = {
     "/investments/transactions/get": "investments",
 }
 
+# (webhook_type, webhook_code) -> the product an Item needs for /sandbox/item/fire_webhook to send it.
+WEBHOOK_PRODUCT = {
+    ("TRANSACTIONS", "RECURRING_TRANSACTIONS_UPDATE"): "recurring_transactions",
+    ("LIABILITIES", "DEFAULT_UPDATE"): "liabilities",
+    ("HOLDINGS", "DEFAULT_UPDATE"): "investments",
+    ("INVESTMENTS_TRANSACTIONS", "DEFAULT_UPDATE"): "investments",
+    ("INVESTMENTS_TRANSACTIONS", "HISTORICAL_UPDATE"): "investments",
+}
+
 PRODUCT_ERRORS = {
     "PRODUCTS_NOT_SUPPORTED": (400, "ITEM_ERROR", 'the following products are not supported by this institution: ["{p}"]'),
     "PRODUCT_NOT_READY": (400, "ITEM_ERROR", "the requested product is not yet ready. please provide a webhook or try the request again later"),
@@ -66,7 +75,8 @@ def amount(money, text):
 
 
 def make_streams(item, money):
-    checking, _, card = (a["account_id"] for a in item.accounts)
+    checking = next(a["account_id"] for a in item.accounts if a["subtype"] == "checking")
+    card = next(a["account_id"] for a in item.accounts if a["type"] == "credit")
     ids = lambda acct: sorted(t["transaction_id"] for t in item.txns.values() if t["account_id"] == acct)[:3]
     first = (item.today - dt.timedelta(days=60)).isoformat()
     last = (item.today - dt.timedelta(days=5)).isoformat()
