@@ -6,7 +6,7 @@
 //! cancelled and gets `removed_at`. Quantities and prices are `numeric` read from the JSON
 //! text, so all 16 decimals Plaid sends stay.
 
-use pgrx::prelude::*;
+use super::{COUNTS, counted};
 
 /// Upserts the securities of `$src` (a CTE with a jsonb array column `arr`).
 const SECURITIES: &str = "
@@ -39,23 +39,6 @@ const SECURITIES: &str = "
                market_identifier_code = EXCLUDED.market_identifier_code,
                is_cash_equivalent = EXCLUDED.is_cash_equivalent, data = EXCLUDED.data, updated_at = now()
          WHERE r.data IS DISTINCT FROM EXCLUDED.data)";
-
-fn counts(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> (i32, i32, i32) {
-    Spi::connect_mut(|c| {
-        let t = c.update(sql, None, args).expect("apply investments");
-        let r = t.first();
-        (
-            r.get::<i32>(1).ok().flatten().unwrap_or(0),
-            r.get::<i32>(2).ok().flatten().unwrap_or(0),
-            r.get::<i32>(3).ok().flatten().unwrap_or(0),
-        )
-    })
-}
-
-const COUNTS: &str = "
-    SELECT (SELECT count(*) FILTER (WHERE inserted) FROM up)::int,
-           (SELECT count(*) FILTER (WHERE NOT inserted) FROM up)::int,
-           (SELECT count(*) FROM gone)::int";
 
 /// Holdings added, changed and removed by the snapshot `body` (with its securities).
 pub fn apply_holdings(item_id: &str, body: &str) -> (i32, i32, i32) {
@@ -97,7 +80,7 @@ pub fn apply_holdings(item_id: &str, body: &str) -> (i32, i32, i32) {
              RETURNING 1)
          {COUNTS}"
     );
-    counts(&sql, &[item_id.into(), body.into()])
+    counted(&sql, &[item_id.into(), body.into()])
 }
 
 /// Investment transactions added, changed and removed by the pages of run `run_id`, which
@@ -141,7 +124,7 @@ pub fn apply_transactions(run_id: i64, item_id: &str, start: &str, end: &str) ->
              RETURNING 1)
          {COUNTS}"
     );
-    counts(
+    counted(
         &sql,
         &[run_id.into(), item_id.into(), start.into(), end.into()],
     )

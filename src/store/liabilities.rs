@@ -5,14 +5,12 @@
 //! `data` keeps Plaid's object. Plaid's schema lets a credit or student row lack its
 //! `account_id`: such a row has no key here and is not stored (the README says so).
 
-use pgrx::prelude::*;
+use super::{COUNTS, counted};
 
 /// Rows added, changed and removed by the snapshot `body` (the response's JSON text).
 pub fn apply(item_id: &str, body: &str) -> (i32, i32, i32) {
-    Spi::connect_mut(|c| {
-        let t = c
-            .update(
-                "WITH b AS (SELECT $2::jsonb AS b),
+    let sql = format!(
+        "WITH b AS (SELECT $2::jsonb AS b),
                  acct AS (
                      SELECT a ->> 'account_id' AS account_id, (a -> 'balances' ->> 'current')::numeric AS current
                        FROM b, jsonb_array_elements(coalesce(b -> 'accounts', '[]')) a),
@@ -67,18 +65,7 @@ pub fn apply(item_id: &str, body: &str) -> (i32, i32, i32) {
                       WHERE r.item_id = $1 AND r.removed_at IS NULL
                         AND NOT EXISTS (SELECT FROM l WHERE l.account_id = r.account_id AND l.kind = r.kind)
                      RETURNING 1)
-                 SELECT (SELECT count(*) FILTER (WHERE inserted) FROM up)::int,
-                        (SELECT count(*) FILTER (WHERE NOT inserted) FROM up)::int,
-                        (SELECT count(*) FROM gone)::int",
-                None,
-                &[item_id.into(), body.into()],
-            )
-            .expect("apply liabilities");
-        let r = t.first();
-        (
-            r.get::<i32>(1).ok().flatten().unwrap_or(0),
-            r.get::<i32>(2).ok().flatten().unwrap_or(0),
-            r.get::<i32>(3).ok().flatten().unwrap_or(0),
-        )
-    })
+                 {COUNTS}"
+    );
+    counted(&sql, &[item_id.into(), body.into()])
 }

@@ -21,3 +21,23 @@ pub use items::{institution_cached, name_institution, store_institution, update_
 pub use transactions::{
     Reject, apply_pages, discard_pages, record_rejects, remove_unseen, stage_page,
 };
+
+/// Runs an apply whose final SELECT is `COUNTS` (over CTEs `up`, whose rows say `inserted`,
+/// and `gone`): rows added, changed and removed.
+pub(crate) fn counted(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> (i32, i32, i32) {
+    pgrx::spi::Spi::connect_mut(|c| {
+        let t = c.update(sql, None, args).expect("apply");
+        let r = t.first();
+        (
+            r.get::<i32>(1).ok().flatten().unwrap_or(0),
+            r.get::<i32>(2).ok().flatten().unwrap_or(0),
+            r.get::<i32>(3).ok().flatten().unwrap_or(0),
+        )
+    })
+}
+
+/// The final SELECT of an apply counted by `counted`.
+pub(crate) const COUNTS: &str = "
+    SELECT (SELECT count(*) FILTER (WHERE inserted) FROM up)::int,
+           (SELECT count(*) FILTER (WHERE NOT inserted) FROM up)::int,
+           (SELECT count(*) FROM gone)::int";

@@ -3,14 +3,12 @@
 //! streams it does not list removed (`removed_at`; the rows stay). One statement: readers see
 //! all of a snapshot or none of it. Amounts are read from the JSON text into `numeric`.
 
-use pgrx::prelude::*;
+use super::{COUNTS, counted};
 
 /// Streams added, changed and removed by the snapshot `body` (the response's JSON text).
 pub fn apply(item_id: &str, body: &str) -> (i32, i32, i32) {
-    Spi::connect_mut(|c| {
-        let t = c
-            .update(
-                "WITH b AS (SELECT $2::jsonb AS b),
+    let sql = format!(
+        "WITH b AS (SELECT $2::jsonb AS b),
                  s AS (
                      SELECT DISTINCT ON (s ->> 'stream_id') s ->> 'stream_id' AS stream_id, dir, s
                        FROM b, LATERAL (
@@ -57,18 +55,7 @@ pub fn apply(item_id: &str, body: &str) -> (i32, i32, i32) {
                       WHERE r.item_id = $1 AND r.removed_at IS NULL
                         AND NOT EXISTS (SELECT FROM s WHERE s.stream_id = r.stream_id)
                      RETURNING 1)
-                 SELECT (SELECT count(*) FILTER (WHERE inserted) FROM up)::int,
-                        (SELECT count(*) FILTER (WHERE NOT inserted) FROM up)::int,
-                        (SELECT count(*) FROM gone)::int",
-                None,
-                &[item_id.into(), body.into()],
-            )
-            .expect("apply recurring streams");
-        let r = t.first();
-        (
-            r.get::<i32>(1).ok().flatten().unwrap_or(0),
-            r.get::<i32>(2).ok().flatten().unwrap_or(0),
-            r.get::<i32>(3).ok().flatten().unwrap_or(0),
-        )
-    })
+                 {COUNTS}"
+    );
+    counted(&sql, &[item_id.into(), body.into()])
 }
