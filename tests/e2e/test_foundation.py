@@ -2,6 +2,8 @@
 
 import base64
 import hashlib
+import os
+import re
 import threading
 import time
 
@@ -379,3 +381,27 @@ def test_the_core_has_no_postgres_in_it():
     for f in files:
         text = f.read_text()
         assert "use pgrx" not in text and "pgrx::" not in text, f
+
+
+README = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
+
+
+def readme_section(title):
+    text = open(README, encoding="utf-8").read()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end]
+
+
+def test_readme_lists_every_setting_and_function(su):
+    """The README's GUC table and SQL reference are in step with what the extension defines."""
+    documented = set(re.findall(r"^\| `(plaid_sync\.[a-z_]+)` \|", readme_section("Settings (GUCs)"), re.M))
+    # pg_settings leaves the secrets out (NO_SHOW_ALL); the README names them all.
+    defined = {r[0] for r in su.execute("SELECT name FROM pg_settings WHERE name LIKE 'plaid_sync.%'")}
+    hidden = {"plaid_sync.secret", "plaid_sync.encryption_key", "plaid_sync.previous_encryption_keys"}
+    assert defined | hidden == documented
+    reference = readme_section("SQL reference")
+    functions = {r[0] for r in su.execute(
+        "SELECT proname FROM pg_proc WHERE pronamespace = 'plaid_sync'::regnamespace")}
+    missing = {f for f in functions if f"`{f}(" not in reference}
+    assert not missing, f"functions the README's SQL reference does not describe: {missing}"
