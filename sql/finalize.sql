@@ -36,7 +36,7 @@ CREATE VIEW plaid_sync.sync_progress AS
 SELECT pg_catalog.pg_extension_config_dump('plaid_sync.items', '');
 SELECT pg_catalog.pg_extension_config_dump('plaid_sync.accounts', '');
 SELECT pg_catalog.pg_extension_config_dump('plaid_sync.balance_snapshots', '');
-SELECT pg_catalog.pg_extension_config_dump('plaid_sync.transactions', '');
+SELECT pg_catalog.pg_extension_config_dump('plaid_sync.transaction_rows', '');
 SELECT pg_catalog.pg_extension_config_dump('plaid_sync.inbox', '');
 SELECT pg_catalog.pg_extension_config_dump('plaid_sync.sync_runs', '');
 SELECT pg_catalog.pg_extension_config_dump('plaid_sync.institutions', '');

@@ -329,3 +329,94 @@ CREATE INDEX investment_transactions_item_date_idx ON plaid_sync.investment_tran
 SELECT pg_catalog.pg_extension_config_dump('plaid_sync.securities', '');
 SELECT pg_catalog.pg_extension_config_dump('plaid_sync.holdings', '');
 SELECT pg_catalog.pg_extension_config_dump('plaid_sync.investment_transactions', '');
+
+
+-- Transactions stored lean (src/plaid/lean.rs): the table becomes transaction_rows, read
+-- through the view plaid_sync.transactions, whose `data` is Plaid's object exactly. Rows
+-- already stored keep their object whole in `rest` (exact); each slims down when Plaid next
+-- sends it. The space the old column took is reused by new rows (VACUUM FULL returns it).
+DROP VIEW plaid_sync.live_transactions;
+ALTER TABLE plaid_sync.transactions RENAME TO transaction_rows;
+DO $$
+DECLARE c record;
+BEGIN
+    -- PostgreSQL 18 names NOT NULL constraints after the table, as a fresh install does.
+    -- (The key, foreign key and indexes keep their names: a fresh install has them too.)
+    FOR c IN SELECT conname FROM pg_constraint
+              WHERE conrelid = 'plaid_sync.transaction_rows'::regclass
+                AND conname LIKE 'transactions\_%\_not\_null' LOOP
+        EXECUTE format('ALTER TABLE plaid_sync.transaction_rows RENAME CONSTRAINT %I TO %I',
+                       c.conname, 'transaction_rows' || substr(c.conname, 13));
+    END LOOP;
+END $$;
+ALTER TABLE plaid_sync.transaction_rows ADD COLUMN rest jsonb, ADD COLUMN absent text[],
+    ADD COLUMN codec smallint NOT NULL DEFAULT 1;
+
+-- The template's and the typed columns' keys that `o` lacks: what a stored row marks absent.
+CREATE FUNCTION plaid_sync.transaction_absent(o jsonb) RETURNS text[]
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT SECURITY DEFINER
+    SET search_path = plaid_sync, pg_catalog, pg_temp AS $$
+    SELECT ARRAY(SELECT k FROM jsonb_object_keys('{"account_owner": null, "authorized_datetime": null, "check_number": null, "counterparties": [], "location": {"address": null, "city": null, "country": null, "lat": null, "lon": null, "postal_code": null, "region": null, "store_number": null}, "logo_url": null, "merchant_entity_id": null, "payment_meta": {"by_order_of": null, "payee": null, "payer": null, "payment_method": null, "payment_processor": null, "ppd_id": null, "reason": null, "reference_number": null}, "transaction_code": null, "website": null}'::jsonb
+                     || '{"account_id": 0, "amount": 0, "authorized_date": 0, "category": 0, "date": 0,
+                          "datetime": 0, "iso_currency_code": 0, "merchant_name": 0, "name": 0,
+                          "payment_channel": 0, "pending": 0, "pending_transaction_id": 0,
+                          "personal_finance_category": 0, "transaction_id": 0,
+                          "unofficial_currency_code": 0}') k
+                  WHERE NOT o ? k ORDER BY k) $$;
+
+REVOKE ALL ON FUNCTION plaid_sync.transaction_absent(jsonb) FROM PUBLIC;
+UPDATE plaid_sync.transaction_rows
+   SET rest = data, absent = nullif(plaid_sync.transaction_absent(data), '{}');
+ALTER TABLE plaid_sync.transaction_rows ALTER COLUMN rest SET NOT NULL;
+ALTER TABLE plaid_sync.transaction_rows DROP COLUMN data;
+
+-- Every transaction, with Plaid's object rebuilt in `data`.
+CREATE VIEW plaid_sync.transactions AS
+    SELECT transaction_id, item_id, account_id, amount, iso_currency_code, unofficial_currency_code,
+           date, authorized_date, datetime, name, merchant_name, payment_channel, pending,
+           pending_transaction_id, category, personal_finance_category,
+           -- Codec 1's template is src/plaid/lean.rs TEMPLATE (frozen; a test checks).
+           ((CASE codec WHEN 1 THEN '{"account_owner": null, "authorized_datetime": null, "check_number": null, "counterparties": [], "location": {"address": null, "city": null, "country": null, "lat": null, "lon": null, "postal_code": null, "region": null, "store_number": null}, "logo_url": null, "merchant_entity_id": null, "payment_meta": {"by_order_of": null, "payee": null, "payer": null, "payment_method": null, "payment_processor": null, "ppd_id": null, "reason": null, "reference_number": null}, "transaction_code": null, "website": null}'::jsonb END || jsonb_build_object(
+                 'transaction_id', transaction_id, 'account_id', account_id, 'amount', amount,
+                 'iso_currency_code', iso_currency_code,
+                 'unofficial_currency_code', unofficial_currency_code, 'date', date,
+                 'authorized_date', authorized_date,
+                 'datetime', to_char(datetime AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                 'name', name, 'merchant_name', merchant_name, 'payment_channel', payment_channel,
+                 'pending', pending, 'pending_transaction_id', pending_transaction_id,
+                 'category', category, 'personal_finance_category', personal_finance_category))
+             - coalesce(absent, '{}')) || rest AS data,
+           created_at, updated_at, removed_at, raw_data
+      FROM plaid_sync.transaction_rows;
+ALTER VIEW plaid_sync.transactions ALTER COLUMN pending SET DEFAULT false;
+ALTER VIEW plaid_sync.transactions ALTER COLUMN created_at SET DEFAULT now();
+ALTER VIEW plaid_sync.transactions ALTER COLUMN updated_at SET DEFAULT now();
+
+-- Writes through the view (the workers write transaction_rows): `data` is stored whole, with
+-- the keys it lacks marked absent, so it reads back exactly as written.
+CREATE FUNCTION plaid_sync.transactions_write() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = plaid_sync, pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        DELETE FROM plaid_sync.transaction_rows WHERE transaction_id = OLD.transaction_id;
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        RETURN OLD;
+    END IF;
+    INSERT INTO plaid_sync.transaction_rows (transaction_id, item_id, account_id, amount,
+        iso_currency_code, unofficial_currency_code, date, authorized_date, datetime, name,
+        merchant_name, payment_channel, pending, pending_transaction_id, category,
+        personal_finance_category, created_at, updated_at, removed_at, raw_data, rest, absent)
+    VALUES (NEW.transaction_id, NEW.item_id, NEW.account_id, NEW.amount, NEW.iso_currency_code,
+        NEW.unofficial_currency_code, NEW.date, NEW.authorized_date, NEW.datetime, NEW.name,
+        NEW.merchant_name, NEW.payment_channel, NEW.pending, NEW.pending_transaction_id,
+        NEW.category, NEW.personal_finance_category, NEW.created_at, NEW.updated_at,
+        NEW.removed_at, NEW.raw_data, NEW.data, plaid_sync.transaction_absent(NEW.data));
+    RETURN NEW;
+END $$;
+CREATE TRIGGER transactions_write INSTEAD OF INSERT OR UPDATE OR DELETE ON plaid_sync.transactions
+    FOR EACH ROW EXECUTE FUNCTION plaid_sync.transactions_write();
+REVOKE ALL ON FUNCTION plaid_sync.transactions_write() FROM PUBLIC;
+
+CREATE VIEW plaid_sync.live_transactions AS
+    SELECT * FROM plaid_sync.transactions WHERE removed_at IS NULL;

@@ -88,9 +88,14 @@ CREATE TABLE plaid_sync.balance_snapshots (
 );
 CREATE INDEX balance_snapshots_account_idx ON plaid_sync.balance_snapshots (account_id, observed_at);
 
-CREATE TABLE plaid_sync.transactions (
-    transaction_id            text PRIMARY KEY,
-    item_id                   text NOT NULL REFERENCES plaid_sync.items (item_id),
+-- Transactions as stored. Plaid's object is kept lean (src/plaid/lean.rs): `rest` holds what
+-- neither a typed column nor the codec's template holds, `absent` the keys the object lacked.
+-- Read them through the view plaid_sync.transactions, whose `data` is Plaid's object exactly.
+CREATE TABLE plaid_sync.transaction_rows (
+    -- Constraint and index names are 0.1.0's, from when this table was `transactions`.
+    transaction_id            text CONSTRAINT transactions_pkey PRIMARY KEY,
+    item_id                   text NOT NULL
+                              CONSTRAINT transactions_item_id_fkey REFERENCES plaid_sync.items (item_id),
     account_id                text NOT NULL,
     amount                    numeric NOT NULL,
     iso_currency_code         text,
@@ -105,17 +110,81 @@ CREATE TABLE plaid_sync.transactions (
     pending_transaction_id    text,
     category                  text[],
     personal_finance_category jsonb,
-    data                      jsonb NOT NULL,
     created_at                timestamptz NOT NULL DEFAULT now(),
     updated_at                timestamptz NOT NULL DEFAULT now(),
     -- NULL while live; removed rows are kept so annotations keyed by transaction_id survive.
     removed_at                timestamptz,
     -- As for accounts: Plaid's object exactly as sent when `data` had to replace a character.
-    raw_data                  text
+    raw_data                  text,
+    rest                      jsonb NOT NULL,
+    absent                    text[],
+    codec                     smallint NOT NULL DEFAULT 1
 );
-CREATE INDEX transactions_item_idx ON plaid_sync.transactions (item_id) WHERE removed_at IS NULL;
-CREATE INDEX transactions_account_date_idx ON plaid_sync.transactions (account_id, date);
-CREATE INDEX transactions_pending_id_idx ON plaid_sync.transactions (pending_transaction_id) WHERE pending_transaction_id IS NOT NULL;
+-- The worker's removals and the backfill's sweep (item_id, live rows only).
+CREATE INDEX transactions_item_idx ON plaid_sync.transaction_rows (item_id) WHERE removed_at IS NULL;
+-- An account's transactions by date: what applications ask most (README, "Read your data").
+CREATE INDEX transactions_account_date_idx ON plaid_sync.transaction_rows (account_id, date);
+-- The pending row a posted one replaces (the apply's posted_over), tiny: pending rows only.
+CREATE INDEX transactions_pending_id_idx ON plaid_sync.transaction_rows (pending_transaction_id) WHERE pending_transaction_id IS NOT NULL;
+
+-- The template's and the typed columns' keys that `o` lacks: what a stored row marks absent.
+CREATE FUNCTION plaid_sync.transaction_absent(o jsonb) RETURNS text[]
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT SECURITY DEFINER
+    SET search_path = plaid_sync, pg_catalog, pg_temp AS $$
+    SELECT ARRAY(SELECT k FROM jsonb_object_keys('{"account_owner": null, "authorized_datetime": null, "check_number": null, "counterparties": [], "location": {"address": null, "city": null, "country": null, "lat": null, "lon": null, "postal_code": null, "region": null, "store_number": null}, "logo_url": null, "merchant_entity_id": null, "payment_meta": {"by_order_of": null, "payee": null, "payer": null, "payment_method": null, "payment_processor": null, "ppd_id": null, "reason": null, "reference_number": null}, "transaction_code": null, "website": null}'::jsonb
+                     || '{"account_id": 0, "amount": 0, "authorized_date": 0, "category": 0, "date": 0,
+                          "datetime": 0, "iso_currency_code": 0, "merchant_name": 0, "name": 0,
+                          "payment_channel": 0, "pending": 0, "pending_transaction_id": 0,
+                          "personal_finance_category": 0, "transaction_id": 0,
+                          "unofficial_currency_code": 0}') k
+                  WHERE NOT o ? k ORDER BY k) $$;
+
+-- Every transaction, with Plaid's object rebuilt in `data`.
+CREATE VIEW plaid_sync.transactions AS
+    SELECT transaction_id, item_id, account_id, amount, iso_currency_code, unofficial_currency_code,
+           date, authorized_date, datetime, name, merchant_name, payment_channel, pending,
+           pending_transaction_id, category, personal_finance_category,
+           -- Codec 1's template is src/plaid/lean.rs TEMPLATE (frozen; a test checks).
+           ((CASE codec WHEN 1 THEN '{"account_owner": null, "authorized_datetime": null, "check_number": null, "counterparties": [], "location": {"address": null, "city": null, "country": null, "lat": null, "lon": null, "postal_code": null, "region": null, "store_number": null}, "logo_url": null, "merchant_entity_id": null, "payment_meta": {"by_order_of": null, "payee": null, "payer": null, "payment_method": null, "payment_processor": null, "ppd_id": null, "reason": null, "reference_number": null}, "transaction_code": null, "website": null}'::jsonb END || jsonb_build_object(
+                 'transaction_id', transaction_id, 'account_id', account_id, 'amount', amount,
+                 'iso_currency_code', iso_currency_code,
+                 'unofficial_currency_code', unofficial_currency_code, 'date', date,
+                 'authorized_date', authorized_date,
+                 'datetime', to_char(datetime AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                 'name', name, 'merchant_name', merchant_name, 'payment_channel', payment_channel,
+                 'pending', pending, 'pending_transaction_id', pending_transaction_id,
+                 'category', category, 'personal_finance_category', personal_finance_category))
+             - coalesce(absent, '{}')) || rest AS data,
+           created_at, updated_at, removed_at, raw_data
+      FROM plaid_sync.transaction_rows;
+ALTER VIEW plaid_sync.transactions ALTER COLUMN pending SET DEFAULT false;
+ALTER VIEW plaid_sync.transactions ALTER COLUMN created_at SET DEFAULT now();
+ALTER VIEW plaid_sync.transactions ALTER COLUMN updated_at SET DEFAULT now();
+
+-- Writes through the view (the workers write transaction_rows): `data` is stored whole, with
+-- the keys it lacks marked absent, so it reads back exactly as written.
+CREATE FUNCTION plaid_sync.transactions_write() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = plaid_sync, pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        DELETE FROM plaid_sync.transaction_rows WHERE transaction_id = OLD.transaction_id;
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        RETURN OLD;
+    END IF;
+    INSERT INTO plaid_sync.transaction_rows (transaction_id, item_id, account_id, amount,
+        iso_currency_code, unofficial_currency_code, date, authorized_date, datetime, name,
+        merchant_name, payment_channel, pending, pending_transaction_id, category,
+        personal_finance_category, created_at, updated_at, removed_at, raw_data, rest, absent)
+    VALUES (NEW.transaction_id, NEW.item_id, NEW.account_id, NEW.amount, NEW.iso_currency_code,
+        NEW.unofficial_currency_code, NEW.date, NEW.authorized_date, NEW.datetime, NEW.name,
+        NEW.merchant_name, NEW.payment_channel, NEW.pending, NEW.pending_transaction_id,
+        NEW.category, NEW.personal_finance_category, NEW.created_at, NEW.updated_at,
+        NEW.removed_at, NEW.raw_data, NEW.data, plaid_sync.transaction_absent(NEW.data));
+    RETURN NEW;
+END $$;
+CREATE TRIGGER transactions_write INSTEAD OF INSERT OR UPDATE OR DELETE ON plaid_sync.transactions
+    FOR EACH ROW EXECUTE FUNCTION plaid_sync.transactions_write();
 
 CREATE TABLE plaid_sync.inbox (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

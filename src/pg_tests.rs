@@ -17,7 +17,7 @@ mod tests {
             "items",
             "accounts",
             "balance_snapshots",
-            "transactions",
+            "transaction_rows",
             "inbox",
             "sync_runs",
         ] {
@@ -26,7 +26,7 @@ mod tests {
             ));
             assert_eq!(n, 1, "table {t}");
         }
-        for v in ["item_health", "live_transactions"] {
+        for v in ["item_health", "transactions", "live_transactions"] {
             let n = count(&format!(
                 "SELECT count(*) FROM pg_views WHERE schemaname = 'plaid_sync' AND viewname = '{v}'"
             ));

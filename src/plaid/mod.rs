@@ -4,6 +4,7 @@
 pub mod client;
 pub mod error;
 pub mod jwt;
+pub mod lean;
 pub mod limits;
 pub mod storable;
 

@@ -174,7 +174,7 @@ pub fn mark_removed(item_id: &str, keep_token: bool) {
              UPDATE plaid_sync.accounts SET removed_at = now(), updated_at = now()
               WHERE item_id = $1 AND removed_at IS NULL RETURNING 1),
          txn AS (
-             UPDATE plaid_sync.transactions SET removed_at = now(), updated_at = now()
+             UPDATE plaid_sync.transaction_rows SET removed_at = now(), updated_at = now()
               WHERE item_id = $1 AND removed_at IS NULL RETURNING 1)
          UPDATE plaid_sync.items SET status = 'removed', updated_at = now(),
                 access_token_encrypted = CASE WHEN $2 THEN access_token_encrypted END

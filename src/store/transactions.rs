@@ -28,8 +28,8 @@ pub fn discard_pages(run_id: i64) {
 
 const TXN_COLUMNS: &str = "transaction_id, item_id, account_id, amount, iso_currency_code,
     unofficial_currency_code, date, authorized_date, datetime, name, merchant_name,
-    payment_channel, pending, pending_transaction_id, category, personal_finance_category, data,
-    raw_data, removed_at";
+    payment_channel, pending, pending_transaction_id, category, personal_finance_category, rest,
+    absent, raw_data, removed_at";
 
 /// A transaction (or a page's accounts, `transaction_id` None) our code could not apply.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,7 +141,7 @@ fn apply(run_id: i64, item_id: &str, only: Option<&[String]>, skip: &[String]) {
              SELECT DISTINCT obj ->> 'pending_transaction_id' AS id FROM ev
               WHERE phase = 0 AND obj ->> 'pending_transaction_id' IS NOT NULL),
          upserted AS (
-             INSERT INTO plaid_sync.transactions ({TXN_COLUMNS})
+             INSERT INTO plaid_sync.transaction_rows AS transactions ({TXN_COLUMNS})
              SELECT u.id, $2, o ->> 'account_id', (o ->> 'amount')::numeric,
                     o ->> 'iso_currency_code', o ->> 'unofficial_currency_code',
                     (o ->> 'date')::date, (o ->> 'authorized_date')::date,
@@ -152,7 +152,15 @@ fn apply(run_id: i64, item_id: &str, only: Option<&[String]>, skip: &[String]) {
                          THEN ARRAY(SELECT jsonb_array_elements_text(o -> 'category')) END,
                     CASE WHEN jsonb_typeof(o -> 'personal_finance_category') = 'object'
                          THEN o -> 'personal_finance_category' END,
-                    o, u.raw,
+                    -- Lean (src/plaid/lean.rs): what no column or template holds, and what
+                    -- the object lacked; an object the job thread did not mark is kept whole.
+                    CASE WHEN o ? 'plaid_sync:lean'
+                         THEN o - 'plaid_sync:lean' - (o -> 'plaid_sync:lean' ->> 'derived')::text[]
+                         ELSE o END,
+                    nullif(CASE WHEN o ? 'plaid_sync:lean'
+                                THEN (o -> 'plaid_sync:lean' ->> 'absent')::text[]
+                                ELSE plaid_sync.transaction_absent(o) END, '{{}}'),
+                    u.raw,
                     CASE WHEN le.phase = 1 OR u.id IN (SELECT id FROM posted_over) THEN now() END
                FROM last_upsert u
                JOIN last_event le USING (id)
@@ -168,7 +176,8 @@ fn apply(run_id: i64, item_id: &str, only: Option<&[String]>, skip: &[String]) {
                     pending_transaction_id = EXCLUDED.pending_transaction_id,
                     category = EXCLUDED.category,
                     personal_finance_category = EXCLUDED.personal_finance_category,
-                    data = EXCLUDED.data, raw_data = EXCLUDED.raw_data,
+                    rest = EXCLUDED.rest, absent = EXCLUDED.absent, codec = EXCLUDED.codec,
+                    raw_data = EXCLUDED.raw_data,
                     removed_at = EXCLUDED.removed_at, updated_at = now()
               WHERE transactions.item_id = EXCLUDED.item_id
              RETURNING 1),
@@ -178,7 +187,7 @@ fn apply(run_id: i64, item_id: &str, only: Option<&[String]>, skip: &[String]) {
              -- their removed_at above.
              SELECT id FROM last_event WHERE phase = 1
              UNION SELECT id FROM posted_over)
-         UPDATE plaid_sync.transactions t SET removed_at = now(), updated_at = now()
+         UPDATE plaid_sync.transaction_rows t SET removed_at = now(), updated_at = now()
            FROM removed r
           WHERE t.transaction_id = r.id AND t.item_id = $2 AND t.removed_at IS NULL"
     );
@@ -200,7 +209,12 @@ pub fn record_rejects(run_id: i64, item_id: &str, rejects: &[Reject]) {
     for r in rejects {
         run(
             "INSERT INTO plaid_sync.sync_rejects (sync_run_id, item_id, transaction_id, page, request_id, error, data)
-             SELECT $1, $2, $3, p.page, p.request_id, $4, x.e::text
+             SELECT $1, $2, $3, p.page, p.request_id, $4,
+                    -- A marked object (src/plaid/lean.rs) as Plaid sent it.
+                    CASE WHEN x.e ? 'plaid_sync:lean'
+                         THEN ($5::jsonb - coalesce((x.e -> 'plaid_sync:lean' ->> 'absent')::text[], '{}'))
+                              || (x.e - 'plaid_sync:lean')
+                         ELSE x.e END::text
                FROM plaid_sync.sync_pages p
                LEFT JOIN LATERAL (
                     SELECT e FROM jsonb_array_elements(
@@ -217,6 +231,7 @@ pub fn record_rejects(run_id: i64, item_id: &str, rejects: &[Reject]) {
                 item_id.into(),
                 r.transaction_id.as_deref().into(),
                 r.error.as_str().into(),
+                crate::plaid::lean::TEMPLATE.into(),
             ],
         );
     }
@@ -251,7 +266,7 @@ pub fn remove_unseen(run_id: i64, item_id: &str) -> i64 {
               CROSS JOIN LATERAL jsonb_array_elements(p.body -> k.key) a(e)
               WHERE p.sync_run_id = $1),
          gone AS (
-             UPDATE plaid_sync.transactions t SET removed_at = now(), updated_at = now()
+             UPDATE plaid_sync.transaction_rows t SET removed_at = now(), updated_at = now()
               WHERE t.item_id = $2 AND t.removed_at IS NULL
                 AND NOT EXISTS (SELECT 1 FROM seen WHERE seen.id = t.transaction_id)
              RETURNING 1)

@@ -30,11 +30,13 @@ impl pagination::Pages for Stage {
     /// Each page is committed on its own (in a worker), and renews the job's lease.
     fn keep(&mut self, page: u32, response: &crate::plaid::Response) {
         let raw = raw_objects(response);
+        // Marked here, off the database's thread: the row stores only what nothing rebuilds.
+        let lean = crate::plaid::lean::mark_page(&response.body);
         db(|| {
             store::stage_page(
                 self.run_id,
                 page as i32,
-                &response.body,
+                lean.as_deref().unwrap_or(&response.body),
                 &response.request_id,
                 raw.as_deref(),
             );

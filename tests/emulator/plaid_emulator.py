@@ -657,6 +657,8 @@ def control(w, what, body):
         t = dict(item.txns[body["transaction_id"]])
         for k, v in body["changes"].items():
             t[k] = money(Decimal(v)) if k == "amount" else v
+        for k in body.get("drop", []):  # a key Plaid left out of the object
+            t.pop(k, None)
         item.log("modified", t["transaction_id"], t)
         return {"ok": True}
     if what == "remove_transaction":

@@ -1,0 +1,189 @@
+use serde_json::{Map, Value, json};
+
+use super::*;
+
+fn plaid_object() -> Value {
+    json!({
+        "account_id": "acc1", "account_owner": null, "amount": -487.89, "iso_currency_code": "USD",
+        "unofficial_currency_code": null, "check_number": null, "counterparties": [],
+        "date": "2026-05-21", "datetime": "2026-05-21T12:00:00Z", "authorized_date": "2026-05-20",
+        "authorized_datetime": null,
+        "location": {"address": null, "city": null, "region": null, "postal_code": null,
+                     "country": null, "lat": null, "lon": null, "store_number": null},
+        "name": "AMAZON 8036", "merchant_name": "Amazon", "merchant_entity_id": null,
+        "logo_url": null, "website": null,
+        "payment_meta": {"by_order_of": null, "payee": null, "payer": null, "payment_method": null,
+                         "payment_processor": null, "ppd_id": null, "reason": null,
+                         "reference_number": null},
+        "payment_channel": "online", "pending": false, "pending_transaction_id": null,
+        "personal_finance_category": {"primary": "GENERAL_MERCHANDISE", "detailed": "X"},
+        "personal_finance_category_icon_url": "https://example/icon.png",
+        "transaction_id": "t1", "transaction_code": null, "transaction_type": "place"
+    })
+}
+
+fn literal(v: &Value) -> Vec<String> {
+    let s = v.as_str().unwrap();
+    let inner = &s[1..s.len() - 1];
+    if inner.is_empty() {
+        vec![]
+    } else {
+        inner.split(',').map(str::to_string).collect()
+    }
+}
+
+/// What the view does, with each derived key's column assumed to give its value back (the
+/// SQL side of that is tested end to end): ((template || typed) - absent) || rest.
+fn rebuild(marked: &str) -> Value {
+    let mut staged: Map<String, Value> = serde_json::from_str(marked).unwrap();
+    let mark = staged.remove(MARK).unwrap();
+    let absent = literal(&mark["absent"]);
+    let derived = literal(&mark["derived"]);
+    let mut out: Map<String, Value> = serde_json::from_str(TEMPLATE).unwrap();
+    for (k, _) in TYPED {
+        // A typed key not derived is NULL in the rebuild, overridden by the rest below.
+        out.insert(
+            k.into(),
+            staged
+                .get(k)
+                .filter(|_| derived.iter().any(|d| d == k))
+                .cloned()
+                .unwrap_or(Value::Null),
+        );
+    }
+    for k in &absent {
+        out.remove(k);
+    }
+    for (k, v) in staged {
+        if !derived.contains(&k) {
+            out.insert(k, v);
+        }
+    }
+    Value::Object(out)
+}
+
+fn round_trip(o: &Value) -> String {
+    let marked = mark(&o.to_string()).expect("an object is marked");
+    assert_eq!(&rebuild(&marked), o, "rebuilt from {marked}");
+    marked
+}
+
+#[test]
+fn a_usual_object_keeps_only_what_no_column_or_template_holds() {
+    let marked = round_trip(&plaid_object());
+    let staged: Map<String, Value> = serde_json::from_str(&marked).unwrap();
+    let mark = &staged[MARK];
+    assert_eq!(literal(&mark["absent"]), vec!["category"]);
+    assert_eq!(literal(&mark["derived"]).len(), 14);
+    for dropped in [
+        "location",
+        "payment_meta",
+        "counterparties",
+        "website",
+        "account_owner",
+    ] {
+        assert!(
+            !staged.contains_key(dropped),
+            "{dropped} is the template's value"
+        );
+    }
+    for kept in [
+        "transaction_type",
+        "personal_finance_category_icon_url",
+        "amount",
+        "name",
+    ] {
+        assert!(staged.contains_key(kept), "{kept} is staged");
+    }
+}
+
+#[test]
+fn anything_a_column_would_not_give_back_exactly_stays() {
+    let mut o = plaid_object();
+    let changes = json!({
+        "date": "2026-5-21", "datetime": "2026-05-21T12:00:00+02:00", "authorized_date": null,
+        "pending": null, "amount": "1.50", "name": 5, "category": ["Shops", null],
+        "location": {"city": "Oslo", "address": null, "region": null, "postal_code": null,
+                     "country": null, "lat": null, "lon": null, "store_number": null},
+        "counterparties": [{"name": "Amazon"}], "website": "", "original_description": "AMZN"
+    });
+    for (k, v) in changes.as_object().unwrap() {
+        o[k] = v.clone();
+    }
+    let marked = round_trip(&o);
+    let staged: Map<String, Value> = serde_json::from_str(&marked).unwrap();
+    let derived = literal(&staged[MARK]["derived"]);
+    for k in ["date", "datetime", "pending", "amount", "name", "category"] {
+        assert!(!derived.iter().any(|d| d == k), "{k} is not derived");
+    }
+    assert!(
+        derived.iter().any(|d| d == "authorized_date"),
+        "null is NULL"
+    );
+    for (k, v) in changes.as_object().unwrap() {
+        assert_eq!(&staged[k], v, "{k} is staged as sent");
+    }
+}
+
+#[test]
+fn times_and_dates_out_of_the_printed_range_stay() {
+    for dt in [
+        "2026-05-21T24:00:00Z",
+        "2026-05-21T23:59:60Z",
+        "2026-05-21T12:00:00.5Z",
+        "2026-13-01T00:00:00Z",
+    ] {
+        let mut o = plaid_object();
+        o["datetime"] = json!(dt);
+        let marked = round_trip(&o);
+        assert!(
+            !literal(&serde_json::from_str::<Value>(&marked).unwrap()[MARK]["derived"])
+                .contains(&"datetime".to_string()),
+            "{dt}"
+        );
+    }
+}
+
+#[test]
+fn missing_keys_are_absent_and_extra_keys_kept() {
+    let o = json!({"transaction_id": "t", "account_id": "a", "amount": 1, "business_finance_category": {"x": 1}});
+    let marked = round_trip(&o);
+    let absent = literal(&serde_json::from_str::<Value>(&marked).unwrap()[MARK]["absent"]);
+    assert!(absent.contains(&"location".to_string()) && absent.contains(&"pending".to_string()));
+    assert!(!absent.contains(&"amount".to_string()));
+    round_trip(&json!({}));
+}
+
+#[test]
+fn a_page_is_marked_and_everything_else_on_it_kept() {
+    let page = json!({"added": [plaid_object()], "modified": [plaid_object(), 7], "removed": [{"transaction_id": "r"}],
+                      "next_cursor": "c\u{e9}", "has_more": false, "accounts": [{"account_id": "a", "balances": {"current": 1.10}}]});
+    let body = page.to_string();
+    let marked: Value = serde_json::from_str(&mark_page(&body).unwrap()).unwrap();
+    assert_eq!(rebuild(&marked["added"][0].to_string()), plaid_object());
+    assert_eq!(marked["modified"][1], json!(7));
+    for k in ["removed", "next_cursor", "has_more", "accounts"] {
+        assert_eq!(marked[k], page[k]);
+    }
+    assert!(mark_page("[1]").is_none() && mark_page("{\"added\": 3}").is_none());
+    assert!(
+        mark(&marked["added"][0].to_string()).is_none(),
+        "never marked twice"
+    );
+}
+
+#[test]
+fn the_sql_template_is_this_one() {
+    for (name, sql) in [
+        ("schema.sql", include_str!("../../sql/schema.sql")),
+        (
+            "the upgrade",
+            include_str!("../../sql/plaid_sync--0.1.0--0.2.0.sql"),
+        ),
+    ] {
+        assert!(
+            sql.contains(&format!("'{TEMPLATE}'::jsonb")),
+            "{name} holds codec 1's template"
+        );
+    }
+}
