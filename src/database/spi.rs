@@ -72,3 +72,35 @@ pub fn run(sql: &str, args: &[DatumWithOid]) {
     in_transaction(sql);
     Spi::run_with_args(sql, args).unwrap_or_else(|e| panic!("plaid_sync: {e}"));
 }
+
+/// JSON text parsed into a jsonb value once, to pass to several statements (a text parameter
+/// cast with `$n::jsonb` is parsed again by each). It lives until the transaction ends.
+#[derive(Clone, Copy)]
+pub struct ParsedJson(pg_sys::Datum);
+
+impl ParsedJson {
+    pub fn parse(text: &str) -> Self {
+        // JSON text never holds a NUL byte (a NUL is an escape, and storable() replaced those).
+        let c = std::ffi::CString::new(text)
+            .unwrap_or_else(|_| panic!("plaid_sync: JSON text with a NUL byte"));
+        // SAFETY: jsonb's input function takes a C string and raises a Postgres error on
+        // bad input.
+        Self(unsafe {
+            pg_sys::OidInputFunctionCall(
+                pg_sys::Oid::from(pg_sys::F_JSONB_IN),
+                c.as_ptr().cast_mut(),
+                pg_sys::JSONBOID,
+                -1,
+            )
+        })
+    }
+
+    /// As a statement parameter; NULL for None.
+    pub fn arg(this: Option<Self>) -> DatumWithOid<'static> {
+        match this {
+            // SAFETY: the datum is a jsonb value allocated in this transaction.
+            Some(p) => unsafe { DatumWithOid::new(p.0, pg_sys::JSONBOID) },
+            None => DatumWithOid::null_oid(pg_sys::JSONBOID),
+        }
+    }
+}

@@ -19,7 +19,7 @@ pub mod transactions;
 pub use accounts::upsert_accounts;
 pub use items::{institution_cached, name_institution, store_institution, update_item};
 pub use transactions::{
-    Reject, apply_pages, discard_pages, record_rejects, remove_unseen, stage_page,
+    Last, LastPage, Reject, apply_pages, discard_pages, record_rejects, remove_unseen, stage_page,
 };
 
 /// Runs an apply whose final SELECT is `COUNTS` (over CTEs `up`, whose rows say `inserted`,

@@ -1,7 +1,60 @@
 //! Transactions: the staged pages of a sync in progress, and their apply, in which the last
 //! thing the pages said about each transaction wins.
 
-use crate::database::{one, run, subtransaction};
+use pgrx::datum::DatumWithOid;
+
+use crate::database::{ParsedJson, one, run, subtransaction};
+
+/// The last page of a run, applied from memory instead of staged: a sync that fits in one
+/// page (most of them) leaves no row, and so no dead space, in sync_pages.
+pub struct LastPage {
+    pub page: i32,
+    pub body: String,
+    pub request_id: String,
+    pub raw_objects: Option<String>,
+}
+
+/// The last page parsed once, for every statement of the apply.
+pub struct Last<'a> {
+    page: Option<i32>,
+    body: Option<ParsedJson>,
+    raw: Option<ParsedJson>,
+    request_id: Option<&'a str>,
+}
+
+impl<'a> Last<'a> {
+    pub fn parse(last: Option<&'a LastPage>) -> Self {
+        Last {
+            page: last.map(|l| l.page),
+            body: last.map(|l| ParsedJson::parse(&l.body)),
+            raw: last
+                .and_then(|l| l.raw_objects.as_deref())
+                .map(ParsedJson::parse),
+            request_id: last.map(|l| l.request_id.as_str()),
+        }
+    }
+
+    /// `args` followed by the four the `pages` relation reads.
+    fn with(&self, args: Vec<DatumWithOid<'a>>) -> Vec<DatumWithOid<'a>> {
+        let mut all = args;
+        all.push(self.page.into());
+        all.push(ParsedJson::arg(self.body));
+        all.push(ParsedJson::arg(self.raw));
+        all.push(self.request_id.into());
+        all
+    }
+}
+
+/// A run's pages as one relation, the staged ones and the last: `$1` is the run and `$at`…
+/// `$at+3` are the last page's number, body, raw_objects and request_id (`Last::with`).
+fn pages(at: usize) -> String {
+    let (b, c, d) = (at + 1, at + 2, at + 3);
+    format!(
+        "(SELECT page, body, raw_objects, request_id FROM plaid_sync.sync_pages WHERE sync_run_id = $1
+          UNION ALL
+          SELECT ${at}::int, ${b}::jsonb, ${c}::jsonb, ${d}::text WHERE ${b}::jsonb IS NOT NULL)"
+    )
+}
 
 /// Stages one page of a sync in progress.
 /// `raw_objects` holds the objects that had to change to become jsonb, as Plaid sent them.
@@ -42,13 +95,14 @@ pub struct Reject {
 /// pages said about it wins (an upsert, or a removal). A transaction the apply cannot take
 /// (a bug on our side, or an object no code could read) is found by bisection, left out,
 /// and returned, so one bad row never stops the rest of an Item's data.
-pub fn apply_pages(run_id: i64, item_id: &str) -> Vec<Reject> {
+pub fn apply_pages(run_id: i64, item_id: &str, last: &Last) -> Vec<Reject> {
     let mut rejects = Vec::new();
-    let everything = subtransaction(true, || apply(run_id, item_id, None, &[]));
+    let everything = subtransaction(true, || apply(run_id, item_id, None, &[], last));
     if everything.is_err() {
-        let mut groups = vec![staged_ids(run_id)];
+        let mut groups = vec![staged_ids(run_id, last)];
         while let Some(group) = groups.pop() {
-            let Err(error) = subtransaction(false, || apply(run_id, item_id, Some(&group), &[]))
+            let Err(error) =
+                subtransaction(false, || apply(run_id, item_id, Some(&group), &[], last))
             else {
                 continue;
             };
@@ -68,19 +122,24 @@ pub fn apply_pages(run_id: i64, item_id: &str) -> Vec<Reject> {
             .filter_map(|r| r.transaction_id.clone())
             .collect();
         // Not a probe: if this still fails, the job fails with the error.
-        apply(run_id, item_id, None, &skip);
+        apply(run_id, item_id, None, &skip, last);
     }
     // Accounts with balances, from the last page (sync lists only accounts with transactions).
     if let Some(accounts) = one::<pgrx::JsonB>(
-        "SELECT body -> 'accounts' FROM plaid_sync.sync_pages
-          WHERE sync_run_id = $1 AND jsonb_typeof(body -> 'accounts') = 'array'
-          ORDER BY page DESC LIMIT 1",
-        &[run_id.into()],
+        &format!(
+            "SELECT body -> 'accounts' FROM {} p
+              WHERE jsonb_typeof(body -> 'accounts') = 'array' ORDER BY page DESC LIMIT 1",
+            pages(2)
+        ),
+        &last.with(vec![run_id.into()]),
     ) {
         let raw = one::<pgrx::JsonB>(
-            "SELECT raw_objects -> 'accounts' FROM plaid_sync.sync_pages
-              WHERE sync_run_id = $1 AND raw_objects IS NOT NULL ORDER BY page DESC LIMIT 1",
-            &[run_id.into()],
+            &format!(
+                "SELECT raw_objects -> 'accounts' FROM {} p
+                  WHERE raw_objects IS NOT NULL ORDER BY page DESC LIMIT 1",
+                pages(2)
+            ),
+            &last.with(vec![run_id.into()]),
         )
         .map(|r| r.0.to_string());
         let text = accounts.0.to_string();
@@ -97,36 +156,40 @@ pub fn apply_pages(run_id: i64, item_id: &str) -> Vec<Reject> {
 }
 
 /// The ids of every transaction the run's pages mention, sorted ('' for one without an id).
-fn staged_ids(run_id: i64) -> Vec<String> {
+fn staged_ids(run_id: i64, last: &Last) -> Vec<String> {
     one::<Vec<String>>(
-        "SELECT coalesce(array_agg(DISTINCT coalesce(a.e ->> 'transaction_id', '')), '{}')
-           FROM plaid_sync.sync_pages p
+        &format!(
+            "SELECT coalesce(array_agg(DISTINCT coalesce(a.e ->> 'transaction_id', '')), '{{}}')
+           FROM {} p
           CROSS JOIN (VALUES ('added'), ('modified'), ('removed')) k(key)
           CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(p.body -> k.key) = 'array'
                                                         THEN p.body -> k.key ELSE '[]' END) a(e)
-          WHERE p.sync_run_id = $1",
-        &[run_id.into()],
+          ",
+            pages(2)
+        ),
+        &last.with(vec![run_id.into()]),
     )
     .unwrap_or_default()
 }
 
 /// The apply itself, for the transactions in `only` (all when None) but not in `skip`.
-fn apply(run_id: i64, item_id: &str, only: Option<&[String]>, skip: &[String]) {
+fn apply(run_id: i64, item_id: &str, only: Option<&[String]>, skip: &[String], last: &Last) {
+    let pages = pages(5);
     let sql = format!(
         "WITH ev AS (
              SELECT p.page, 0 AS phase, k.kind, a.ord, a.e AS obj, a.e ->> 'transaction_id' AS id,
                     p.raw_objects -> 'transactions' ->> (a.e ->> 'transaction_id') AS raw
-               FROM plaid_sync.sync_pages p
+               FROM {pages} p
               CROSS JOIN (VALUES (0, 'added'), (1, 'modified')) k(kind, key)
               CROSS JOIN LATERAL jsonb_array_elements(p.body -> k.key) WITH ORDINALITY a(e, ord)
-              WHERE p.sync_run_id = $1
+              WHERE true
                 AND ($3::text[] IS NULL OR coalesce(a.e ->> 'transaction_id', '') = ANY($3))
                 AND coalesce(a.e ->> 'transaction_id', '') <> ALL($4)
              UNION ALL
              SELECT p.page, 1, 2, a.ord, NULL, a.e ->> 'transaction_id', NULL
-               FROM plaid_sync.sync_pages p
+               FROM {pages} p
               CROSS JOIN LATERAL jsonb_array_elements(p.body -> 'removed') WITH ORDINALITY a(e, ord)
-              WHERE p.sync_run_id = $1
+              WHERE true
                 AND ($3::text[] IS NULL OR coalesce(a.e ->> 'transaction_id', '') = ANY($3))
                 AND coalesce(a.e ->> 'transaction_id', '') <> ALL($4)),
          last_upsert AS (
@@ -194,28 +257,28 @@ fn apply(run_id: i64, item_id: &str, only: Option<&[String]>, skip: &[String]) {
     let only: Option<Vec<String>> = only.map(<[String]>::to_vec);
     run(
         &sql,
-        &[
+        &last.with(vec![
             run_id.into(),
             item_id.into(),
             only.into(),
             skip.to_vec().into(),
-        ],
+        ]),
     );
 }
 
 /// Keeps what the apply left out, with the page it came from and that page's request_id,
 /// and marks older rejects of transactions this run applied as resolved.
-pub fn record_rejects(run_id: i64, item_id: &str, rejects: &[Reject]) {
+pub fn record_rejects(run_id: i64, item_id: &str, rejects: &[Reject], last: &Last) {
     for r in rejects {
         run(
-            "INSERT INTO plaid_sync.sync_rejects (sync_run_id, item_id, transaction_id, page, request_id, error, data)
+            &format!("INSERT INTO plaid_sync.sync_rejects (sync_run_id, item_id, transaction_id, page, request_id, error, data)
              SELECT $1, $2, $3, p.page, p.request_id, $4,
                     -- A marked object (src/plaid/lean.rs) as Plaid sent it.
                     CASE WHEN x.e ? 'plaid_sync:lean'
-                         THEN ($5::jsonb - coalesce((x.e -> 'plaid_sync:lean' ->> 'absent')::text[], '{}'))
+                         THEN ($5::jsonb - coalesce((x.e -> 'plaid_sync:lean' ->> 'absent')::text[], '{{}}'))
                               || (x.e - 'plaid_sync:lean')
                          ELSE x.e END::text
-               FROM plaid_sync.sync_pages p
+               FROM {} p
                LEFT JOIN LATERAL (
                     SELECT e FROM jsonb_array_elements(
                               CASE WHEN jsonb_typeof(p.body -> 'added') = 'array' THEN p.body -> 'added' ELSE '[]' END
@@ -224,15 +287,15 @@ pub fn record_rejects(run_id: i64, item_id: &str, rejects: &[Reject]) {
                            WITH ORDINALITY y(e, ord)
                      WHERE $3 IS NOT NULL AND coalesce(e ->> 'transaction_id', '') = $3
                      ORDER BY ord DESC LIMIT 1) x ON true
-              WHERE p.sync_run_id = $1 AND ($3 IS NULL OR x.e IS NOT NULL)
-              ORDER BY p.page DESC LIMIT 1",
-            &[
+              WHERE ($3 IS NULL OR x.e IS NOT NULL)
+              ORDER BY p.page DESC LIMIT 1", pages(6)),
+            &last.with(vec![
                 run_id.into(),
                 item_id.into(),
                 r.transaction_id.as_deref().into(),
                 r.error.as_str().into(),
                 crate::plaid::lean::TEMPLATE.into(),
-            ],
+            ]),
         );
     }
     let kept: Vec<String> = rejects
@@ -240,38 +303,41 @@ pub fn record_rejects(run_id: i64, item_id: &str, rejects: &[Reject]) {
         .filter_map(|r| r.transaction_id.clone())
         .collect();
     run(
-        "UPDATE plaid_sync.sync_rejects s SET resolved_at = now()
+        &format!("UPDATE plaid_sync.sync_rejects s SET resolved_at = now()
           WHERE s.item_id = $2 AND s.resolved_at IS NULL AND s.sync_run_id <> $1
             AND (s.transaction_id IS NULL AND NOT EXISTS (
                      SELECT FROM plaid_sync.sync_rejects n
                       WHERE n.sync_run_id = $1 AND n.transaction_id IS NULL)
                  OR s.transaction_id <> ALL($3) AND s.transaction_id IN (
                      SELECT coalesce(a.e ->> 'transaction_id', '')
-                       FROM plaid_sync.sync_pages p
+                       FROM {} p
                       CROSS JOIN (VALUES ('added'), ('modified'), ('removed')) k(key)
                       CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(p.body -> k.key) = 'array'
                                                                     THEN p.body -> k.key ELSE '[]' END) a(e)
-                      WHERE p.sync_run_id = $1))",
-        &[run_id.into(), item_id.into(), kept.into()],
+                      ))", pages(4)),
+        &last.with(vec![run_id.into(), item_id.into(), kept.into()]),
     );
 }
 
 /// A backfill saw the whole history: live rows of the Item that no page mentioned are gone.
-pub fn remove_unseen(run_id: i64, item_id: &str) -> i64 {
+pub fn remove_unseen(run_id: i64, item_id: &str, last: &Last) -> i64 {
     one::<i64>(
-        "WITH seen AS (
+        &format!(
+            "WITH seen AS (
              SELECT a.e ->> 'transaction_id' AS id
-               FROM plaid_sync.sync_pages p
+               FROM {} p
               CROSS JOIN (VALUES ('added'), ('modified')) k(key)
               CROSS JOIN LATERAL jsonb_array_elements(p.body -> k.key) a(e)
-              WHERE p.sync_run_id = $1),
+              ),
          gone AS (
              UPDATE plaid_sync.transaction_rows t SET removed_at = now(), updated_at = now()
               WHERE t.item_id = $2 AND t.removed_at IS NULL
                 AND NOT EXISTS (SELECT 1 FROM seen WHERE seen.id = t.transaction_id)
              RETURNING 1)
          SELECT count(*) FROM gone",
-        &[run_id.into(), item_id.into()],
+            pages(3)
+        ),
+        &last.with(vec![run_id.into(), item_id.into()]),
     )
     .unwrap_or(0)
 }

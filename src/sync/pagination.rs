@@ -18,9 +18,10 @@ pub trait FetchPage {
     fn fetch(&mut self, cursor: Option<&str>, count: u32) -> Result<Response, PlaidError>;
 }
 
-/// Receives pages in order; `discard` drops all pages received so far.
+/// Receives pages in order (`last`: the loop ends with this one, unless Plaid's next answer
+/// is an error); `discard` drops all pages received so far.
 pub trait Pages {
-    fn keep(&mut self, page: u32, response: &Response);
+    fn keep(&mut self, page: u32, response: &Response, last: bool);
     fn discard(&mut self);
 }
 
@@ -97,7 +98,11 @@ pub fn sync_pages(
             summary.modified += control.modified.len() as u64;
             summary.removed += control.removed.len() as u64;
             summary.update_status = control.transactions_update_status;
-            sink.keep(summary.pages, &page);
+            sink.keep(
+                summary.pages,
+                &page,
+                control.next_cursor.is_empty() || !control.has_more,
+            );
             if control.next_cursor.is_empty() {
                 summary.next_cursor = None; // no data yet: nothing to page through
                 break;
@@ -177,7 +182,7 @@ mod unit {
         discards: u32,
     }
     impl Pages for Sink {
-        fn keep(&mut self, page: u32, response: &Response) {
+        fn keep(&mut self, page: u32, response: &Response, _last: bool) {
             self.pages.push((page, response.body.to_string()));
         }
         fn discard(&mut self) {

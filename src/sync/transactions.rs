@@ -25,25 +25,38 @@ impl pagination::FetchPage for Fetch<'_> {
 struct Stage {
     run_id: i64,
     job_id: i64,
+    /// The last page, held: it is applied from memory, never staged.
+    held: Option<store::LastPage>,
 }
 impl pagination::Pages for Stage {
-    /// Each page is committed on its own (in a worker), and renews the job's lease.
-    fn keep(&mut self, page: u32, response: &crate::plaid::Response) {
-        let raw = raw_objects(response);
-        // Marked here, off the database's thread: the row stores only what nothing rebuilds.
-        let lean = crate::plaid::lean::mark_page(&response.body);
-        db(|| {
-            store::stage_page(
-                self.run_id,
-                page as i32,
-                lean.as_deref().unwrap_or(&response.body),
-                &response.request_id,
-                raw.as_deref(),
-            );
-            crate::inbox::queue::renew_lease(self.job_id);
-        });
+    /// Every page but the last is staged at once (committed on its own, in a worker, renewing
+    /// the job's lease), so memory holds one page at a time.
+    fn keep(&mut self, page: u32, response: &crate::plaid::Response, last: bool) {
+        let page = store::LastPage {
+            page: page as i32,
+            // Marked here, off the database's thread: the row stores only what nothing rebuilds.
+            body: crate::plaid::lean::mark_page(&response.body)
+                .unwrap_or_else(|| response.body.clone()),
+            request_id: response.request_id.clone(),
+            raw_objects: raw_objects(response),
+        };
+        if last {
+            self.held = Some(page);
+        } else {
+            db(|| {
+                store::stage_page(
+                    self.run_id,
+                    page.page,
+                    &page.body,
+                    &page.request_id,
+                    page.raw_objects.as_deref(),
+                );
+                crate::inbox::queue::renew_lease(self.job_id);
+            });
+        }
     }
     fn discard(&mut self) {
+        self.held = None;
         db(|| store::discard_pages(self.run_id));
     }
 }
@@ -84,17 +97,15 @@ pub fn sync_transactions(
         .expect("sync run id")
     });
     let start = if backfill { None } else { cursor };
-    let result = pagination::sync_pages(
-        &mut Fetch { client, token },
-        &mut Stage {
-            run_id,
-            job_id: job.id,
-        },
-        start.as_deref(),
-    );
+    let mut stage = Stage {
+        run_id,
+        job_id: job.id,
+        held: None,
+    };
+    let result = pagination::sync_pages(&mut Fetch { client, token }, &mut stage, start.as_deref());
     // Everything below is one transaction: the pages, the cursor and the run's record
     // become visible together.
-    db(|| finish_sync(run_id, item_id, backfill, result))
+    db(|| finish_sync(run_id, item_id, backfill, result, stage.held.as_ref()))
 }
 
 fn finish_sync(
@@ -102,15 +113,17 @@ fn finish_sync(
     item_id: &str,
     backfill: bool,
     result: Result<pagination::Summary, (PlaidError, pagination::Summary)>,
+    last: Option<&store::LastPage>,
 ) -> Outcome {
     let mut rejected = 0;
     let (summary, outcome) = match result {
         Ok(s) => {
-            let rejects = store::apply_pages(run_id, item_id);
-            store::record_rejects(run_id, item_id, &rejects);
+            let last = store::Last::parse(last);
+            let rejects = store::apply_pages(run_id, item_id, &last);
+            store::record_rejects(run_id, item_id, &rejects, &last);
             rejected = rejects.len() as i32;
             if backfill {
-                store::remove_unseen(run_id, item_id);
+                store::remove_unseen(run_id, item_id, &last);
             }
             Spi::run_with_args(
                 "UPDATE plaid_sync.items SET

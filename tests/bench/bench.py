@@ -138,27 +138,45 @@ def bench_ingest(emu, items_n, per_item):
         conn = c.connect("bench")
         wait_workers(conn, 2)
         items = emu("items", count=items_n, days=per_item // 4, per_day=4)["items"]
+        pages = fetch_pages(emu, items)  # every side reads pages the emulator has built already
         t0 = time.time()
         announce_all(conn, items)
         wait_idle(conn)
         ours_s = time.time() - t0
-        rows = conn.execute("SELECT count(*) FROM plaid_sync.transactions").fetchone()[0]
+        rows = conn.execute("SELECT count(*) FROM plaid_sync.transaction_rows").fetchone()[0]
         ours = rows / ours_s
-        # (a) the limit: the same rows in one INSERT ... SELECT from a jsonb array.
-        pages = fetch_pages(emu, items)
+        # (a) the limit: the rows plaid_sync stored, COPYed into a table of the same shape and
+        # indexes (the best of three).
+        conn.execute("CREATE TABLE public.copy_txn (LIKE plaid_sync.transaction_rows INCLUDING ALL)")
+        dump = bytearray()
+        with conn.cursor().copy("COPY plaid_sync.transaction_rows TO STDOUT") as cp:
+            for chunk in cp:
+                dump += chunk
+        copy_s = None
+        for _ in range(3):
+            conn.execute("TRUNCATE public.copy_txn")
+            t0 = time.time()
+            with conn.cursor().copy("COPY public.copy_txn FROM STDIN") as cp:
+                cp.write(bytes(dump))
+            copy_s = min(copy_s or 1e9, time.time() - t0)
+        limit = rows / copy_s
+        # (b) one INSERT ... SELECT from a jsonb array, into a table as a hand-written mirror
+        # has it (the same indexes, Plaid's object whole in data).
         added = [t for _, p in pages for t in p["added"]]
-        conn.execute("CREATE TABLE public.limit_txn (LIKE plaid_sync.transactions INCLUDING ALL)")
+        hand = "CREATE TABLE public.{} (LIKE plaid_sync.transaction_rows INCLUDING ALL); " \
+               "ALTER TABLE public.{} ALTER COLUMN rest DROP NOT NULL, ADD COLUMN data jsonb"
+        conn.execute(hand.format("limit_txn", "limit_txn"))
         payload = json.dumps(added)
         insert = f"INSERT INTO public.limit_txn ({COLS}) SELECT {EXTRACT.replace('%s', repr('x'))} FROM jsonb_array_elements(%s::jsonb) e"
-        limit_s = None
-        for _ in range(3):  # the limit is the best of three
+        select_s = None
+        for _ in range(3):
             conn.execute("TRUNCATE public.limit_txn")
             t0 = time.time()
             conn.execute(insert, (payload,))
-            limit_s = min(limit_s or 1e9, time.time() - t0)
-        limit = len(added) / limit_s
-        # (b) a hand-written backend: fetch the pages, upsert row by row over a connection.
-        conn.execute("CREATE TABLE public.rowwise_txn (LIKE plaid_sync.transactions INCLUDING ALL)")
+            select_s = min(select_s or 1e9, time.time() - t0)
+        one_insert = len(added) / select_s
+        # (c) a hand-written backend: fetch the pages, upsert row by row over a connection.
+        conn.execute(hand.format("rowwise_txn", "rowwise_txn"))
         t0 = time.time()
         pages = fetch_pages(emu, items)
         with c.connect("bench", autocommit=False) as rc:
@@ -173,8 +191,11 @@ def bench_ingest(emu, items_n, per_item):
         row_s = time.time() - t0
         rowwise = len(added) / row_s
         result("1", f"ingest by the workers ({rows:,} transactions, {items_n} Items)", f"{ours:,.0f} txn/s", "—", None)
-        result("1a", "one INSERT…SELECT from a jsonb array (the limit)", f"{limit:,.0f} txn/s; plaid_sync = {ours / limit:.2f}×", "≥ 0.5×", ours / limit >= 0.5)
-        result("1b", "hand-written backend, row-by-row upserts", f"{rowwise:,.0f} txn/s; plaid_sync = {ours / rowwise:.1f}×", "≥ 5×", ours / rowwise >= 5)
+        result("1a", "COPY of the same rows into a table of the same shape and indexes (the limit)",
+               f"{limit:,.0f} txn/s; plaid_sync = {ours / limit:.2f}×", "≥ 0.8×", ours / limit >= 0.8)
+        result("1b", "one INSERT…SELECT from a jsonb array, Plaid's object whole in data",
+               f"{one_insert:,.0f} txn/s; plaid_sync = {ours / one_insert:.2f}×", "—", None)
+        result("1c", "hand-written backend, row-by-row upserts", f"{rowwise:,.0f} txn/s; plaid_sync = {ours / rowwise:.1f}×", "≥ 5×", ours / rowwise >= 5)
     finally:
         c.stop()
 
@@ -385,15 +406,24 @@ def bench_scale(emu, sizes):
             conn = c.connect("bench")
             wait_workers(conn, 2)
             items = emu("items", count=n, days=25, per_day=4)["items"]
+            wal0 = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
             t0 = time.time()
             announce_all(conn, items)
             wait_idle(conn)
             s = time.time() - t0
-            rows = conn.execute("SELECT count(*) FROM plaid_sync.transactions").fetchone()[0]
-            size = conn.execute("""SELECT pg_size_pretty(pg_total_relation_size('plaid_sync.transactions')),
-                                          pg_size_pretty(pg_total_relation_size('plaid_sync.inbox') + pg_total_relation_size('plaid_sync.sync_runs')),
-                                          pg_size_pretty(pg_database_size('bench'))""").fetchone()
-            result("6", f"{n:,} Items, {rows:,} transactions", f"{rows / s:,.0f} txn/s, {n / s * 60:,.0f} Items/min; transactions {size[0]}, inbox+sync_runs {size[1]}, database {size[2]}", "—", None)
+            rows, wal, schema, txn_rows, database = conn.execute(
+                """SELECT (SELECT count(*) FROM plaid_sync.transaction_rows),
+                          pg_wal_lsn_diff(pg_current_wal_lsn(), %s),
+                          (SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c
+                            WHERE c.relnamespace = 'plaid_sync'::regnamespace AND c.relkind = 'r'),
+                          pg_total_relation_size('plaid_sync.transaction_rows'), pg_database_size('bench')""",
+                (wal0,)).fetchone()
+            per = float(schema) / rows
+            big = rows >= 100_000
+            result("6", f"{n:,} Items, {rows:,} transactions",
+                   f"{rows / s:,.0f} txn/s, {n / s * 60:,.0f} Items/min; {per:,.0f} B/txn whole schema "
+                   f"(transaction_rows {txn_rows / rows:,.0f}), WAL {float(wal) / rows:,.0f} B/txn; database {database / 2**20:,.0f} MiB",
+                   "≤ 1,024 B/txn" if big else "—", per <= 1024 if big else None)
             conn.close()
     finally:
         c.stop()
