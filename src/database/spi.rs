@@ -47,6 +47,14 @@ pub fn one_prepared<T: FromDatum + IntoDatum>(
     })
 }
 
+/// Runs a statement for its effect, through a kept plan.
+pub fn run_prepared(sql: &'static str, types: &[pg_sys::Oid], args: &[DatumWithOid]) {
+    with_prepared(sql, types, |c, stmt| {
+        c.update(stmt, None, args)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    })
+}
+
 /// SPI outside a transaction crashes the process; say which statement tried, instead.
 pub fn in_transaction(sql: &str) {
     if !unsafe { pg_sys::IsTransactionState() } {

@@ -4,8 +4,8 @@
 //! with what Postgres can rebuild without storing it again:
 //!
 //! - `absent`: the keys of the template or the typed columns that the object does not have;
-//! - `derived`: typed-column keys whose value the column gives back exactly;
-//! - keys whose value is the template's (`null`, `[]`, an all-null `location`) are dropped.
+//! - `rest`: every other key, except typed-column keys whose value the column gives back
+//!   exactly and keys whose value is the template's (`null`, `[]`, an all-null `location`).
 //!
 //! The row then stores only the rest, and `plaid_sync.transactions.data` is
 //! `((template || typed columns) - absent) || rest`: Plaid's object, exactly. A value is left
@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use serde_json::value::RawValue;
 
-/// The key each marked object carries: `{"absent": "{…}", "derived": "{…}"}` (text[] literals).
+/// The key each marked object carries: `{"rest": {…}, "absent": "{…}"}` (a text[] literal).
 pub const MARK: &str = "plaid_sync:lean";
 
 /// Codec 1's template: Plaid transaction keys and the value almost every row has. Frozen:
@@ -145,7 +145,9 @@ fn text_array(keys: &[&str]) -> String {
     format!("\"{{{}}}\"", keys.join(","))
 }
 
-/// One transaction object, marked. None when it is not an object (the apply then stores it whole).
+/// One transaction object, marked: its typed keys as sent (the apply reads the columns from
+/// them) and `{"plaid_sync:lean": {"rest": {…}, "absent": "{…}"}}`, the rest being what the
+/// row stores. None when it is not an object (the apply then stores it whole).
 pub fn mark(object: &str) -> Option<String> {
     let o: BTreeMap<String, &RawValue> = serde_json::from_str(object).ok()?;
     if o.contains_key(MARK) {
@@ -159,32 +161,34 @@ pub fn mark(object: &str) -> Option<String> {
         .filter(|k| !o.contains_key(*k))
         .collect();
     absent.sort_unstable();
-    let mut derived = Vec::new();
-    let mut out = String::with_capacity(object.len());
-    out.push('{');
+    let (mut typed, mut rest) = (String::with_capacity(300), String::with_capacity(300));
     for (k, v) in &o {
         let raw = v.get();
+        let pair = |out: &mut String| -> Option<()> {
+            out.push_str(&serde_json::to_string(k).ok()?);
+            out.push(':');
+            out.push_str(raw);
+            out.push(',');
+            Some(())
+        };
         if let Some(t) = template.get(k) {
-            if is_default(raw, t) {
-                continue;
+            if !is_default(raw, t) {
+                pair(&mut rest)?;
             }
-        } else if let Some((name, kind)) = TYPED.iter().find(|(name, _)| name == k)
-            && derivable(*kind, raw)
-        {
-            derived.push(*name);
+        } else if let Some((_, kind)) = TYPED.iter().find(|(name, _)| name == k) {
+            pair(&mut typed)?;
+            if !derivable(*kind, raw) {
+                pair(&mut rest)?;
+            }
+        } else {
+            pair(&mut rest)?;
         }
-        // Typed keys stay in the staged object (the apply reads the columns from it).
-        out.push_str(&serde_json::to_string(k).ok()?);
-        out.push(':');
-        out.push_str(raw);
-        out.push(',');
     }
-    out.push_str(&format!(
-        "\"{MARK}\":{{\"absent\":{},\"derived\":{}}}}}",
-        text_array(&absent),
-        text_array(&derived)
-    ));
-    Some(out)
+    rest.pop(); // the last comma
+    Some(format!(
+        "{{{typed}\"{MARK}\":{{\"rest\":{{{rest}}},\"absent\":{}}}}}",
+        text_array(&absent)
+    ))
 }
 
 /// A `/transactions/sync` page with every `added` and `modified` object marked; None when the

@@ -3,7 +3,7 @@
 
 use pgrx::datum::DatumWithOid;
 
-use crate::database::{ParsedJson, one, run, subtransaction};
+use crate::database::{ParsedJson, one, run, run_prepared, subtransaction};
 
 /// The last page of a run, applied from memory instead of staged: a sync that fits in one
 /// page (most of them) leaves no row, and so no dead space, in sync_pages.
@@ -45,15 +45,17 @@ impl<'a> Last<'a> {
     }
 }
 
-/// A run's pages as one relation, the staged ones and the last: `$1` is the run and `$at`…
-/// `$at+3` are the last page's number, body, raw_objects and request_id (`Last::with`).
-fn pages(at: usize) -> String {
-    let (b, c, d) = (at + 1, at + 2, at + 3);
-    format!(
-        "(SELECT page, body, raw_objects, request_id FROM plaid_sync.sync_pages WHERE sync_run_id = $1
-          UNION ALL
-          SELECT ${at}::int, ${b}::jsonb, ${c}::jsonb, ${d}::text WHERE ${b}::jsonb IS NOT NULL)"
-    )
+/// A run's pages as one relation, the staged ones and the last: `$1` is the run and the four
+/// numbers are the parameters of the last page's number, body, raw_objects and request_id
+/// (`Last::with` appends them, in that order).
+macro_rules! pages {
+    ($a:literal, $b:literal, $c:literal, $d:literal) => {
+        concat!(
+            "(SELECT page, body, raw_objects, request_id FROM plaid_sync.sync_pages WHERE sync_run_id = $1
+              UNION ALL
+              SELECT $", $a, "::int, $", $b, "::jsonb, $", $c, "::jsonb, $", $d, "::text WHERE $", $b, "::jsonb IS NOT NULL)"
+        )
+    };
 }
 
 /// Stages one page of a sync in progress.
@@ -78,11 +80,6 @@ pub fn discard_pages(run_id: i64) {
         &[run_id.into()],
     );
 }
-
-const TXN_COLUMNS: &str = "transaction_id, item_id, account_id, amount, iso_currency_code,
-    unofficial_currency_code, date, authorized_date, datetime, name, merchant_name,
-    payment_channel, pending, pending_transaction_id, category, personal_finance_category, rest,
-    absent, raw_data, removed_at";
 
 /// A transaction (or a page's accounts, `transaction_id` None) our code could not apply.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,7 +126,7 @@ pub fn apply_pages(run_id: i64, item_id: &str, last: &Last) -> Vec<Reject> {
         &format!(
             "SELECT body -> 'accounts' FROM {} p
               WHERE jsonb_typeof(body -> 'accounts') = 'array' ORDER BY page DESC LIMIT 1",
-            pages(2)
+            pages!(2, 3, 4, 5)
         ),
         &last.with(vec![run_id.into()]),
     ) {
@@ -137,7 +134,7 @@ pub fn apply_pages(run_id: i64, item_id: &str, last: &Last) -> Vec<Reject> {
             &format!(
                 "SELECT raw_objects -> 'accounts' FROM {} p
                   WHERE raw_objects IS NOT NULL ORDER BY page DESC LIMIT 1",
-                pages(2)
+                pages!(2, 3, 4, 5)
             ),
             &last.with(vec![run_id.into()]),
         )
@@ -165,21 +162,20 @@ fn staged_ids(run_id: i64, last: &Last) -> Vec<String> {
           CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(p.body -> k.key) = 'array'
                                                         THEN p.body -> k.key ELSE '[]' END) a(e)
           ",
-            pages(2)
+            pages!(2, 3, 4, 5)
         ),
         &last.with(vec![run_id.into()]),
     )
     .unwrap_or_default()
 }
 
-/// The apply itself, for the transactions in `only` (all when None) but not in `skip`.
-fn apply(run_id: i64, item_id: &str, only: Option<&[String]>, skip: &[String], last: &Last) {
-    let pages = pages(5);
-    let sql = format!(
-        "WITH ev AS (
+/// The apply itself (a kept plan): $1 run, $2 Item, $3 only these ids (all when NULL), $4 not
+/// these, $5–$8 the last page.
+const APPLY: &str = concat!(
+    "WITH ev AS (
              SELECT p.page, 0 AS phase, k.kind, a.ord, a.e AS obj, a.e ->> 'transaction_id' AS id,
                     p.raw_objects -> 'transactions' ->> (a.e ->> 'transaction_id') AS raw
-               FROM {pages} p
+               FROM ", pages!(5, 6, 7, 8), " p
               CROSS JOIN (VALUES (0, 'added'), (1, 'modified')) k(kind, key)
               CROSS JOIN LATERAL jsonb_array_elements(p.body -> k.key) WITH ORDINALITY a(e, ord)
               WHERE true
@@ -187,7 +183,7 @@ fn apply(run_id: i64, item_id: &str, only: Option<&[String]>, skip: &[String], l
                 AND coalesce(a.e ->> 'transaction_id', '') <> ALL($4)
              UNION ALL
              SELECT p.page, 1, 2, a.ord, NULL, a.e ->> 'transaction_id', NULL
-               FROM {pages} p
+               FROM ", pages!(5, 6, 7, 8), " p
               CROSS JOIN LATERAL jsonb_array_elements(p.body -> 'removed') WITH ORDINALITY a(e, ord)
               WHERE true
                 AND ($3::text[] IS NULL OR coalesce(a.e ->> 'transaction_id', '') = ANY($3))
@@ -204,7 +200,10 @@ fn apply(run_id: i64, item_id: &str, only: Option<&[String]>, skip: &[String], l
              SELECT DISTINCT obj ->> 'pending_transaction_id' AS id FROM ev
               WHERE phase = 0 AND obj ->> 'pending_transaction_id' IS NOT NULL),
          upserted AS (
-             INSERT INTO plaid_sync.transaction_rows AS transactions ({TXN_COLUMNS})
+             INSERT INTO plaid_sync.transaction_rows AS transactions (transaction_id, item_id, account_id, amount, iso_currency_code,
+    unofficial_currency_code, date, authorized_date, datetime, name, merchant_name,
+    payment_channel, pending, pending_transaction_id, category, personal_finance_category, rest,
+    absent, raw_data, removed_at)
              SELECT u.id, $2, o ->> 'account_id', (o ->> 'amount')::numeric,
                     o ->> 'iso_currency_code', o ->> 'unofficial_currency_code',
                     (o ->> 'date')::date, (o ->> 'authorized_date')::date,
@@ -217,12 +216,10 @@ fn apply(run_id: i64, item_id: &str, only: Option<&[String]>, skip: &[String], l
                          THEN o -> 'personal_finance_category' END,
                     -- Lean (src/plaid/lean.rs): what no column or template holds, and what
                     -- the object lacked; an object the job thread did not mark is kept whole.
-                    CASE WHEN o ? 'plaid_sync:lean'
-                         THEN o - 'plaid_sync:lean' - (o -> 'plaid_sync:lean' ->> 'derived')::text[]
-                         ELSE o END,
+                    coalesce(o -> 'plaid_sync:lean' -> 'rest', o),
                     nullif(CASE WHEN o ? 'plaid_sync:lean'
                                 THEN (o -> 'plaid_sync:lean' ->> 'absent')::text[]
-                                ELSE plaid_sync.transaction_absent(o) END, '{{}}'),
+                                ELSE plaid_sync.transaction_absent(o) END, '{}'),
                     u.raw,
                     CASE WHEN le.phase = 1 OR u.id IN (SELECT id FROM posted_over) THEN now() END
                FROM last_upsert u
@@ -253,10 +250,24 @@ fn apply(run_id: i64, item_id: &str, only: Option<&[String]>, skip: &[String], l
          UPDATE plaid_sync.transaction_rows t SET removed_at = now(), updated_at = now()
            FROM removed r
           WHERE t.transaction_id = r.id AND t.item_id = $2 AND t.removed_at IS NULL"
-    );
+);
+
+/// The apply itself, for the transactions in `only` (all when None) but not in `skip`.
+fn apply(run_id: i64, item_id: &str, only: Option<&[String]>, skip: &[String], last: &Last) {
+    use pgrx::pg_sys::{INT4OID, INT8OID, JSONBOID, TEXTARRAYOID, TEXTOID};
     let only: Option<Vec<String>> = only.map(<[String]>::to_vec);
-    run(
-        &sql,
+    run_prepared(
+        APPLY,
+        &[
+            INT8OID,
+            TEXTOID,
+            TEXTARRAYOID,
+            TEXTARRAYOID,
+            INT4OID,
+            JSONBOID,
+            JSONBOID,
+            TEXTOID,
+        ],
         &last.with(vec![
             run_id.into(),
             item_id.into(),
@@ -276,7 +287,7 @@ pub fn record_rejects(run_id: i64, item_id: &str, rejects: &[Reject], last: &Las
                     -- A marked object (src/plaid/lean.rs) as Plaid sent it.
                     CASE WHEN x.e ? 'plaid_sync:lean'
                          THEN ($5::jsonb - coalesce((x.e -> 'plaid_sync:lean' ->> 'absent')::text[], '{{}}'))
-                              || (x.e - 'plaid_sync:lean')
+                              || (x.e - 'plaid_sync:lean') || (x.e -> 'plaid_sync:lean' -> 'rest')
                          ELSE x.e END::text
                FROM {} p
                LEFT JOIN LATERAL (
@@ -288,7 +299,7 @@ pub fn record_rejects(run_id: i64, item_id: &str, rejects: &[Reject], last: &Las
                      WHERE $3 IS NOT NULL AND coalesce(e ->> 'transaction_id', '') = $3
                      ORDER BY ord DESC LIMIT 1) x ON true
               WHERE ($3 IS NULL OR x.e IS NOT NULL)
-              ORDER BY p.page DESC LIMIT 1", pages(6)),
+              ORDER BY p.page DESC LIMIT 1", pages!(6, 7, 8, 9)),
             &last.with(vec![
                 run_id.into(),
                 item_id.into(),
@@ -314,7 +325,7 @@ pub fn record_rejects(run_id: i64, item_id: &str, rejects: &[Reject], last: &Las
                       CROSS JOIN (VALUES ('added'), ('modified'), ('removed')) k(key)
                       CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(p.body -> k.key) = 'array'
                                                                     THEN p.body -> k.key ELSE '[]' END) a(e)
-                      ))", pages(4)),
+                      ))", pages!(4, 5, 6, 7)),
         &last.with(vec![run_id.into(), item_id.into(), kept.into()]),
     );
 }
@@ -335,7 +346,7 @@ pub fn remove_unseen(run_id: i64, item_id: &str, last: &Last) -> i64 {
                 AND NOT EXISTS (SELECT 1 FROM seen WHERE seen.id = t.transaction_id)
              RETURNING 1)
          SELECT count(*) FROM gone",
-            pages(3)
+            pages!(3, 4, 5, 6)
         ),
         &last.with(vec![run_id.into(), item_id.into()]),
     )

@@ -5,6 +5,7 @@ between the bench markers, with the machine it ran on.
 
   scripts/bench            # everything (about 25 minutes on 2 cores)
   scripts/bench --quick    # smaller sizes, a few minutes (a smoke run; README untouched)
+  scripts/bench --only 1,6 # some sections: their rows in the README's table are replaced
 """
 
 import argparse
@@ -590,13 +591,25 @@ def main():
         emu.stop()
     text = f"Machine: {machine()}\n\n{table()}\n"
     print("\n" + text)
-    if not a.quick and only == {"1", "2", "3", "4", "5", "6", "7"}:
-        readme = os.path.join(ROOT, "README.md")
-        s = open(readme).read()
-        s = re.sub(r"(<!-- bench:begin -->\n).*?(<!-- bench:end -->)", lambda m: m.group(1) + text + m.group(2), s, flags=re.S)
-        open(readme, "w").write(s)
-        say("README.md benchmark table updated")
-
+    if a.quick:
+        return
+    readme = os.path.join(ROOT, "README.md")
+    s = open(readme).read()
+    if only != {"1", "2", "3", "4", "5", "6", "7"}:
+        # Some sections only: their rows replace theirs, the others stay from the run they came
+        # from, and the table says which sections ran when.
+        old = re.search(r"<!-- bench:begin -->\n(.*?)<!-- bench:end -->", s, re.S).group(1)
+        keep = [l for l in old.splitlines() if l.startswith("| ") and not l.startswith(("| #", "| ---"))
+                and re.match(r"\| (\d+)", l).group(1) not in only]
+        rows = sorted(keep + table().splitlines()[2:], key=lambda l: int(re.match(r"\| (\d+)", l).group(1)))
+        head = [l for l in old.splitlines() if l and not l.startswith("|")]
+        head = [l for l in head if not l.startswith("Sections ")]
+        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        text = "\n".join(head) + f"\nSections {', '.join(sorted(only))} re-run at commit {commit}, {datetime.date.today()}.\n\n" \
+            + "\n".join(table().splitlines()[:2] + rows) + "\n"
+    s = re.sub(r"(<!-- bench:begin -->\n).*?(<!-- bench:end -->)", lambda m: m.group(1) + text + m.group(2), s, flags=re.S)
+    open(readme, "w").write(s)
+    say("README.md benchmark table updated")
 
 if __name__ == "__main__":
     main()
