@@ -94,6 +94,16 @@ pub enum Announced {
 
 /// Inserts a new Item and queues its first sync in one statement (the common case), or
 /// re-links a known one.
+/// Verified webhooks that came before their Item was announced sleep until it is: the Item's
+/// first job wakes them (the notice itself stays the two rows it must write).
+pub fn wake_waiting_webhooks(item_id: &str) {
+    crate::database::run(
+        "UPDATE plaid_sync.inbox SET run_after = now()
+          WHERE item_id = $1 AND status = 'pending' AND source = 'plaid' AND run_after > now()",
+        &[item_id.into()],
+    );
+}
+
 pub fn announce(
     item_id: &str,
     client_user_id: Option<&str>,
@@ -121,12 +131,7 @@ pub fn announce(
              INSERT INTO plaid_sync.items (item_id, client_user_id, access_token_encrypted, environment)
              VALUES ($1, $2, $3, $4)
              ON CONFLICT (item_id) DO NOTHING
-             RETURNING item_id),
-         woken AS (
-             -- Verified webhooks that came before the Item sleep until now: wake them.
-             UPDATE plaid_sync.inbox w SET run_after = now() FROM item
-              WHERE w.item_id = item.item_id AND w.status = 'pending' AND w.source = 'plaid'
-                AND w.run_after > now())
+             RETURNING item_id)
          INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id, lane)
          SELECT 'backend', 'ITEM', 'CREATED', item_id, 1 FROM item
          RETURNING id",

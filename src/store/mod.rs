@@ -17,7 +17,9 @@ pub mod recurring;
 pub mod transactions;
 
 pub use accounts::upsert_accounts;
-pub use items::{institution_cached, name_institution, store_institution, update_item};
+pub use items::{
+    institution_cached, name_institution, store_institution, update_item, wake_waiting_webhooks,
+};
 pub use transactions::{
     Last, LastPage, Reject, apply_pages, discard_pages, record_rejects, remove_unseen, stage_page,
 };

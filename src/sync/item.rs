@@ -28,6 +28,7 @@ pub fn refresh_item(job: &Job, client: &Client, item_id: &str) -> Outcome {
     let updated = job.webhook_code == "UPDATED";
     db(|| {
         store::update_item(item_id, &obj);
+        store::wake_waiting_webhooks(item_id);
         // Link update mode may have added consent or accounts: ruled-out products are retried.
         if updated {
             store::products::reset_ruled_out(item_id);

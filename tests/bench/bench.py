@@ -316,8 +316,13 @@ def bench_entry_points(emu, seconds, rounds, workers=0):
             extra = ("; the same two rows: " + "; ".join(
                 f"{floors[k]}: {statistics.median(runs[k]):,.0f} tps = {vs_plain(k):.2f}×" for k in others)) if others else ""
             if "definer" in others:
+                # The notice's target (issue 17): the SECURITY DEFINER function writing the same
+                # two rows, in the same run; against a plain INSERT it is reported.
                 ours_vs = statistics.median([o / d for o, d in zip(runs["ours"], runs["definer"])])
-                extra += f" (plaid_sync = {ours_vs:.2f}× the SECURITY DEFINER one)"
+                result("3", f"{name}: {statistics.median(runs['ours']):,.0f} tps vs plain INSERT "
+                            f"{statistics.median(runs['plain']):,.0f} tps ({ratio:.2f}×){extra}",
+                       f"{ours_vs:.2f}× the SECURITY DEFINER function", "≥ 0.9×", ours_vs >= 0.9)
+                continue
             result("3", f"{name}: {statistics.median(runs['ours']):,.0f} tps vs plain INSERT {statistics.median(runs['plain']):,.0f} tps{extra}",
                    f"{ratio:.2f}×", "≥ 0.7×" if not workers else "— (reported)", ratio >= 0.7 if not workers else None)
     finally:
