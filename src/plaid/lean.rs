@@ -136,8 +136,11 @@ fn is_default(raw: &str, template: &RawValue) -> bool {
             .all(|(k, v)| want.contains_key(k) && v.get() == "null")
 }
 
-fn template() -> BTreeMap<String, &'static RawValue> {
-    serde_json::from_str(TEMPLATE).expect("the template is JSON")
+/// The template's keys and values, parsed once (every transaction of every page is marked).
+fn template() -> &'static BTreeMap<String, &'static RawValue> {
+    static PARSED: std::sync::LazyLock<BTreeMap<String, &'static RawValue>> =
+        std::sync::LazyLock::new(|| serde_json::from_str(TEMPLATE).expect("the template is JSON"));
+    &PARSED
 }
 
 /// A text[] literal of plain keys (every key here is [a-z_]).

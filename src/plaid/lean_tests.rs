@@ -165,6 +165,24 @@ fn a_page_is_marked_and_everything_else_on_it_kept() {
 }
 
 #[test]
+fn the_sql_absent_keys_are_the_template_and_the_typed_columns() {
+    // plaid_sync.transaction_absent lists the typed keys as a jsonb object literal.
+    for sql in [
+        include_str!("../../sql/schema.sql"),
+        include_str!("../../sql/plaid_sync--0.1.0--0.2.0.sql"),
+    ] {
+        let f = &sql[sql
+            .find("CREATE FUNCTION plaid_sync.transaction_absent")
+            .unwrap()..];
+        let typed = f.split("|| '").nth(1).unwrap().split('\'').next().unwrap();
+        let keys: Map<String, Value> = serde_json::from_str(typed).unwrap();
+        let want: Vec<&str> = TYPED.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys.keys().map(String::as_str).collect::<Vec<_>>(), want);
+        assert!(f.contains(&format!("'{TEMPLATE}'::jsonb")));
+    }
+}
+
+#[test]
 fn the_sql_template_is_this_one() {
     for (name, sql) in [
         ("schema.sql", include_str!("../../sql/schema.sql")),
