@@ -420,3 +420,13 @@ REVOKE ALL ON FUNCTION plaid_sync.transactions_write() FROM PUBLIC;
 
 CREATE VIEW plaid_sync.live_transactions AS
     SELECT * FROM plaid_sync.transactions WHERE removed_at IS NULL;
+
+-- A run that only adds new transactions is loaded by COPY (src/store/bulk.rs): each staged page
+-- carries its rows as COPY text, and the run records how it was applied.
+ALTER TABLE plaid_sync.sync_pages ADD COLUMN copy_rows text;
+ALTER TABLE plaid_sync.sync_pages ADD COLUMN body_text text;
+ALTER TABLE plaid_sync.sync_pages ALTER COLUMN body DROP NOT NULL;
+ALTER TABLE plaid_sync.sync_pages ALTER COLUMN copy_rows SET STORAGE EXTERNAL;
+ALTER TABLE plaid_sync.sync_pages ALTER COLUMN body_text SET STORAGE EXTERNAL;
+ALTER TABLE plaid_sync.sync_pages ADD CONSTRAINT sync_pages_one_body CHECK ((body IS NULL) <> (body_text IS NULL));
+ALTER TABLE plaid_sync.sync_runs ADD COLUMN applied_by text;

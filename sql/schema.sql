@@ -238,7 +238,10 @@ CREATE TABLE plaid_sync.sync_runs (
     -- Transactions (or a page's accounts) the apply had to leave out: see sync_rejects.
     rejected    integer NOT NULL DEFAULT 0,
     -- What was synced: transactions, recurring_transactions, … (Plaid's product names).
-    product     text NOT NULL DEFAULT 'transactions'
+    product     text NOT NULL DEFAULT 'transactions',
+    -- How a transactions sync was applied: 'copy' (a run that only added new transactions,
+    -- loaded by COPY) or 'upsert' (the SQL apply); NULL when nothing was applied.
+    applied_by  text
 );
 CREATE INDEX sync_runs_item_idx ON plaid_sync.sync_runs (item_id, started_at DESC);
 
@@ -249,14 +252,22 @@ CREATE INDEX sync_runs_item_idx ON plaid_sync.sync_runs (item_id, started_at DES
 CREATE UNLOGGED TABLE plaid_sync.sync_pages (
     sync_run_id bigint NOT NULL REFERENCES plaid_sync.sync_runs (id) ON DELETE CASCADE,
     page        integer NOT NULL,
-    body        jsonb NOT NULL,
+    body        jsonb,
     request_id  text,
     -- Objects that held characters jsonb refuses, as Plaid sent them:
     -- {"transactions": {id: text}, "accounts": {id: text}}; NULL for almost every page.
     raw_objects jsonb,
+    -- The page's new transactions as COPY text for transaction_rows (src/plaid/copy_text.rs),
+    -- when the page only adds transactions that fit the typed columns. Such a page keeps its
+    -- body as text, parsed only if the run is applied by SQL after all.
+    copy_rows   text,
+    body_text   text,
     PRIMARY KEY (sync_run_id, page)
 );
 ALTER TABLE plaid_sync.sync_pages ALTER COLUMN body SET STORAGE EXTERNAL;
+ALTER TABLE plaid_sync.sync_pages ALTER COLUMN copy_rows SET STORAGE EXTERNAL;
+ALTER TABLE plaid_sync.sync_pages ALTER COLUMN body_text SET STORAGE EXTERNAL;
+ALTER TABLE plaid_sync.sync_pages ADD CONSTRAINT sync_pages_one_body CHECK ((body IS NULL) <> (body_text IS NULL));
 
 -- What a sync could not apply (a bug on our side, or an object no code could read): the rest
 -- of the sync is applied without it, the cursor advances, and the row stays here with the

@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 
 use serde_json::value::RawValue;
 
+use super::sync_page::SyncPage;
+
 /// The key each marked object carries: `{"rest": {…}, "absent": "{…}"}` (a text[] literal).
 pub const MARK: &str = "plaid_sync:lean";
 
@@ -143,88 +145,156 @@ fn template() -> &'static BTreeMap<String, &'static RawValue> {
     &PARSED
 }
 
-/// A text[] literal of plain keys (every key here is [a-z_]).
-fn text_array(keys: &[&str]) -> String {
-    format!("\"{{{}}}\"", keys.join(","))
+/// An object split as the row stores it: its fields (borrowed from the page's text), the rest
+/// (a JSON object) and the template's and typed keys it lacks, sorted.
+pub struct Split<'a> {
+    pub fields: BTreeMap<&'a str, &'a RawValue>,
+    pub rest: String,
+    pub absent: Vec<&'static str>,
+}
+
+impl<'a> Split<'a> {
+    /// The raw JSON of a typed key, None when the object lacks it.
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        self.fields.get(key).map(|v| v.get())
+    }
+
+    /// `absent` as the text[] literal the row stores (every key here is [a-z_]).
+    pub fn absent_literal(&self) -> String {
+        format!("{{{}}}", self.absent.join(","))
+    }
+}
+
+/// Splits one transaction object; None when it is not an object, or has a key written with
+/// escapes (such an object is stored whole, which is exact).
+pub fn split(object: &str) -> Option<Split<'_>> {
+    let fields: BTreeMap<&str, &RawValue> = serde_json::from_str(object).ok()?;
+    if fields.contains_key(MARK) {
+        return None;
+    }
+    let template = template();
+    let mut absent: Vec<&'static str> = template
+        .keys()
+        .map(String::as_str)
+        .chain(TYPED.iter().map(|(k, _)| *k))
+        .filter(|k| !fields.contains_key(*k))
+        .collect();
+    absent.sort_unstable();
+    let mut rest = String::with_capacity(300);
+    rest.push('{');
+    for (k, v) in &fields {
+        let raw = v.get();
+        let keep = if let Some(t) = template.get(*k) {
+            !is_default(raw, t)
+        } else if let Some((_, kind)) = TYPED.iter().find(|(name, _)| name == k) {
+            !derivable(*kind, raw)
+        } else {
+            true
+        };
+        if keep {
+            pair(&mut rest, k, raw);
+        }
+    }
+    if rest.len() > 1 {
+        rest.pop(); // the last comma
+    }
+    rest.push('}');
+    Some(Split {
+        fields,
+        rest,
+        absent,
+    })
+}
+
+/// `"key":raw,` (a borrowed key has no escapes, so quoting it is exact).
+fn pair(out: &mut String, key: &str, raw: &str) {
+    out.push('"');
+    out.push_str(key);
+    out.push_str("\":");
+    out.push_str(raw);
+    out.push(',');
 }
 
 /// One transaction object, marked: its typed keys as sent (the apply reads the columns from
 /// them) and `{"plaid_sync:lean": {"rest": {…}, "absent": "{…}"}}`, the rest being what the
-/// row stores. None when it is not an object (the apply then stores it whole).
+/// row stores. None when it is not split (the apply then stores it whole).
 pub fn mark(object: &str) -> Option<String> {
-    let o: BTreeMap<String, &RawValue> = serde_json::from_str(object).ok()?;
-    if o.contains_key(MARK) {
-        return None;
-    }
-    let template = template();
-    let mut absent: Vec<&str> = template
-        .keys()
-        .map(String::as_str)
-        .chain(TYPED.iter().map(|(k, _)| *k))
-        .filter(|k| !o.contains_key(*k))
-        .collect();
-    absent.sort_unstable();
-    let (mut typed, mut rest) = (String::with_capacity(300), String::with_capacity(300));
-    for (k, v) in &o {
-        let raw = v.get();
-        let pair = |out: &mut String| -> Option<()> {
-            out.push_str(&serde_json::to_string(k).ok()?);
-            out.push(':');
-            out.push_str(raw);
-            out.push(',');
-            Some(())
-        };
-        if let Some(t) = template.get(k) {
-            if !is_default(raw, t) {
-                pair(&mut rest)?;
-            }
-        } else if let Some((_, kind)) = TYPED.iter().find(|(name, _)| name == k) {
-            pair(&mut typed)?;
-            if !derivable(*kind, raw) {
-                pair(&mut rest)?;
-            }
-        } else {
-            pair(&mut rest)?;
-        }
-    }
-    rest.pop(); // the last comma
-    Some(format!(
-        "{{{typed}\"{MARK}\":{{\"rest\":{{{rest}}},\"absent\":{}}}}}",
-        text_array(&absent)
-    ))
+    split(object).map(|s| render(&s))
 }
 
-/// A `/transactions/sync` page with every `added` and `modified` object marked; None when the
-/// page is not the object Plaid documents (it is then staged as it came).
-pub fn mark_page(body: &str) -> Option<String> {
-    let page: BTreeMap<String, &RawValue> = serde_json::from_str(body).ok()?;
-    let mut out = String::with_capacity(body.len());
+fn render(s: &Split) -> String {
+    let mut out = String::with_capacity(s.rest.len() + 400);
     out.push('{');
-    for (i, (k, v)) in page.iter().enumerate() {
+    for (k, _) in TYPED {
+        if let Some(raw) = s.get(k) {
+            pair(&mut out, k, raw);
+        }
+    }
+    out.push_str(&format!(
+        "\"{MARK}\":{{\"rest\":{},\"absent\":\"{}\"}}}}",
+        s.rest,
+        s.absent_literal()
+    ));
+    out
+}
+
+/// A `/transactions/sync` page with every `added` and `modified` object marked, and, when the
+/// page only adds transactions that all fit the typed columns, those rows as COPY text.
+pub struct MarkedPage {
+    pub body: String,
+    pub copy: Option<super::copy_text::Rows>,
+    /// The page's `accounts`, as sent.
+    pub accounts: Option<String>,
+}
+
+/// Marks a page read by `SyncPage::parse`.
+pub fn mark_page(page: &SyncPage, item_id: &str) -> MarkedPage {
+    let only_adds = page.modified.is_empty() && page.removed.is_empty();
+    let mut copy = only_adds.then(super::copy_text::Rows::default);
+    let mut out = String::with_capacity(page.fields.values().map(|v| v.get().len()).sum::<usize>() + 64);
+    out.push('{');
+    for (i, (k, v)) in page.fields.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&serde_json::to_string(k).ok()?);
+        out.push_str(&serde_json::to_string(k).expect("a key is a string"));
         out.push(':');
-        if k == "added" || k == "modified" {
-            let list: Vec<&RawValue> = serde_json::from_str(v.get()).ok()?;
-            out.push('[');
-            for (j, e) in list.iter().enumerate() {
-                if j > 0 {
-                    out.push(',');
+        let list = match k.as_ref() {
+            "added" => &page.added,
+            "modified" => &page.modified,
+            _ => {
+                out.push_str(v.get());
+                continue;
+            }
+        };
+        out.push('[');
+        for (j, e) in list.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            match split(e.get()) {
+                Some(s) => {
+                    out.push_str(&render(&s));
+                    if let Some(rows) = copy.as_mut().filter(|_| k == "added") {
+                        if !rows.push(item_id, &s) {
+                            copy = None;
+                        }
+                    }
                 }
-                match mark(e.get()) {
-                    Some(m) => out.push_str(&m),
-                    None => out.push_str(e.get()),
+                None => {
+                    out.push_str(e.get());
+                    copy = None;
                 }
             }
-            out.push(']');
-        } else {
-            out.push_str(v.get());
         }
+        out.push(']');
     }
     out.push('}');
-    Some(out)
+    MarkedPage {
+        body: out,
+        copy,
+        accounts: page.fields.get("accounts").map(|a| a.get().to_string()),
+    }
 }
 
 #[cfg(test)]

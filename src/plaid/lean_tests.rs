@@ -151,13 +151,15 @@ fn a_page_is_marked_and_everything_else_on_it_kept() {
     let page = json!({"added": [plaid_object()], "modified": [plaid_object(), 7], "removed": [{"transaction_id": "r"}],
                       "next_cursor": "c\u{e9}", "has_more": false, "accounts": [{"account_id": "a", "balances": {"current": 1.10}}]});
     let body = page.to_string();
-    let marked: Value = serde_json::from_str(&mark_page(&body).unwrap()).unwrap();
+    let page_marked = mark_page(&SyncPage::parse(&body).unwrap(), "item");
+    assert!(page_marked.copy.is_none(), "a page that modifies is applied by SQL");
+    let marked: Value = serde_json::from_str(&page_marked.body).unwrap();
     assert_eq!(rebuild(&marked["added"][0].to_string()), plaid_object());
     assert_eq!(marked["modified"][1], json!(7));
     for k in ["removed", "next_cursor", "has_more", "accounts"] {
         assert_eq!(marked[k], page[k]);
     }
-    assert!(mark_page("[1]").is_none() && mark_page("{\"added\": 3}").is_none());
+    assert!(SyncPage::parse("[1]").is_err() && SyncPage::parse("{\"added\": 3}").is_err());
     assert!(
         mark(&marked["added"][0].to_string()).is_none(),
         "never marked twice"

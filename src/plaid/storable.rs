@@ -11,6 +11,9 @@ pub const REPLACEMENT: &str = "\\ufffd";
 /// `raw` with every refused character replaced, and the byte ranges (in `raw`) of the escapes
 /// that were replaced; `None` when `raw` needs no change.
 pub fn storable(raw: &str) -> Option<(String, Vec<Range<usize>>)> {
+    if !raw.contains("\\u") {
+        return None; // no escape of a code unit at all: the common case, found by a fast search
+    }
     let b = raw.as_bytes();
     let mut out: Option<String> = None;
     let mut refused = Vec::new();

@@ -1,12 +1,13 @@
 //! The rows a sync writes. Plaid's JSON goes into Postgres as text and is taken apart in SQL,
 //! so `numeric` columns get the exact digits Plaid sent. `items.rs` the Items (announce,
 //! tokens, removal) and institutions, `accounts.rs` accounts and balance snapshots,
-//! `transactions.rs` staged pages and their apply, `paid_calls.rs` the calls Plaid bills per
+//! `transactions.rs` staged pages and their apply, `bulk.rs` the COPY that applies a run of new transactions, `paid_calls.rs` the calls Plaid bills per
 //! request, `changes.rs` the NOTIFY sent when an apply commits,
 //! `products.rs` each Item's products, `recurring.rs` recurring streams, `liabilities.rs`
 //! liabilities, `investments.rs` securities, holdings and investment transactions.
 
 pub mod accounts;
+pub mod bulk;
 pub mod changes;
 pub mod investments;
 pub mod items;
@@ -21,7 +22,7 @@ pub use items::{
     institution_cached, name_institution, store_institution, update_item, wake_waiting_webhooks,
 };
 pub use transactions::{
-    Last, LastPage, Reject, apply_pages, discard_pages, record_rejects, remove_unseen, stage_page,
+    Last, LastPage, Reject, apply_accounts, apply_pages, discard_pages, record_rejects, remove_unseen, stage_page,
 };
 
 /// Runs an apply whose final SELECT is `COUNTS` (over CTEs `up`, whose rows say `inserted`,

@@ -1,6 +1,8 @@
 //! Transactions: the staged pages of a sync in progress, and their apply, in which the last
 //! thing the pages said about each transaction wins.
 
+use std::cell::OnceCell;
+
 use pgrx::datum::DatumWithOid;
 
 use crate::database::{ParsedJson, one, run, run_prepared, subtransaction};
@@ -12,35 +14,44 @@ pub struct LastPage {
     pub body: String,
     pub request_id: String,
     pub raw_objects: Option<String>,
+    /// Its new transactions as COPY text, when the page only adds ones that fit.
+    pub copy: Option<crate::plaid::copy_text::Rows>,
+    /// Its `accounts` array, as sent.
+    pub accounts: Option<String>,
 }
 
-/// The last page parsed once, for every statement of the apply.
+/// The last page, parsed once for every statement of the apply that reads it, and only if
+/// one does (a copied run never parses it).
 pub struct Last<'a> {
-    page: Option<i32>,
-    body: Option<ParsedJson>,
-    raw: Option<ParsedJson>,
-    request_id: Option<&'a str>,
+    page: Option<&'a LastPage>,
+    body: OnceCell<Option<ParsedJson>>,
+    raw: OnceCell<Option<ParsedJson>>,
 }
 
 impl<'a> Last<'a> {
     pub fn parse(last: Option<&'a LastPage>) -> Self {
         Last {
-            page: last.map(|l| l.page),
-            body: last.map(|l| ParsedJson::parse(&l.body)),
-            raw: last
-                .and_then(|l| l.raw_objects.as_deref())
-                .map(ParsedJson::parse),
-            request_id: last.map(|l| l.request_id.as_str()),
+            page: last,
+            body: OnceCell::new(),
+            raw: OnceCell::new(),
         }
     }
 
     /// `args` followed by the four the `pages` relation reads.
     fn with(&self, args: Vec<DatumWithOid<'a>>) -> Vec<DatumWithOid<'a>> {
+        let body = *self
+            .body
+            .get_or_init(|| self.page.map(|l| ParsedJson::parse(&l.body)));
+        let raw = *self.raw.get_or_init(|| {
+            self.page
+                .and_then(|l| l.raw_objects.as_deref())
+                .map(ParsedJson::parse)
+        });
         let mut all = args;
-        all.push(self.page.into());
-        all.push(ParsedJson::arg(self.body));
-        all.push(ParsedJson::arg(self.raw));
-        all.push(self.request_id.into());
+        all.push(self.page.map(|l| l.page).into());
+        all.push(ParsedJson::arg(body));
+        all.push(ParsedJson::arg(raw));
+        all.push(self.page.map(|l| l.request_id.as_str()).into());
         all
     }
 }
@@ -51,7 +62,8 @@ impl<'a> Last<'a> {
 macro_rules! pages {
     ($a:literal, $b:literal, $c:literal, $d:literal) => {
         concat!(
-            "(SELECT page, body, raw_objects, request_id FROM plaid_sync.sync_pages WHERE sync_run_id = $1
+            "(SELECT page, coalesce(body, body_text::jsonb) AS body, raw_objects, request_id
+                FROM plaid_sync.sync_pages WHERE sync_run_id = $1
               UNION ALL
               SELECT $", $a, "::int, $", $b, "::jsonb, $", $c, "::jsonb, $", $d, "::text WHERE $", $b, "::jsonb IS NOT NULL)"
         )
@@ -59,17 +71,33 @@ macro_rules! pages {
 }
 
 /// Stages one page of a sync in progress.
-/// `raw_objects` holds the objects that had to change to become jsonb, as Plaid sent them.
-pub fn stage_page(run_id: i64, page: i32, body: &str, request_id: &str, raw_objects: Option<&str>) {
+/// `raw_objects` holds the objects that had to change to become jsonb, as Plaid sent them;
+/// `copy_rows` the page's new transactions as COPY text, when it can be copied.
+pub fn stage_page(
+    run_id: i64,
+    page: i32,
+    body: &str,
+    request_id: &str,
+    raw_objects: Option<&str>,
+    copy_rows: Option<&str>,
+) {
+    // A page that can be copied is not parsed into jsonb unless the copy fails.
+    let sql = if copy_rows.is_some() {
+        "INSERT INTO plaid_sync.sync_pages (sync_run_id, page, body_text, request_id, raw_objects, copy_rows)
+         VALUES ($1, $2, $3, $4, $5::jsonb, $6)"
+    } else {
+        "INSERT INTO plaid_sync.sync_pages (sync_run_id, page, body, request_id, raw_objects, copy_rows)
+         VALUES ($1, $2, $3::jsonb, $4, $5::jsonb, $6)"
+    };
     run(
-        "INSERT INTO plaid_sync.sync_pages (sync_run_id, page, body, request_id, raw_objects)
-         VALUES ($1, $2, $3::jsonb, $4, $5::jsonb)",
+        sql,
         &[
             run_id.into(),
             page.into(),
             body.into(),
             request_id.into(),
             raw_objects.into(),
+            copy_rows.into(),
         ],
     );
 }
@@ -121,35 +149,42 @@ pub fn apply_pages(run_id: i64, item_id: &str, last: &Last) -> Vec<Reject> {
         // Not a probe: if this still fails, the job fails with the error.
         apply(run_id, item_id, None, &skip, last);
     }
-    // Accounts with balances, from the last page (sync lists only accounts with transactions).
-    if let Some(accounts) = one::<pgrx::JsonB>(
-        &format!(
-            "SELECT body -> 'accounts' FROM {} p
-              WHERE jsonb_typeof(body -> 'accounts') = 'array' ORDER BY page DESC LIMIT 1",
-            pages!(2, 3, 4, 5)
-        ),
-        &last.with(vec![run_id.into()]),
-    ) {
-        let raw = one::<pgrx::JsonB>(
-            &format!(
-                "SELECT raw_objects -> 'accounts' FROM {} p
-                  WHERE raw_objects IS NOT NULL ORDER BY page DESC LIMIT 1",
-                pages!(2, 3, 4, 5)
-            ),
-            &last.with(vec![run_id.into()]),
-        )
-        .map(|r| r.0.to_string());
-        let text = accounts.0.to_string();
-        if let Err(error) = subtransaction(true, || {
-            super::upsert_accounts(item_id, &text, false, raw.as_deref())
-        }) {
-            rejects.push(Reject {
-                transaction_id: None,
-                error: format!("accounts: {error}"),
-            });
-        }
-    }
     rejects
+}
+
+/// The accounts with balances from the run's last page that has them (sync lists only
+/// accounts with transactions); `sent`, the last page's own array, when the run has no raw
+/// objects. A Reject when they could not be applied.
+pub fn apply_accounts(run_id: i64, item_id: &str, last: &Last, sent: Option<&str>) -> Option<Reject> {
+    let (text, raw) = match sent {
+        Some(text) => (text.to_string(), None),
+        None => {
+            let accounts = one::<pgrx::JsonB>(
+                &format!(
+                    "SELECT body -> 'accounts' FROM {} p
+                      WHERE jsonb_typeof(body -> 'accounts') = 'array' ORDER BY page DESC LIMIT 1",
+                    pages!(2, 3, 4, 5)
+                ),
+                &last.with(vec![run_id.into()]),
+            )?;
+            let raw = one::<pgrx::JsonB>(
+                &format!(
+                    "SELECT raw_objects -> 'accounts' FROM {} p
+                      WHERE raw_objects IS NOT NULL ORDER BY page DESC LIMIT 1",
+                    pages!(2, 3, 4, 5)
+                ),
+                &last.with(vec![run_id.into()]),
+            )
+            .map(|r| r.0.to_string());
+            (accounts.0.to_string(), raw)
+        }
+    };
+    subtransaction(true, || super::upsert_accounts(item_id, &text, false, raw.as_deref()))
+        .err()
+        .map(|error| Reject {
+            transaction_id: None,
+            error: format!("accounts: {error}"),
+        })
 }
 
 /// The ids of every transaction the run's pages mention, sorted ('' for one without an id).
@@ -280,6 +315,13 @@ fn apply(run_id: i64, item_id: &str, only: Option<&[String]>, skip: &[String], l
 /// Keeps what the apply left out, with the page it came from and that page's request_id,
 /// and marks older rejects of transactions this run applied as resolved.
 pub fn record_rejects(run_id: i64, item_id: &str, rejects: &[Reject], last: &Last) {
+    let open = one::<bool>(
+        "SELECT EXISTS (SELECT FROM plaid_sync.sync_rejects WHERE item_id = $1 AND resolved_at IS NULL)",
+        &[item_id.into()],
+    );
+    if rejects.is_empty() && open != Some(true) {
+        return; // nothing to keep and nothing to resolve
+    }
     for r in rejects {
         run(
             &format!("INSERT INTO plaid_sync.sync_rejects (sync_run_id, item_id, transaction_id, page, request_id, error, data)

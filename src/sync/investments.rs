@@ -74,7 +74,7 @@ fn read_window(
             total = Some(t);
             page += 1;
             db(|| {
-                store::stage_page(run_id, page as i32, &r.body, &r.request_id, None);
+                store::stage_page(run_id, page as i32, &r.body, &r.request_id, None, None);
                 crate::inbox::queue::renew_lease(job_id);
             });
             offset += n;

@@ -3,9 +3,7 @@
 //! away and restart from the cursor the loop started with. Pages are handed to a `Pages` sink
 //! as they arrive (the caller stages them in a table), so memory holds one page at a time.
 
-use serde::Deserialize;
-use serde::de::IgnoredAny;
-
+use crate::plaid::sync_page::SyncPage;
 use crate::plaid::{Class, PlaidError, Response};
 
 pub const PAGE_SIZE: u32 = 500;
@@ -18,24 +16,11 @@ pub trait FetchPage {
     fn fetch(&mut self, cursor: Option<&str>, count: u32) -> Result<Response, PlaidError>;
 }
 
-/// Receives pages in order (`last`: the loop ends with this one, unless Plaid's next answer
-/// is an error); `discard` drops all pages received so far.
+/// Receives pages in order, each with its fields read (`last`: the loop ends with this one,
+/// unless Plaid's next answer is an error); `discard` drops all pages received so far.
 pub trait Pages {
-    fn keep(&mut self, page: u32, response: &Response, last: bool);
+    fn keep(&mut self, page: u32, response: &Response, read: &SyncPage, last: bool);
     fn discard(&mut self);
-}
-
-/// The fields of a page that steer the loop. Transaction objects are skipped, not parsed:
-/// they go to Postgres as text.
-#[derive(Deserialize)]
-struct PageControl {
-    added: Vec<IgnoredAny>,
-    modified: Vec<IgnoredAny>,
-    removed: Vec<IgnoredAny>,
-    next_cursor: String,
-    has_more: bool,
-    #[serde(default)]
-    transactions_update_status: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -83,7 +68,7 @@ pub fn sync_pages(
                 }
             };
             request_ids.push(page.request_id.clone());
-            let control: PageControl = match serde_json::from_str(&page.body) {
+            let control = match SyncPage::parse(&page.body) {
                 Ok(c) => c,
                 Err(e) => {
                     summary.request_ids = request_ids;
@@ -97,17 +82,14 @@ pub fn sync_pages(
             summary.added += control.added.len() as u64;
             summary.modified += control.modified.len() as u64;
             summary.removed += control.removed.len() as u64;
-            summary.update_status = control.transactions_update_status;
-            sink.keep(
-                summary.pages,
-                &page,
-                control.next_cursor.is_empty() || !control.has_more,
-            );
+            summary.update_status = control.update_status.clone();
+            let last = control.next_cursor.is_empty() || !control.has_more;
+            sink.keep(summary.pages, &page, &control, last);
             if control.next_cursor.is_empty() {
                 summary.next_cursor = None; // no data yet: nothing to page through
                 break;
             }
-            cursor = Some(control.next_cursor);
+            cursor = Some(control.next_cursor.clone());
             if !control.has_more {
                 summary.next_cursor = cursor;
                 break;
@@ -182,7 +164,7 @@ mod unit {
         discards: u32,
     }
     impl Pages for Sink {
-        fn keep(&mut self, page: u32, response: &Response, _last: bool) {
+        fn keep(&mut self, page: u32, response: &Response, _read: &SyncPage, _last: bool) {
             self.pages.push((page, response.body.to_string()));
         }
         fn discard(&mut self) {

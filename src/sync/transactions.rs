@@ -4,7 +4,7 @@
 use pgrx::prelude::*;
 
 use super::{PAUSED, from_plaid, load_item, pagination, pause_item};
-use crate::database::{db, one};
+use crate::database::{db, one, subtransaction};
 use crate::job::{Job, Outcome};
 use crate::plaid::{Client, PlaidError};
 use crate::store;
@@ -25,20 +25,39 @@ impl pagination::FetchPage for Fetch<'_> {
 struct Stage {
     run_id: i64,
     job_id: i64,
+    item_id: String,
     /// The last page, held: it is applied from memory, never staged.
     held: Option<store::LastPage>,
+    /// Whether every page so far can be loaded by COPY, and what their rows post over.
+    copyable: store::bulk::Copyable,
 }
 impl pagination::Pages for Stage {
     /// Every page but the last is staged at once (committed on its own, in a worker, renewing
     /// the job's lease), so memory holds one page at a time.
-    fn keep(&mut self, page: u32, response: &crate::plaid::Response, last: bool) {
+    fn keep(
+        &mut self,
+        page: u32,
+        response: &crate::plaid::Response,
+        read: &crate::plaid::sync_page::SyncPage,
+        last: bool,
+    ) {
+        // Marked here, off the database's thread: the row stores only what nothing rebuilds,
+        // and a page of new transactions comes with its rows as COPY text.
+        let marked = crate::plaid::lean::mark_page(read, &self.item_id);
+        let raw_objects = raw_objects(response);
+        let (body, copy, accounts) = (
+            marked.body,
+            marked.copy.filter(|_| raw_objects.is_none()),
+            marked.accounts,
+        );
+        self.copyable.page(copy.as_ref());
         let page = store::LastPage {
             page: page as i32,
-            // Marked here, off the database's thread: the row stores only what nothing rebuilds.
-            body: crate::plaid::lean::mark_page(&response.body)
-                .unwrap_or_else(|| response.body.clone()),
+            body,
             request_id: response.request_id.clone(),
-            raw_objects: raw_objects(response),
+            raw_objects,
+            copy,
+            accounts,
         };
         if last {
             self.held = Some(page);
@@ -50,6 +69,7 @@ impl pagination::Pages for Stage {
                     &page.body,
                     &page.request_id,
                     page.raw_objects.as_deref(),
+                    page.copy.as_ref().map(|c| c.text.as_str()),
                 );
                 crate::inbox::queue::renew_lease(self.job_id);
             });
@@ -57,6 +77,7 @@ impl pagination::Pages for Stage {
     }
     fn discard(&mut self) {
         self.held = None;
+        self.copyable = Default::default();
         db(|| store::discard_pages(self.run_id));
     }
 }
@@ -100,12 +121,16 @@ pub fn sync_transactions(
     let mut stage = Stage {
         run_id,
         job_id: job.id,
+        item_id: item_id.to_string(),
         held: None,
+        copyable: Default::default(),
     };
     let result = pagination::sync_pages(&mut Fetch { client, token }, &mut stage, start.as_deref());
     // Everything below is one transaction: the pages, the cursor and the run's record
     // become visible together.
-    db(|| finish_sync(run_id, item_id, backfill, result, stage.held.as_ref()))
+    // A backfill sees stored transactions again: only the SQL apply takes those.
+    let copy = (!backfill && !stage.copyable.broken).then_some(&stage.copyable.posted_over[..]);
+    db(|| finish_sync(run_id, item_id, backfill, result, stage.held.as_ref(), copy))
 }
 
 fn finish_sync(
@@ -114,12 +139,32 @@ fn finish_sync(
     backfill: bool,
     result: Result<pagination::Summary, (PlaidError, pagination::Summary)>,
     last: Option<&store::LastPage>,
+    copy: Option<&[String]>,
 ) -> Outcome {
     let mut rejected = 0;
+    let mut applied_by = None;
     let (summary, outcome) = match result {
         Ok(s) => {
+            // A run of new transactions only is loaded by COPY; if that fails for any reason
+            // (an id already stored, a value a column refuses) the SQL apply takes the run.
+            let copied = match (last, copy) {
+                (Some(held), Some(posted_over)) if held.copy.is_some() => {
+                    subtransaction(true, || store::bulk::copy_run(run_id, item_id, held, posted_over))
+                        .is_ok()
+                }
+                _ => false,
+            };
+            applied_by = Some(if copied { "copy" } else { "upsert" });
+            let sent = last
+                .and_then(|l| l.accounts.as_deref())
+                .filter(|a| copied && a.starts_with('['));
             let last = store::Last::parse(last);
-            let rejects = store::apply_pages(run_id, item_id, &last);
+            let mut rejects = if copied {
+                Vec::new()
+            } else {
+                store::apply_pages(run_id, item_id, &last)
+            };
+            rejects.extend(store::apply_accounts(run_id, item_id, &last, sent));
             store::record_rejects(run_id, item_id, &rejects, &last);
             rejected = rejects.len() as i32;
             if backfill {
@@ -165,7 +210,7 @@ fn finish_sync(
     Spi::run_with_args(
         "UPDATE plaid_sync.sync_runs SET finished_at = now(), pages = $2, restarts = $3,
                 added = $4, modified = $5, removed = $6, request_ids = $7, outcome = $8, error = $9,
-                rejected = $10
+                rejected = $10, applied_by = $11
           WHERE id = $1",
         &[
             run_id.into(),
@@ -178,6 +223,7 @@ fn finish_sync(
             outcome.run_label().into(),
             outcome.message().into(),
             rejected.into(),
+            applied_by.into(),
         ],
     )
     .expect("record sync run");

@@ -1,0 +1,182 @@
+//! New transactions as COPY text for `plaid_sync.transaction_rows`: the values the apply's SQL
+//! would store (src/store/transactions.rs, `APPLY`), written in the job thread so that a run of
+//! new transactions loads through Postgres's bulk path. A line is written only when every typed
+//! value has the JSON type its column reads; any other object sends its run to the SQL apply,
+//! which stays the one definition of what is stored.
+
+use std::borrow::Cow;
+
+use super::lean::Split;
+
+/// The columns each line fills, in order. The rest take their defaults, as in the apply.
+pub const COLUMNS: [&str; 18] = [
+    "transaction_id",
+    "item_id",
+    "account_id",
+    "amount",
+    "iso_currency_code",
+    "unofficial_currency_code",
+    "date",
+    "authorized_date",
+    "datetime",
+    "name",
+    "merchant_name",
+    "payment_channel",
+    "pending",
+    "pending_transaction_id",
+    "category",
+    "personal_finance_category",
+    "rest",
+    "absent",
+];
+
+/// The lines of a page's new transactions, and the pending transactions they post over
+/// (the apply removes those, as it does for `posted_over`).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Rows {
+    pub text: String,
+    pub posted_over: Vec<String>,
+}
+
+impl Rows {
+    /// Appends one transaction's line; false (and nothing appended) when it does not fit.
+    pub fn push(&mut self, item_id: &str, s: &Split) -> bool {
+        let mark = self.text.len();
+        if self.line(item_id, s).is_some() {
+            if let Some(Some(over)) = s.get("pending_transaction_id").map(string) {
+                self.posted_over.push(over.into_owned());
+            }
+            true
+        } else {
+            self.text.truncate(mark);
+            false
+        }
+    }
+
+    fn line(&mut self, item_id: &str, s: &Split) -> Option<()> {
+        let out = &mut self.text;
+        field(out, Some(&string(s.get("transaction_id")?)?));
+        field(out, Some(item_id));
+        field(out, text(s.get("account_id"))?.as_deref());
+        let amount = s.get("amount")?;
+        number(amount).then_some(())?;
+        field(out, Some(amount));
+        for key in [
+            "iso_currency_code",
+            "unofficial_currency_code",
+            "date",
+            "authorized_date",
+            "datetime",
+            "name",
+            "merchant_name",
+            "payment_channel",
+        ] {
+            field(out, text(s.get(key))?.as_deref());
+        }
+        // coalesce((o ->> 'pending')::boolean, false)
+        let pending = match s.get("pending") {
+            None | Some("null" | "false") => "f",
+            Some("true") => "t",
+            Some(_) => return None,
+        };
+        field(out, Some(pending));
+        field(out, text(s.get("pending_transaction_id"))?.as_deref());
+        field(out, category(s.get("category"))?.as_deref());
+        // CASE WHEN jsonb_typeof(o -> 'personal_finance_category') = 'object' THEN … END
+        let pfc = match s.get("personal_finance_category") {
+            None | Some("null") => None,
+            Some(raw) if raw.starts_with('{') => Some(raw),
+            Some(_) => return None,
+        };
+        field(out, pfc);
+        field(out, Some(&s.rest));
+        let absent = (!s.absent.is_empty()).then(|| s.absent_literal());
+        field(out, absent.as_deref());
+        out.pop();
+        out.push('\n');
+        Some(())
+    }
+}
+
+/// One field and its tab: `\N` for NULL, else the text with COPY's four escapes.
+fn field(out: &mut String, value: Option<&str>) {
+    match value {
+        None => out.push_str("\\N"),
+        Some(v) if !v.bytes().any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r')) => {
+            out.push_str(v)
+        }
+        Some(v) => {
+            for c in v.chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '\t' => out.push_str("\\t"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    c => out.push(c),
+                }
+            }
+        }
+    }
+    out.push('\t');
+}
+
+/// A JSON string's value (what `->>` gives); None when `raw` is not a string.
+fn string(raw: &str) -> Option<Cow<'_, str>> {
+    let b = raw.as_bytes();
+    if b.len() >= 2 && b[0] == b'"' && b[b.len() - 1] == b'"' && !raw.contains('\\') {
+        return Some(Cow::Borrowed(&raw[1..raw.len() - 1]));
+    }
+    if b.first() != Some(&b'"') {
+        return None;
+    }
+    serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
+}
+
+/// A text column: a string, or NULL for null or a missing key; None (does not fit) otherwise.
+fn text(raw: Option<&str>) -> Option<Option<Cow<'_, str>>> {
+    match raw {
+        None | Some("null") => Some(None),
+        Some(r) => string(r).map(Some),
+    }
+}
+
+/// A JSON number (`raw` is one JSON value): numeric's input reads its text as jsonb does.
+fn number(raw: &str) -> bool {
+    matches!(raw.as_bytes().first(), Some(b'-' | b'0'..=b'9'))
+}
+
+/// `category` as a text[] literal: an array of strings and nulls, NULL for anything but an
+/// array; None when an element is neither.
+fn category(raw: Option<&str>) -> Option<Option<String>> {
+    let Some(raw) = raw.filter(|r| r.starts_with('[')) else {
+        return match raw {
+            None | Some("null") => Some(None),
+            Some(_) => None, // another type: the SQL apply decides
+        };
+    };
+    let elements: Vec<&serde_json::value::RawValue> = serde_json::from_str(raw).ok()?;
+    let mut out = String::from("{");
+    for (i, e) in elements.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if e.get() == "null" {
+            out.push_str("NULL");
+            continue;
+        }
+        out.push('"');
+        for c in string(e.get())?.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    }
+    out.push('}');
+    Some(Some(out))
+}
+
+#[cfg(test)]
+#[path = "copy_text_tests.rs"]
+mod unit;
