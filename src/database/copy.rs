@@ -54,7 +54,14 @@ pub fn copy_in(schema: &str, table: &str, columns: &[&str], text: &str) -> u64 {
         let relid = pg_sys::RangeVarGetRelidExtended(range, lock, 0, None, std::ptr::null_mut());
         let rel = pg_sys::table_open(relid, pg_sys::NoLock as pg_sys::LOCKMODE);
         let pstate = pg_sys::make_parsestate(std::ptr::null_mut());
-        pg_sys::addRangeTableEntryForRelation(pstate, rel, lock, std::ptr::null_mut(), false, false);
+        pg_sys::addRangeTableEntryForRelation(
+            pstate,
+            rel,
+            lock,
+            std::ptr::null_mut(),
+            false,
+            false,
+        );
         let mut attnames: *mut pg_sys::List = std::ptr::null_mut();
         for n in &names {
             let name = pg_sys::makeString(pg_sys::pstrdup(n.as_ptr()));

@@ -102,7 +102,11 @@ impl Rows {
 fn field(out: &mut String, value: Option<&str>) {
     match value {
         None => out.push_str("\\N"),
-        Some(v) if !v.bytes().any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r')) => {
+        Some(v)
+            if !v
+                .bytes()
+                .any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r')) =>
+        {
             out.push_str(v)
         }
         Some(v) => {

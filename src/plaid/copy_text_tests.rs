@@ -25,7 +25,11 @@ fn fields(o: &Value) -> Option<Vec<String>> {
     let s = split(&text).unwrap();
     let mut rows = Rows::default();
     if !rows.push("item", &s) {
-        assert_eq!(rows, Rows::default(), "nothing is left of a line that does not fit");
+        assert_eq!(
+            rows,
+            Rows::default(),
+            "nothing is left of a line that does not fit"
+        );
         return None;
     }
     assert!(rows.text.ends_with('\n') && rows.text.matches('\n').count() == 1);
@@ -47,7 +51,11 @@ fn a_line_holds_what_the_sql_apply_stores() {
     assert_eq!(col("pending"), "f");
     assert_eq!(col("category"), "\\N", "a missing category is NULL");
     let pfc: Value = serde_json::from_str(col("personal_finance_category")).unwrap();
-    assert_eq!(pfc, json!({"primary": "X", "detailed": "Y"}), "the object as sent");
+    assert_eq!(
+        pfc,
+        json!({"primary": "X", "detailed": "Y"}),
+        "the object as sent"
+    );
     let rest: Value = serde_json::from_str(col("rest")).unwrap();
     assert_eq!(rest, json!({"transaction_type": "place"}));
     let absent = col("absent");
@@ -61,14 +69,26 @@ fn text_is_escaped_for_copy_and_arrays_for_postgres() {
     o["category"] = json!(["Food, Drink", "a\"b\\c", null]);
     o["pending"] = Value::Null;
     let f = fields(&o).unwrap();
-    assert_eq!(f.len(), COLUMNS.len(), "a tab inside a value is escaped, not a field break");
+    assert_eq!(
+        f.len(),
+        COLUMNS.len(),
+        "a tab inside a value is escaped, not a field break"
+    );
     let col = |name: &str| f[COLUMNS.iter().position(|c| *c == name).unwrap()].as_str();
     assert_eq!(col("name"), "tab\\there\\nline\\\\slash \"q\" caf\u{e9}");
     // The array literal, then COPY's escape of its backslashes.
     assert_eq!(col("category"), r#"{"Food, Drink","a\\"b\\\\c",NULL}"#);
-    assert_eq!(col("pending"), "f", "null pending is stored false, as coalesce does");
+    assert_eq!(
+        col("pending"),
+        "f",
+        "null pending is stored false, as coalesce does"
+    );
     o["category"] = json!([]);
-    assert_eq!(fields(&o).unwrap()[14], "{}", "an empty array is an empty text[]");
+    assert_eq!(
+        fields(&o).unwrap()[14],
+        "{}",
+        "an empty array is an empty text[]"
+    );
 }
 
 #[test]
@@ -109,12 +129,32 @@ fn a_page_of_new_transactions_is_copied_and_any_other_is_not() {
     assert_eq!(rows.posted_over, vec!["p1".to_string()]);
     assert_eq!(m.accounts.as_deref(), Some(r#"[{"account_id":"acc1"}]"#));
     let empty = mark(&page(vec![], vec![], vec![]));
-    assert_eq!(empty.copy, Some(Rows::default()), "a page with nothing new copies nothing");
+    assert_eq!(
+        empty.copy,
+        Some(Rows::default()),
+        "a page with nothing new copies nothing"
+    );
     for (what, body) in [
-        ("modified", page(vec![usual()], vec![posted.clone()], vec![])),
-        ("removed", page(vec![usual()], vec![], vec![json!({"transaction_id": "x"})])),
-        ("not an object", page(vec![usual(), json!(7)], vec![], vec![])),
-        ("a value that does not fit", page(vec![json!({"transaction_id": "t", "amount": "1"})], vec![], vec![])),
+        (
+            "modified",
+            page(vec![usual()], vec![posted.clone()], vec![]),
+        ),
+        (
+            "removed",
+            page(vec![usual()], vec![], vec![json!({"transaction_id": "x"})]),
+        ),
+        (
+            "not an object",
+            page(vec![usual(), json!(7)], vec![], vec![]),
+        ),
+        (
+            "a value that does not fit",
+            page(
+                vec![json!({"transaction_id": "t", "amount": "1"})],
+                vec![],
+                vec![],
+            ),
+        ),
     ] {
         assert_eq!(mark(&body).copy, None, "{what}");
     }

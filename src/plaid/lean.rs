@@ -126,16 +126,17 @@ fn is_default(raw: &str, template: &RawValue) -> bool {
                 && serde_json::from_str::<Vec<&RawValue>>(raw).is_ok_and(|v| v.is_empty()));
     }
     // An object of nulls: the same keys, every value null.
-    let (Ok(want), Ok(got)) = (
-        serde_json::from_str::<BTreeMap<String, &RawValue>>(t),
-        serde_json::from_str::<BTreeMap<String, &RawValue>>(raw),
+    let (Some(want), Some(got)) = (
+        super::sync_page::object_fields(t),
+        super::sync_page::object_fields(raw),
     ) else {
         return false;
     };
     want.len() == got.len()
-        && got
+        && got.iter().all(|(_, v)| v.get() == "null")
+        && want
             .iter()
-            .all(|(k, v)| want.contains_key(k) && v.get() == "null")
+            .all(|(k, _)| got.iter().filter(|(g, _)| g == k).count() == 1)
 }
 
 /// The template's keys and values, parsed once (every transaction of every page is marked).
@@ -148,15 +149,16 @@ fn template() -> &'static BTreeMap<String, &'static RawValue> {
 /// An object split as the row stores it: its fields (borrowed from the page's text), the rest
 /// (a JSON object) and the template's and typed keys it lacks, sorted.
 pub struct Split<'a> {
-    pub fields: BTreeMap<&'a str, &'a RawValue>,
+    /// The raw value of each of `known()`'s keys, None where the object lacks it.
+    known: Vec<Option<&'a RawValue>>,
     pub rest: String,
     pub absent: Vec<&'static str>,
 }
 
 impl<'a> Split<'a> {
-    /// The raw JSON of a typed key, None when the object lacks it.
+    /// The raw JSON of a typed or template key, None when the object lacks it.
     pub fn get(&self, key: &str) -> Option<&'a str> {
-        self.fields.get(key).map(|v| v.get())
+        self.known[known().index(key)?].map(RawValue::get)
     }
 
     /// `absent` as the text[] literal the row stores (every key here is [a-z_]).
@@ -165,34 +167,94 @@ impl<'a> Split<'a> {
     }
 }
 
+/// What a key of the template or of a typed column is.
+#[derive(Clone, Copy)]
+enum Kind {
+    Template(&'static RawValue),
+    Typed(Typed),
+}
+
+/// The template's and the typed columns' keys, sorted, with an open-addressing table on them:
+/// every key of every object is looked up here, and a search by comparison showed in profiles.
+struct Known {
+    keys: Vec<(&'static str, Kind)>,
+    slots: [u8; 64],
+}
+
+impl Known {
+    fn slot(key: &[u8]) -> usize {
+        let (first, last) = (key[0] as usize, key[key.len() - 1] as usize);
+        (key.len() * 31 + first * 7 + last * 3) & 63
+    }
+
+    fn index(&self, key: &str) -> Option<usize> {
+        if key.is_empty() {
+            return None;
+        }
+        let mut h = Self::slot(key.as_bytes());
+        loop {
+            let i = self.slots[h];
+            if i == u8::MAX {
+                return None;
+            }
+            if self.keys[i as usize].0 == key {
+                return Some(i as usize);
+            }
+            h = (h + 1) & 63;
+        }
+    }
+}
+
+fn known() -> &'static Known {
+    static KNOWN: std::sync::LazyLock<Known> = std::sync::LazyLock::new(|| {
+        let mut keys: Vec<(&'static str, Kind)> = template()
+            .iter()
+            .map(|(k, v)| (k.as_str(), Kind::Template(*v)))
+            .chain(TYPED.iter().map(|(k, t)| (*k, Kind::Typed(*t))))
+            .collect();
+        keys.sort_unstable_by_key(|(k, _)| *k);
+        assert!(keys.len() < 48, "the table keeps free slots");
+        let mut slots = [u8::MAX; 64];
+        for (i, (k, _)) in keys.iter().enumerate() {
+            let mut h = Known::slot(k.as_bytes());
+            while slots[h] != u8::MAX {
+                h = (h + 1) & 63;
+            }
+            slots[h] = i as u8;
+        }
+        Known { keys, slots }
+    });
+    &KNOWN
+}
+
 /// Splits one transaction object; None when it is not an object, or has a key written with
 /// escapes (such an object is stored whole, which is exact).
 pub fn split(object: &str) -> Option<Split<'_>> {
-    let fields: BTreeMap<&str, &RawValue> = serde_json::from_str(object).ok()?;
-    if fields.contains_key(MARK) {
-        return None;
-    }
-    let template = template();
-    let mut absent: Vec<&'static str> = template
-        .keys()
-        .map(String::as_str)
-        .chain(TYPED.iter().map(|(k, _)| *k))
-        .filter(|k| !fields.contains_key(*k))
-        .collect();
-    absent.sort_unstable();
+    let fields = super::sync_page::object_fields(object)?;
+    let table = known();
+    let mut known: Vec<Option<&RawValue>> = vec![None; table.keys.len()];
     let mut rest = String::with_capacity(300);
     rest.push('{');
-    for (k, v) in &fields {
-        let raw = v.get();
-        let keep = if let Some(t) = template.get(*k) {
-            !is_default(raw, t)
-        } else if let Some((_, kind)) = TYPED.iter().find(|(name, _)| name == k) {
-            !derivable(*kind, raw)
-        } else {
-            true
+    for (k, v) in fields {
+        match table.index(k) {
+            // A key seen twice: the last one counts, as in jsonb.
+            Some(i) => known[i] = Some(v),
+            None if k == MARK => return None,
+            None => pair(&mut rest, k, v.get()),
+        }
+    }
+    let mut absent = Vec::new();
+    for ((k, kind), v) in table.keys.iter().zip(&known) {
+        let Some(v) = v else {
+            absent.push(*k);
+            continue;
+        };
+        let keep = match kind {
+            Kind::Template(t) => !is_default(v.get(), t),
+            Kind::Typed(t) => !derivable(*t, v.get()),
         };
         if keep {
-            pair(&mut rest, k, raw);
+            pair(&mut rest, k, v.get());
         }
     }
     if rest.len() > 1 {
@@ -200,7 +262,7 @@ pub fn split(object: &str) -> Option<Split<'_>> {
     }
     rest.push('}');
     Some(Split {
-        fields,
+        known,
         rest,
         absent,
     })
@@ -251,45 +313,43 @@ pub struct MarkedPage {
 pub fn mark_page(page: &SyncPage, item_id: &str) -> MarkedPage {
     let only_adds = page.modified.is_empty() && page.removed.is_empty();
     let mut copy = only_adds.then(super::copy_text::Rows::default);
-    let mut out = String::with_capacity(page.fields.values().map(|v| v.get().len()).sum::<usize>() + 64);
+    let size: usize = page.fields.values().map(|v| v.get().len()).sum();
+    let mut out = String::with_capacity(size + page.added.len() * 1000);
     out.push('{');
-    for (i, (k, v)) in page.fields.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
+    for (k, v) in &page.fields {
         out.push_str(&serde_json::to_string(k).expect("a key is a string"));
         out.push(':');
-        let list = match k.as_ref() {
-            "added" => &page.added,
-            "modified" => &page.modified,
-            _ => {
-                out.push_str(v.get());
-                continue;
-            }
-        };
-        out.push('[');
+        out.push_str(v.get());
+        out.push(',');
+    }
+    for (key, list) in [("added", &page.added), ("modified", &page.modified)] {
+        out.push_str(&format!("\"{key}\":["));
         for (j, e) in list.iter().enumerate() {
             if j > 0 {
                 out.push(',');
             }
-            match split(e.get()) {
-                Some(s) => {
-                    out.push_str(&render(&s));
-                    if let Some(rows) = copy.as_mut().filter(|_| k == "added") {
-                        if !rows.push(item_id, &s) {
-                            copy = None;
-                        }
-                    }
-                }
-                None => {
-                    out.push_str(e.get());
+            let Some(s) = split(e.get()) else {
+                out.push_str(e.get()); // stored whole
+                copy = None;
+                continue;
+            };
+            out.push_str(&render(&s));
+            if let Some(rows) = copy.as_mut().filter(|_| key == "added") {
+                if !rows.push(item_id, &s) {
                     copy = None;
                 }
             }
         }
-        out.push(']');
+        out.push_str("],");
     }
-    out.push('}');
+    out.push_str("\"removed\":[");
+    for (j, e) in page.removed.iter().enumerate() {
+        if j > 0 {
+            out.push(',');
+        }
+        out.push_str(e.get());
+    }
+    out.push_str("]}");
     MarkedPage {
         body: out,
         copy,

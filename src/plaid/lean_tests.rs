@@ -152,7 +152,10 @@ fn a_page_is_marked_and_everything_else_on_it_kept() {
                       "next_cursor": "c\u{e9}", "has_more": false, "accounts": [{"account_id": "a", "balances": {"current": 1.10}}]});
     let body = page.to_string();
     let page_marked = mark_page(&SyncPage::parse(&body).unwrap(), "item");
-    assert!(page_marked.copy.is_none(), "a page that modifies is applied by SQL");
+    assert!(
+        page_marked.copy.is_none(),
+        "a page that modifies is applied by SQL"
+    );
     let marked: Value = serde_json::from_str(&page_marked.body).unwrap();
     assert_eq!(rebuild(&marked["added"][0].to_string()), plaid_object());
     assert_eq!(marked["modified"][1], json!(7));
@@ -197,5 +200,17 @@ fn the_sql_template_is_this_one() {
             sql.contains(&format!("'{TEMPLATE}'::jsonb")),
             "{name} holds codec 1's template"
         );
+    }
+}
+
+#[test]
+fn every_known_key_is_found_and_no_other() {
+    let k = known();
+    assert_eq!(k.keys.len(), TYPED.len() + 10);
+    for (i, (key, _)) in k.keys.iter().enumerate() {
+        assert_eq!(k.index(key), Some(i), "{key}");
+    }
+    for other in ["", "x", "amounts", "transaction_type", "Amount", MARK] {
+        assert_eq!(k.index(other), None, "{other}");
     }
 }

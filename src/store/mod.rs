@@ -22,7 +22,8 @@ pub use items::{
     institution_cached, name_institution, store_institution, update_item, wake_waiting_webhooks,
 };
 pub use transactions::{
-    Last, LastPage, Reject, apply_accounts, apply_pages, discard_pages, record_rejects, remove_unseen, stage_page,
+    Last, LastPage, Reject, apply_accounts, apply_pages, discard_pages, record_rejects,
+    remove_unseen, stage_page,
 };
 
 /// Runs an apply whose final SELECT is `COUNTS` (over CTEs `up`, whose rows say `inserted`,

@@ -65,7 +65,17 @@ macro_rules! pages {
             "(SELECT page, coalesce(body, body_text::jsonb) AS body, raw_objects, request_id
                 FROM plaid_sync.sync_pages WHERE sync_run_id = $1
               UNION ALL
-              SELECT $", $a, "::int, $", $b, "::jsonb, $", $c, "::jsonb, $", $d, "::text WHERE $", $b, "::jsonb IS NOT NULL)"
+              SELECT $",
+            $a,
+            "::int, $",
+            $b,
+            "::jsonb, $",
+            $c,
+            "::jsonb, $",
+            $d,
+            "::text WHERE $",
+            $b,
+            "::jsonb IS NOT NULL)"
         )
     };
 }
@@ -89,8 +99,10 @@ pub fn stage_page(
         "INSERT INTO plaid_sync.sync_pages (sync_run_id, page, body, request_id, raw_objects, copy_rows)
          VALUES ($1, $2, $3::jsonb, $4, $5::jsonb, $6)"
     };
-    run(
+    use pgrx::pg_sys::{INT4OID, INT8OID, TEXTOID};
+    run_prepared(
         sql,
+        &[INT8OID, INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID],
         &[
             run_id.into(),
             page.into(),
@@ -155,7 +167,12 @@ pub fn apply_pages(run_id: i64, item_id: &str, last: &Last) -> Vec<Reject> {
 /// The accounts with balances from the run's last page that has them (sync lists only
 /// accounts with transactions); `sent`, the last page's own array, when the run has no raw
 /// objects. A Reject when they could not be applied.
-pub fn apply_accounts(run_id: i64, item_id: &str, last: &Last, sent: Option<&str>) -> Option<Reject> {
+pub fn apply_accounts(
+    run_id: i64,
+    item_id: &str,
+    last: &Last,
+    sent: Option<&str>,
+) -> Option<Reject> {
     let (text, raw) = match sent {
         Some(text) => (text.to_string(), None),
         None => {
@@ -179,12 +196,14 @@ pub fn apply_accounts(run_id: i64, item_id: &str, last: &Last, sent: Option<&str
             (accounts.0.to_string(), raw)
         }
     };
-    subtransaction(true, || super::upsert_accounts(item_id, &text, false, raw.as_deref()))
-        .err()
-        .map(|error| Reject {
-            transaction_id: None,
-            error: format!("accounts: {error}"),
-        })
+    subtransaction(true, || {
+        super::upsert_accounts(item_id, &text, false, raw.as_deref())
+    })
+    .err()
+    .map(|error| Reject {
+        transaction_id: None,
+        error: format!("accounts: {error}"),
+    })
 }
 
 /// The ids of every transaction the run's pages mention, sorted ('' for one without an id).

@@ -149,8 +149,10 @@ fn finish_sync(
             // (an id already stored, a value a column refuses) the SQL apply takes the run.
             let copied = match (last, copy) {
                 (Some(held), Some(posted_over)) if held.copy.is_some() => {
-                    subtransaction(true, || store::bulk::copy_run(run_id, item_id, held, posted_over))
-                        .is_ok()
+                    subtransaction(true, || {
+                        store::bulk::copy_run(run_id, item_id, held, posted_over)
+                    })
+                    .is_ok()
                 }
                 _ => false,
             };

@@ -378,7 +378,7 @@ class Handler(BaseHTTPRequestHandler):
                 if path in PAID and item:
                     key = f"{item.item_id} {path}"
                     w.billed[key] = w.billed.get(key, 0) + 1
-        data = resp.encode() if isinstance(resp, str) else dumps(resp).encode()
+        data = resp if isinstance(resp, bytes) else resp.encode() if isinstance(resp, str) else dumps(resp).encode()
         if fault and fault["kind"] == "truncated":
             data = data[: len(data) // 2]
         self.send(status, None, raw=data)
@@ -547,7 +547,8 @@ def handle(w, path, body):
         key = (item.item_id, body.get("cursor"), count, w.version)
         if key in w.page_cache:
             item.synced_once = True
-            return 200, w.page_cache[key].replace(RID_SLOT, rid)
+            head, tail = w.page_cache[key]
+            return 200, head + rid.encode() + tail
         if body.get("cursor"):
             pos, snap = parse_cursor(item, body["cursor"])
         else:
@@ -580,9 +581,11 @@ def handle(w, path, body):
         if w.page_cache_bytes + len(text) > PAGE_CACHE_BYTES:
             w.page_cache.clear()
             w.page_cache_bytes = 0
-        w.page_cache[key] = text
+        # Kept as bytes on either side of the request_id: an answer from the cache is two copies.
+        head, tail = text.encode().split(RID_SLOT.encode(), 1)
+        w.page_cache[key] = (head, tail)
         w.page_cache_bytes += len(text)
-        return 200, text.replace(RID_SLOT, rid)
+        return 200, head + rid.encode() + tail
     raise PlaidFault("NOT_FOUND", "not found", status=404)
 
 
