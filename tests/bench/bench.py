@@ -137,6 +137,7 @@ def best_copy(conn, table, data, cols=""):
     best = None
     for _ in range(3):
         conn.execute(f"TRUNCATE {table}")
+        conn.execute("CHECKPOINT")  # each timed load starts with no dirty buffers to write
         t0 = time.time()
         with conn.cursor().copy(f"COPY {table} {cols} FROM STDIN") as cp:
             cp.write(data)
@@ -160,19 +161,23 @@ def bench_ingest(emu, items_n, per_item):
     try:
         conn = c.connect("bench")
         wait_workers(conn, 2)
-        # Warm-up: the workers, their shared memory and the emulator as a running server has
-        # them (the COPYs below are the best of three for the same reason).
-        warm = emu("items", count=max(2, items_n // 10), days=per_item // 4, per_day=4)["items"]
-        fetch_pages(emu, warm)
-        announce_all(conn, warm)
-        wait_idle(conn)
-        items = emu("items", count=items_n, days=per_item // 4, per_day=4)["items"]
-        ids = [i["item_id"] for i in items]
-        pages = fetch_pages(emu, items)  # every side reads pages the emulator has built already
-        t0 = time.time()
-        announce_all(conn, items)
-        wait_idle(conn)
-        ours_s = time.time() - t0
+        # Three rounds of new Items, the best one counted, as the COPYs below are the best of
+        # three: on a shared machine a single run measures the neighbours as much as the code.
+        best = None
+        for _ in range(3):
+            items = emu("items", count=items_n, days=per_item // 4, per_day=4)["items"]
+            ids = [i["item_id"] for i in items]
+            pages = fetch_pages(emu, items)  # every side reads pages the emulator has built already
+            conn.execute("CHECKPOINT")
+            start = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+            announce_all(conn, items)
+            wait_idle(conn)
+            # From the notices to the last job's record, which follows its sync's commit.
+            end = conn.execute("SELECT max(finished_at) FROM plaid_sync.inbox WHERE item_id = ANY(%s)", (ids,)).fetchone()[0]
+            took = (end - start).total_seconds()
+            if best is None or took < best[0]:
+                best = (took, items, ids, pages)
+        ours_s, items, ids, pages = best
         rows = conn.execute("SELECT count(*) FROM plaid_sync.transaction_rows WHERE item_id = ANY(%s)", (ids,)).fetchone()[0]
         copied = conn.execute("SELECT count(*) FILTER (WHERE applied_by = 'copy'), count(*) FROM plaid_sync.sync_runs "
                               "WHERE item_id = ANY(%s)", (ids,)).fetchone()
