@@ -199,4 +199,100 @@ mod tests {
     fn process_inbox_with_nothing_due_runs_nothing() {
         assert_eq!(count("SELECT plaid_sync.plaid_process_inbox()::bigint"), 0);
     }
+
+    /// A parent and a child table with a foreign key, for `database::copy_in`.
+    fn parent_child() -> pg_sys::Oid {
+        Spi::run(
+            "CREATE TABLE public.parent (id text PRIMARY KEY);
+             CREATE TABLE public.child (id text PRIMARY KEY, parent text NOT NULL REFERENCES public.parent,
+                                        n numeric NOT NULL, at timestamptz NOT NULL DEFAULT now(), note text);
+             INSERT INTO public.parent VALUES ('p1')",
+        )
+        .unwrap();
+        Spi::get_one::<pg_sys::Oid>(
+            "SELECT oid FROM pg_constraint WHERE conname = 'child_parent_fkey'",
+        )
+        .unwrap()
+        .unwrap()
+    }
+
+    fn copy(text: &str, checked: Option<pg_sys::Oid>) -> Result<u64, String> {
+        crate::database::subtransaction(true, || {
+            crate::database::copy_in(
+                "public",
+                "child",
+                &["id", "parent", "n", "note"],
+                text,
+                checked,
+            )
+        })
+    }
+
+    #[pg_test]
+    fn copy_in_loads_copy_text_with_its_escapes_and_the_defaults() {
+        parent_child();
+        assert_eq!(
+            copy("a\tp1\t1.50\ttab\\there\\\\\nb\tp1\t-0\t\\N\n", None),
+            Ok(2)
+        );
+        let rows = Spi::get_one::<String>(
+            "SELECT string_agg(id || '|' || n || '|' || coalesce(note, 'NULL') || '|' || (at IS NOT NULL), ';' ORDER BY id)
+               FROM public.child",
+        )
+        .unwrap();
+        assert_eq!(
+            rows.as_deref(),
+            Some("a|1.50|tab\there\\|true;b|0|NULL|true")
+        );
+    }
+
+    #[pg_test]
+    fn copy_in_raises_on_a_bad_value_or_a_missing_parent_and_keeps_nothing() {
+        parent_child();
+        assert!(
+            copy("a\tp1\tnot a number\t\\N\n", None)
+                .unwrap_err()
+                .contains("numeric")
+        );
+        assert!(
+            copy("a\tp1\t1\t\\N\nb\tnope\t1\t\\N\n", None)
+                .unwrap_err()
+                .contains("foreign key")
+        );
+        assert_eq!(count("SELECT count(*) FROM public.child"), 0);
+    }
+
+    #[pg_test]
+    fn a_checked_key_skips_only_its_own_triggers_and_the_role_comes_back() {
+        let fk = parent_child();
+        // The caller vouches for the key (here falsely, to see that its check was skipped).
+        assert_eq!(copy("a\tnope\t1\t\\N\n", Some(fk)), Ok(1));
+        assert_eq!(
+            Spi::get_one::<String>("SELECT current_setting('session_replication_role')")
+                .unwrap()
+                .as_deref(),
+            Some("origin")
+        );
+        // Any other trigger keeps every check and fires itself.
+        Spi::run(
+            "CREATE TABLE public.seen (id text);
+             CREATE FUNCTION public.note_child() RETURNS trigger LANGUAGE plpgsql AS
+                 $$BEGIN INSERT INTO public.seen VALUES (NEW.id); RETURN NULL; END$$;
+             CREATE TRIGGER note AFTER INSERT ON public.child FOR EACH ROW EXECUTE FUNCTION public.note_child()",
+        )
+        .unwrap();
+        assert!(
+            copy("b\tnope\t1\t\\N\n", Some(fk))
+                .unwrap_err()
+                .contains("foreign key")
+        );
+        assert_eq!(copy("c\tp1\t1\t\\N\n", Some(fk)), Ok(1));
+        assert_eq!(count("SELECT count(*) FROM public.seen WHERE id = 'c'"), 1);
+        assert_eq!(
+            Spi::get_one::<String>("SELECT current_setting('session_replication_role')")
+                .unwrap()
+                .as_deref(),
+            Some("origin")
+        );
+    }
 }

@@ -2,7 +2,10 @@
 //! in the job thread (src/plaid/copy_text.rs), go into `transaction_rows` by COPY, Postgres's
 //! bulk path. What it stores is what the SQL apply would; anything that path would treat
 //! differently (an id already stored, or seen twice, a value a column refuses) makes the COPY
-//! fail, and the caller applies the run by SQL instead.
+//! fail, and the caller applies the run by SQL instead. Every row references the run's Item,
+//! so the foreign key is checked once, by locking that Item as each row's check would.
+
+use pgrx::pg_sys;
 
 use super::LastPage;
 use crate::database::{copy_in, one, run};
@@ -16,15 +19,27 @@ pub fn copy_run(run_id: i64, item_id: &str, last: &LastPage, posted_over: &[Stri
         .copy
         .as_ref()
         .expect("plaid_sync bug: a run copied without its rows");
+    // Every row references this Item (copy_text writes the run's item_id): its row is found
+    // and locked once here, as the foreign key's check would for each row.
+    let fk = one::<pg_sys::Oid>(
+        "SELECT (SELECT c.oid FROM pg_catalog.pg_constraint c
+                  WHERE c.conrelid = 'plaid_sync.transaction_rows'::regclass AND c.contype = 'f'
+                    AND c.conname = 'transactions_item_id_fkey'
+                    AND c.confrelid = 'plaid_sync.items'::regclass
+                    AND c.conkey = ARRAY[(SELECT attnum FROM pg_catalog.pg_attribute
+                                           WHERE attrelid = c.conrelid AND attname = 'item_id')])
+           FROM plaid_sync.items WHERE item_id = $1 FOR KEY SHARE",
+        &[item_id.into()],
+    );
     for page in 1..last.page {
         let text = one::<String>(
             "SELECT copy_rows FROM plaid_sync.sync_pages WHERE sync_run_id = $1 AND page = $2",
             &[run_id.into(), page.into()],
         )
         .unwrap_or_else(|| panic!("plaid_sync bug: page {page} staged without its rows"));
-        copy_in("plaid_sync", "transaction_rows", &COLUMNS, &text);
+        copy_in("plaid_sync", "transaction_rows", &COLUMNS, &text, fk);
     }
-    copy_in("plaid_sync", "transaction_rows", &COLUMNS, &rows.text);
+    copy_in("plaid_sync", "transaction_rows", &COLUMNS, &rows.text, fk);
     if !posted_over.is_empty() {
         // As the SQL apply's `removed`: a pending row a posted one names is gone.
         run(

@@ -113,3 +113,23 @@ def test_a_value_a_column_refuses_falls_back_and_only_that_row_is_left_out(emula
     assert su.execute("SELECT count(*) FROM plaid_sync.transaction_rows WHERE item_id = %s", (item_id,)).fetchone()[0] == 10
     assert su.execute("SELECT transaction_id FROM plaid_sync.sync_rejects WHERE item_id = %s AND resolved_at IS NULL",
                       (item_id,)).fetchall() == [("bad-date",)]
+
+
+def test_a_trigger_on_transaction_rows_sees_every_copied_row(emulator, su):
+    """The COPY skips the foreign key's per-row check (it locks the Item once instead) only
+    while that key's triggers are the table's only ones: a user's trigger keeps every check
+    and sees every row."""
+    su.execute("""CREATE TABLE public.seen_rows (id text);
+                  CREATE FUNCTION public.see_row() RETURNS trigger LANGUAGE plpgsql AS
+                      $$BEGIN INSERT INTO public.seen_rows VALUES (NEW.transaction_id); RETURN NULL; END$$;
+                  CREATE TRIGGER see_row AFTER INSERT ON plaid_sync.transaction_rows
+                      FOR EACH ROW EXECUTE FUNCTION public.see_row()""")
+    try:
+        item_id = announce(emulator, su, days=5, per_day=4)
+        drain(su)
+        assert runs(su, item_id) == ["copy"]
+        assert su.execute("""SELECT count(*) FROM public.seen_rows s JOIN plaid_sync.transaction_rows t
+                               ON t.transaction_id = s.id WHERE t.item_id = %s""", (item_id,)).fetchone()[0] == 20
+    finally:
+        su.execute("DROP TRIGGER see_row ON plaid_sync.transaction_rows; DROP FUNCTION public.see_row(); "
+                   "DROP TABLE public.seen_rows")
