@@ -103,18 +103,20 @@ pub fn copy_in(
             attnames,
             options,
         );
-        let _role = match checked {
-            Some(fk) if only_triggers_of(rel, fk) => {
-                let role = Role(pg_sys::SessionReplicationRole);
-                // Set directly, not as a setting: nothing is planned while COPY runs, so the plan
-                // cache need not be reset (the setting does that), and triggers are the only
-                // thing the role changes in COPY FROM.
-                pg_sys::SessionReplicationRole = pg_sys::SESSION_REPLICATION_ROLE_REPLICA as _;
-                Some(role)
-            }
-            _ => None,
+        let rows = {
+            let _role = match checked {
+                Some(fk) if only_triggers_of(rel, fk) => {
+                    let role = Role(pg_sys::SessionReplicationRole);
+                    // Set directly, not as a setting: nothing is planned while COPY runs, so
+                    // the plan cache need not be reset (the setting does that), and triggers
+                    // are the only thing the role changes in COPY FROM.
+                    pg_sys::SessionReplicationRole = pg_sys::SESSION_REPLICATION_ROLE_REPLICA as _;
+                    Some(role)
+                }
+                _ => None,
+            };
+            pg_sys::CopyFrom(cstate)
         };
-        let rows = pg_sys::CopyFrom(cstate);
         pg_sys::EndCopyFrom(cstate);
         pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
         pg_sys::free_parsestate(pstate);

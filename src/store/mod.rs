@@ -1,10 +1,11 @@
 //! The rows a sync writes. Plaid's JSON goes into Postgres as text and is taken apart in SQL,
 //! so `numeric` columns get the exact digits Plaid sent. `items.rs` the Items (announce,
 //! tokens, removal) and institutions, `accounts.rs` accounts and balance snapshots,
-//! `transactions.rs` staged pages and their apply, `bulk.rs` the COPY that applies a run of new transactions, `paid_calls.rs` the calls Plaid bills per
-//! request, `changes.rs` the NOTIFY sent when an apply commits,
-//! `products.rs` each Item's products, `recurring.rs` recurring streams, `liabilities.rs`
-//! liabilities, `investments.rs` securities, holdings and investment transactions.
+//! `pages.rs` a sync's staged pages and its last, `transactions.rs` their apply, `bulk.rs`
+//! the COPY that applies a run of new transactions, `paid_calls.rs` the calls Plaid bills per
+//! request, `changes.rs` the NOTIFY sent when an apply commits, `products.rs` each Item's
+//! products, `recurring.rs` recurring streams, `liabilities.rs` liabilities,
+//! `investments.rs` securities, holdings and investment transactions.
 
 pub mod accounts;
 pub mod bulk;
@@ -12,6 +13,7 @@ pub mod changes;
 pub mod investments;
 pub mod items;
 pub mod liabilities;
+pub mod pages;
 pub mod paid_calls;
 pub mod products;
 pub mod recurring;
@@ -21,10 +23,8 @@ pub use accounts::upsert_accounts;
 pub use items::{
     institution_cached, name_institution, store_institution, update_item, wake_waiting_webhooks,
 };
-pub use transactions::{
-    Last, LastPage, Reject, apply_accounts, apply_pages, discard_pages, record_rejects,
-    remove_unseen, stage_page,
-};
+pub use pages::{Last, LastPage, discard_pages, stage_page};
+pub use transactions::{Reject, apply_accounts, apply_pages, record_rejects, remove_unseen};
 
 /// Runs an apply whose final SELECT is `COUNTS` (over CTEs `up`, whose rows say `inserted`,
 /// and `gone`): rows added, changed and removed.
