@@ -158,7 +158,7 @@ def rows(conn):
     out = {}
     for t, key in TABLES.items():
         out[t] = [r[0] for r in conn.execute(
-            f"SELECT to_jsonb(t) - 'raw_data' - 'rejected' - 'lane' - 'product' FROM plaid_sync.{t} t ORDER BY {key}")]
+            f"SELECT to_jsonb(t) - 'raw_data' - 'rejected' - 'lane' - 'product' - 'applied_by' FROM plaid_sync.{t} t ORDER BY {key}")]
     return out
 
 
