@@ -209,7 +209,7 @@ fn known() -> &'static Known {
     static KNOWN: std::sync::LazyLock<Known> = std::sync::LazyLock::new(|| {
         let mut keys: Vec<(&'static str, Kind)> = template()
             .iter()
-            .map(|(k, v)| (k.as_str(), Kind::Template(*v)))
+            .map(|(k, v)| (k.as_str(), Kind::Template(v)))
             .chain(TYPED.iter().map(|(k, t)| (*k, Kind::Typed(*t))))
             .collect();
         keys.sort_unstable_by_key(|(k, _)| *k);
@@ -334,10 +334,10 @@ pub fn mark_page(page: &SyncPage, item_id: &str) -> MarkedPage {
                 continue;
             };
             out.push_str(&render(&s));
-            if let Some(rows) = copy.as_mut().filter(|_| key == "added") {
-                if !rows.push(item_id, &s) {
-                    copy = None;
-                }
+            if let Some(rows) = copy.as_mut().filter(|_| key == "added")
+                && !rows.push(item_id, &s)
+            {
+                copy = None;
             }
         }
         out.push_str("],");
