@@ -149,10 +149,16 @@ fn finish_sync(
             // (an id already stored, a value a column refuses) the SQL apply takes the run.
             let copied = match (last, copy) {
                 (Some(held), Some(posted_over)) if held.copy.is_some() => {
-                    subtransaction(true, || {
+                    match subtransaction(true, || {
                         store::bulk::copy_run(run_id, item_id, held, posted_over)
-                    })
-                    .is_ok()
+                    }) {
+                        Ok(()) => true,
+                        Err(why) => {
+                            // Expected now and then (Plaid sends a stored id again): not a warning.
+                            pgrx::debug1!("plaid_sync: sync run {run_id} applied by SQL: {why}");
+                            false
+                        }
+                    }
                 }
                 _ => false,
             };
