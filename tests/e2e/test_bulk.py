@@ -33,6 +33,18 @@ def empty_item(emulator, su):
     return item["item_id"], accounts
 
 
+def fitting(seed, accounts, n):
+    """A generator and its first n transactions without a refused character (such an object
+    keeps its raw text, which only the SQL apply stores)."""
+    gen = Gen(seed, [a["account_id"] for a in accounts])
+    texts = []
+    while len(texts) < n:
+        text, v = gen.txn(gen.ident())
+        if not v["raw"]:
+            texts.append(text)
+    return gen, texts
+
+
 def sync(emulator, su, item_id, pages):
     emulator("script_pages", item_id=item_id, pages=pages)
     webhook(emulator, su, item_id)
@@ -52,12 +64,7 @@ def test_copied_rows_are_the_rows_the_sql_apply_stores(emulator, su):
     which only the SQL apply takes: it must find nothing to change."""
     item_id, accounts = empty_item(emulator, su)
     acct = json.dumps(accounts)
-    gen = Gen(17, [a["account_id"] for a in accounts])
-    objects = []
-    while len(objects) < 80:
-        text, v = gen.txn(gen.ident())
-        if not v["raw"]:  # a refused character keeps its object raw: the SQL apply's case
-            objects.append(text)
+    gen, objects = fitting(17, accounts, 80)
     # A pending transaction on page 1 that a posted one on page 2 names.
     pending = objects[3].replace('"pending": false', '"pending": true')
     pid = json.loads(pending)["transaction_id"]
@@ -101,12 +108,7 @@ def test_a_run_that_adds_a_stored_transaction_again_is_applied_by_sql(emulator, 
 def test_a_value_a_column_refuses_falls_back_and_only_that_row_is_left_out(emulator, su):
     item_id, accounts = empty_item(emulator, su)
     acct = json.dumps(accounts)
-    gen = Gen(1717, [a["account_id"] for a in accounts])
-    good = []
-    while len(good) < 10:
-        text, v = gen.txn(gen.ident())
-        if not v["raw"]:
-            good.append(text)
+    _, good = fitting(1717, accounts, 10)
     bad = dict(json.loads(good[0]), transaction_id="bad-date", date="2026-02-30")
     sync(emulator, su, item_id, [page_text(good + [json.dumps(bad)], [], [], acct, "e1", False)])
     assert runs(su, item_id)[-1] == "upsert"
