@@ -194,8 +194,9 @@ CREATE TABLE plaid_sync.inbox (
     webhook_code text NOT NULL,
     item_id      text,
     -- Never an access token: backend notices are stored without it, and Plaid bodies with one
-    -- are refused.
-    body         jsonb NOT NULL DEFAULT '{}',
+    -- are refused. A Plaid webhook's body is NULL until the worker verifies it: only raw_body
+    -- is written on receipt, and one that is rejected keeps a NULL body.
+    body         jsonb DEFAULT '{}',
     -- Plaid-origin rows only: the exact bytes the signature covers, and the JWT header.
     raw_body     text,
     plaid_verification text,
@@ -209,7 +210,8 @@ CREATE TABLE plaid_sync.inbox (
     finished_at  timestamptz,
     -- 0: fresh work (webhooks, notices for Items that synced before); 1: the backlog (first
     -- syncs of a migration, scheduled resyncs). Fresh work is claimed first.
-    lane         smallint NOT NULL DEFAULT 0
+    lane         smallint NOT NULL DEFAULT 0,
+    CONSTRAINT inbox_body_known CHECK (body IS NOT NULL OR raw_body IS NOT NULL)
 );
 -- Workers claim due rows lane by lane, in run_after order.
 CREATE INDEX inbox_due_idx ON plaid_sync.inbox (lane, run_after, id) WHERE status IN ('pending', 'running');

@@ -154,11 +154,55 @@ mod tests {
         .unwrap()
         .unwrap();
         let raw = Spi::get_one_with_args::<String>(
-            "SELECT raw_body FROM plaid_sync.inbox WHERE id = $1 AND source = 'plaid' AND status = 'pending'",
+            "SELECT raw_body FROM plaid_sync.inbox WHERE id = $1 AND source = 'plaid' AND status = 'pending'
+                AND body IS NULL",
             &[id.into()],
         )
         .unwrap();
-        assert_eq!(raw.as_deref(), Some(body));
+        assert_eq!(
+            raw.as_deref(),
+            Some(body),
+            "kept as text, its body parsed only once verified"
+        );
+    }
+
+    #[pg_test]
+    fn receive_webhook_refuses_what_jsonb_cannot_store() {
+        let head = r#""webhook_type":"TRANSACTIONS","webhook_code":"SYNC_UPDATES_AVAILABLE""#;
+        let jsonb = "body cannot be stored as jsonb: ";
+        for (extra, (starts, has)) in [
+            (
+                r#""note":"a\u0000b""#,
+                (jsonb, "unsupported Unicode escape sequence"),
+            ),
+            (r#""n":1e-100000"#, (jsonb, "numeric")),
+            // serde, which reads the body first, refuses this one itself.
+            (
+                r#""note":"\udc00""#,
+                ("body is not valid JSON: ", "surrogate"),
+            ),
+        ] {
+            // Each refusal is an ERROR: caught in a subtransaction, so the test goes on.
+            let m = crate::database::subtransaction(false, || {
+                Spi::get_one_with_args::<i64>(
+                    "SELECT plaid_sync.plaid_receive_webhook($1, 'h.p.s')",
+                    &[format!("{{{head},{extra}}}").into()],
+                )
+            })
+            .unwrap_err();
+            assert!(m.starts_with(starts) && m.contains(has), "{m}");
+        }
+        let fine = format!(r#"{{{head},"note":"caf\u00e9","n":2E3}}"#);
+        Spi::get_one_with_args::<i64>(
+            "SELECT plaid_sync.plaid_receive_webhook($1, 'h.p.s')",
+            &[fine.into()],
+        )
+        .unwrap();
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT count(*) FROM plaid_sync.inbox").unwrap(),
+            Some(1),
+            "only the storable body is queued"
+        );
     }
 
     #[pg_test]

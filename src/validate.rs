@@ -171,6 +171,39 @@ pub fn webhook_body(value: Option<&str>) -> Result<serde_json::Value> {
     Ok(parsed)
 }
 
+/// Whether `jsonb` could refuse this JSON text that serde accepted, so Postgres must be asked:
+/// a `\u` escape (NUL, an unpaired surrogate, or a character the server encoding lacks), or a
+/// number with an exponent or many digits (`numeric` caps both where serde does not). Plaid's
+/// webhooks have neither, so they are stored as text and parsed once, when verified.
+pub fn jsonb_may_refuse(json: &str) -> bool {
+    if json.contains("\\u") {
+        return true;
+    }
+    let b = json.as_bytes();
+    let (mut i, mut in_string) = (0, false);
+    while i < b.len() {
+        match (in_string, b[i]) {
+            (true, b'\\') => i += 1,
+            (_, b'"') => in_string = !in_string,
+            (false, b'-' | b'0'..=b'9') => {
+                let start = i;
+                while i < b.len() && matches!(b[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                {
+                    i += 1;
+                }
+                let number = &b[start..i];
+                if number.len() > 32 || number.iter().any(|c| matches!(c, b'e' | b'E')) {
+                    return true;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
 #[cfg(test)]
 mod unit {
     use super::*;
@@ -230,5 +263,24 @@ mod unit {
         }
         assert_eq!(webhook_body(Some("{")).unwrap_err().sqlstate(), "22P02");
         assert_eq!(webhook_body(Some("[]")).unwrap_err().sqlstate(), "22023");
+    }
+
+    #[test]
+    fn bodies_jsonb_may_refuse() {
+        for plain in [
+            r#"{"webhook_type":"TRANSACTIONS","new_transactions":3,"x":-0.25,"ok":true}"#,
+            r#"{"s":"1e999 and \\\" quoted","n":123456789012345678901234567890}"#,
+        ] {
+            assert!(!jsonb_may_refuse(plain), "{plain}");
+        }
+        for ask in [
+            r#"{"s":"\u0000"}"#,
+            r#"{"s":"\ud800"}"#,
+            r#"{"n":1e-5000}"#,
+            r#"{"n":2E3}"#,
+            &format!(r#"{{"n":0.{}1}}"#, "0".repeat(40)),
+        ] {
+            assert!(jsonb_may_refuse(ask), "{ask}");
+        }
     }
 }

@@ -175,10 +175,12 @@ fn store_key(kid: &str, jwk: Option<&serde_json::Value>) {
     });
 }
 
+/// Records that the row may run; its body, kept as text until now, becomes its `jsonb`.
 fn mark(id: i64, verification: &str) {
     crate::database::db(|| {
         Spi::run_with_args(
-            "UPDATE plaid_sync.inbox SET verification = $2 WHERE id = $1",
+            "UPDATE plaid_sync.inbox SET verification = $2, body = coalesce(body, raw_body::jsonb)
+              WHERE id = $1",
             &[id.into(), verification.into()],
         )
         .expect("record verification")

@@ -128,6 +128,15 @@ fn receive_webhook(body: Option<&str>, plaid_verification: Option<&str>) -> Resu
     let parsed = validate::webhook_body(body)?;
     let notice = validate::notice(&parsed)?;
     refuse_backend_only(&parsed, &notice)?;
+    let raw = body.expect("checked above");
+    // The body is stored as text and parsed into jsonb when verified: text that jsonb would
+    // refuse is refused here, by Postgres itself, so nothing is queued that cannot be parsed.
+    if validate::jsonb_may_refuse(raw) {
+        crate::database::subtransaction(false, || {
+            crate::database::one::<bool>("SELECT $1::jsonb IS NOT NULL", &[raw.into()])
+        })
+        .map_err(|m| Error::InvalidJson(format!("body cannot be stored as jsonb: {m}")))?;
+    }
     let verification = match plaid_verification {
         Some(v) if v.len() > 8192 => {
             return Err(Error::invalid(
@@ -141,7 +150,7 @@ fn receive_webhook(body: Option<&str>, plaid_verification: Option<&str>) -> Resu
         &notice.webhook_type,
         &notice.webhook_code,
         notice.item_id.as_deref(),
-        body.expect("checked above"),
+        raw,
         verification.as_deref(),
     ))
 }

@@ -35,7 +35,7 @@ pub fn claim(first: i16, last: i16) -> Option<(Job, bool)> {
             SET status = 'running', attempts = q.attempts + 1,
                 locked_until = now() + make_interval(secs => $1), locked_by = pg_backend_pid()
            FROM next WHERE q.id = next.id
-         RETURNING q.id, q.source, q.webhook_type, q.webhook_code, q.item_id, q.body::text, q.attempts,
+         RETURNING q.id, q.source, q.webhook_type, q.webhook_code, q.item_id, coalesce(q.body::text, q.raw_body), q.attempts,
                    EXISTS (SELECT FROM plaid_sync.inbox m
                             WHERE m.status = 'pending' AND m.run_after <= now() AND m.id > q.id),
                    q.lane",

@@ -53,6 +53,9 @@ def test_missing_header_and_altered_body(emulator, su):
     drain(su)
     assert row(su, a)[0:2] == ("rejected", "rejected: no Plaid-Verification header")
     assert row(su, b)[0] == "rejected" and "request_body_sha256" in row(su, b)[1]
+    # A rejected body is never parsed into data: only the bytes received are kept.
+    assert su.execute("SELECT body IS NULL AND raw_body = %s FROM plaid_sync.inbox WHERE id = %s",
+                      (h["body"], a)).fetchone()[0]
     assert su.execute("SELECT status FROM plaid_sync.items WHERE item_id = %s", (item_id,)).fetchone()[0] == "healthy"
 
 
@@ -61,8 +64,11 @@ def test_a_genuine_webhook_proceeds_and_keys_are_fetched_once(emulator, su):
     drain(su)
     before = len([r for r in emulator("requests")["requests"] if r["path"] == "/webhook_verification_key/get"])
     qids = [receive(su, *(lambda h: (h["body"], h["plaid_verification"]))(emulator("webhook", item_id=item_id))) for _ in range(5)]
+    parsed = "SELECT count(*) FROM plaid_sync.inbox WHERE id = ANY(%s) AND body = raw_body::jsonb"
+    assert su.execute(parsed, (qids,)).fetchone()[0] == 0, "kept as text until verified"
     drain(su)
     assert all(row(su, q)[2].startswith("verified (kid") for q in qids)
+    assert su.execute(parsed, (qids,)).fetchone()[0] == 5, "each body parsed once verified"
     after = len([r for r in emulator("requests")["requests"] if r["path"] == "/webhook_verification_key/get"])
     assert after - before == 1, "one Plaid call for a new key, not one per webhook"
     assert su.execute("SELECT count(*) FROM plaid_sync.webhook_keys WHERE jwk IS NOT NULL").fetchone()[0] == 1
