@@ -98,7 +98,6 @@ CREATE OR REPLACE VIEW plaid_sync.item_health AS
 ALTER TABLE plaid_sync.inbox ADD COLUMN lane smallint NOT NULL DEFAULT 0;
 -- A Plaid webhook's body is parsed when verified, no longer on receipt (see schema.sql).
 ALTER TABLE plaid_sync.inbox ALTER COLUMN body DROP NOT NULL;
-ALTER TABLE plaid_sync.inbox ADD CONSTRAINT inbox_body_known CHECK (body IS NOT NULL OR raw_body IS NOT NULL);
 DROP INDEX plaid_sync.inbox_due_idx;
 CREATE INDEX inbox_due_idx ON plaid_sync.inbox (lane, run_after, id) WHERE status IN ('pending', 'running');
 DROP INDEX plaid_sync.inbox_finished_idx;
