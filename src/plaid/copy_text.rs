@@ -8,27 +8,60 @@ use std::borrow::Cow;
 
 use super::lean::Split;
 
-/// The columns each line fills, in order. The rest take their defaults, as in the apply.
-pub const COLUMNS: [&str; 18] = [
-    "transaction_id",
-    "item_id",
-    "account_id",
-    "amount",
-    "iso_currency_code",
-    "unofficial_currency_code",
-    "date",
-    "authorized_date",
-    "datetime",
-    "name",
-    "merchant_name",
-    "payment_channel",
-    "pending",
-    "pending_transaction_id",
-    "category",
-    "personal_finance_category",
-    "rest",
-    "absent",
+/// How a column's value is read from the object, as the apply's SQL reads it.
+#[derive(Clone, Copy)]
+enum Read {
+    /// A string, required: the row's key.
+    Id,
+    /// The run's Item.
+    Item,
+    /// `o ->> key`: a string, or NULL for null or a missing key.
+    Text,
+    /// `(o ->> key)::numeric`: the number's own digits.
+    Number,
+    /// `coalesce((o ->> key)::boolean, false)`.
+    Flag,
+    /// A text[] of the array's strings.
+    TextArray,
+    /// `CASE WHEN jsonb_typeof(o -> key) = 'object' THEN o -> key END`.
+    Object,
+    /// The lean split's leftovers and missing keys.
+    Rest,
+    Absent,
+}
+
+/// Each line's fields, in order; the other columns take their defaults, as in the apply.
+const LAYOUT: [(&str, Read); 18] = [
+    ("transaction_id", Read::Id),
+    ("item_id", Read::Item),
+    ("account_id", Read::Text),
+    ("amount", Read::Number),
+    ("iso_currency_code", Read::Text),
+    ("unofficial_currency_code", Read::Text),
+    ("date", Read::Text),
+    ("authorized_date", Read::Text),
+    ("datetime", Read::Text),
+    ("name", Read::Text),
+    ("merchant_name", Read::Text),
+    ("payment_channel", Read::Text),
+    ("pending", Read::Flag),
+    ("pending_transaction_id", Read::Text),
+    ("category", Read::TextArray),
+    ("personal_finance_category", Read::Object),
+    ("rest", Read::Rest),
+    ("absent", Read::Absent),
 ];
+
+/// The columns each line fills, in order (for the COPY's column list).
+pub const COLUMNS: [&str; 18] = {
+    let mut names = [""; 18];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = LAYOUT[i].0;
+        i += 1;
+    }
+    names
+};
 
 /// The lines of a page's new transactions, and the pending transactions they post over
 /// (the apply removes those, as it does for `posted_over`).
@@ -55,43 +88,37 @@ impl Rows {
 
     fn line(&mut self, item_id: &str, s: &Split) -> Option<()> {
         let out = &mut self.text;
-        field(out, Some(&string(s.get("transaction_id")?)?));
-        field(out, Some(item_id));
-        field(out, text(s.get("account_id"))?.as_deref());
-        let amount = s.get("amount")?;
-        number(amount).then_some(())?;
-        field(out, Some(amount));
-        for key in [
-            "iso_currency_code",
-            "unofficial_currency_code",
-            "date",
-            "authorized_date",
-            "datetime",
-            "name",
-            "merchant_name",
-            "payment_channel",
-        ] {
-            field(out, text(s.get(key))?.as_deref());
+        for (column, read) in LAYOUT {
+            let raw = s.get(column);
+            match read {
+                Read::Id => field(out, Some(&string(raw?)?)),
+                Read::Item => field(out, Some(item_id)),
+                Read::Text => field(out, text(raw)?.as_deref()),
+                Read::Number => field(out, Some(raw.filter(|r| number(r))?)),
+                Read::Flag => field(
+                    out,
+                    Some(match raw {
+                        None | Some("null" | "false") => "f",
+                        Some("true") => "t",
+                        Some(_) => return None,
+                    }),
+                ),
+                Read::TextArray => field(out, category(raw)?.as_deref()),
+                Read::Object => field(
+                    out,
+                    match raw {
+                        None | Some("null") => None,
+                        Some(r) if r.starts_with('{') => Some(r),
+                        Some(_) => return None,
+                    },
+                ),
+                Read::Rest => field(out, Some(&s.rest)),
+                Read::Absent => {
+                    let absent = (!s.absent.is_empty()).then(|| s.absent_literal());
+                    field(out, absent.as_deref())
+                }
+            }
         }
-        // coalesce((o ->> 'pending')::boolean, false)
-        let pending = match s.get("pending") {
-            None | Some("null" | "false") => "f",
-            Some("true") => "t",
-            Some(_) => return None,
-        };
-        field(out, Some(pending));
-        field(out, text(s.get("pending_transaction_id"))?.as_deref());
-        field(out, category(s.get("category"))?.as_deref());
-        // CASE WHEN jsonb_typeof(o -> 'personal_finance_category') = 'object' THEN … END
-        let pfc = match s.get("personal_finance_category") {
-            None | Some("null") => None,
-            Some(raw) if raw.starts_with('{') => Some(raw),
-            Some(_) => return None,
-        };
-        field(out, pfc);
-        field(out, Some(&s.rest));
-        let absent = (!s.absent.is_empty()).then(|| s.absent_literal());
-        field(out, absent.as_deref());
         out.pop();
         out.push('\n');
         Some(())
