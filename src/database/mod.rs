@@ -13,7 +13,7 @@ pub use raise::{ok, raise};
 pub use spi::{ParsedJson, in_transaction, one, one_prepared, run, run_prepared, with_prepared};
 pub use subxact::{message, subtransaction};
 pub use version::{
-    LIBRARY_VERSION, require_current_sql, skew_message, sql_is_current_now,
+    LIBRARY_VERSION, require_current_sql, skew_message, sql_is_current, sql_is_current_now,
     sql_is_current_recently, sql_version,
 };
 

@@ -34,6 +34,19 @@ pub fn sql_is_current_now() {
     CURRENT_AT.with(|c| c.set(Some(std::time::Instant::now())));
 }
 
+/// Whether the SQL objects are this library's version (looked up at most once a second while
+/// they are): for an entry point that keeps working meanwhile, in the older objects' shape.
+pub fn sql_is_current() -> bool {
+    if sql_is_current_recently() {
+        return true;
+    }
+    let current = sql_version().is_none_or(|v| v == LIBRARY_VERSION);
+    if current {
+        sql_is_current_now();
+    }
+    current
+}
+
 /// What to do about database `db`, whose SQL objects are `sql`.
 pub fn skew_message(sql: &str, db: &str) -> String {
     format!(

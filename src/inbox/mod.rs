@@ -74,15 +74,21 @@ pub fn enqueue_webhook(
         raw_body.into(),
         plaid_verification.into(),
     ];
-    let id = crate::database::one_prepared::<i64>(
+    // Until ALTER EXTENSION UPDATE, the 0.1.0 table needs the body as jsonb too: webhooks
+    // keep being queued while the workers wait for the update.
+    let sql = if crate::database::sql_is_current() {
         "INSERT INTO plaid_sync.inbox
              (source, webhook_type, webhook_code, item_id, body, raw_body, plaid_verification)
          VALUES ('plaid', $1, $2, $3, NULL, $4, $5)
-         RETURNING id",
-        &[pg_sys::TEXTOID; 5],
-        &args,
-    )
-    .expect("insert returns an id");
+         RETURNING id"
+    } else {
+        "INSERT INTO plaid_sync.inbox
+             (source, webhook_type, webhook_code, item_id, body, raw_body, plaid_verification)
+         VALUES ('plaid', $1, $2, $3, $4::jsonb, $4, $5)
+         RETURNING id"
+    };
+    let id = crate::database::one_prepared::<i64>(sql, &[pg_sys::TEXTOID; 5], &args)
+        .expect("insert returns an id");
     crate::wake::wake_on_commit();
     id
 }
