@@ -1,11 +1,7 @@
 //! Checks on everything a caller hands to the SQL functions. Pure Rust: no Postgres needed.
 //! Errors describe the problem and never echo a value that could be a secret.
 
-use std::borrow::Cow;
-
 use crate::error::{Error, Result};
-
-mod head;
 
 pub const MAX_ITEM_ID: usize = 128;
 pub const MAX_TOKEN: usize = 512;
@@ -125,50 +121,32 @@ pub struct Notice {
     pub item_id: Option<String>,
 }
 
-/// A top-level field as dispatch reads it.
-#[derive(Clone)]
-enum Field<'a> {
-    Missing,
-    Null,
-    Str(Cow<'a, str>),
-    Other,
-}
-
 /// Reads `webhook_type`, `webhook_code` and `item_id` from a parsed body.
 pub fn notice(body: &serde_json::Value) -> Result<Notice> {
     let obj = body
         .as_object()
         .ok_or_else(|| Error::invalid("the body must be a JSON object"))?;
-    notice_of(|name| match obj.get(name) {
-        None => Field::Missing,
-        Some(serde_json::Value::Null) => Field::Null,
-        Some(serde_json::Value::String(s)) => Field::Str(Cow::Borrowed(s)),
-        Some(_) => Field::Other,
-    })
-}
-
-fn notice_of<'a>(get: impl Fn(&str) -> Field<'a>) -> Result<Notice> {
     let field = |name: &str| -> Result<String> {
-        match get(name) {
-            Field::Str(s) if !s.trim().is_empty() => {
+        match obj.get(name) {
+            Some(serde_json::Value::String(s)) if !s.trim().is_empty() => {
                 if s.len() > 64 || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                     Err(Error::invalid(format!(
                         "{name} must be an upper-case word such as SYNC_UPDATES_AVAILABLE"
                     )))
                 } else {
-                    Ok(s.into_owned())
+                    Ok(s.clone())
                 }
             }
-            Field::Missing => Err(Error::invalid(format!("the body has no {name}"))),
-            _ => Err(Error::invalid(format!("{name} must be a non-empty string"))),
+            Some(_) => Err(Error::invalid(format!("{name} must be a non-empty string"))),
+            None => Err(Error::invalid(format!("the body has no {name}"))),
         }
     };
     let webhook_type = field("webhook_type")?;
     let webhook_code = field("webhook_code")?;
-    let item_id = match get("item_id") {
-        Field::Missing | Field::Null => None,
-        Field::Str(s) => Some(item_id(Some(&s))?.to_string()),
-        Field::Other => return Err(Error::invalid("item_id must be a string")),
+    let item_id = match obj.get("item_id") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(item_id(Some(s))?.to_string()),
+        Some(_) => return Err(Error::invalid("item_id must be a string")),
     };
     Ok(Notice {
         webhook_type,
@@ -177,32 +155,20 @@ fn notice_of<'a>(get: impl Fn(&str) -> Field<'a>) -> Result<Notice> {
     })
 }
 
-/// What a webhook body says: the notice it carries, and whether it has an `access_token`.
-pub struct Webhook {
-    pub notice: Notice,
-    pub has_access_token: bool,
-}
-
-/// Reads webhook text: size-checked, JSON (22P02 otherwise), an object, its notice. Only the
-/// fields dispatch reads are kept; the rest is checked and skipped, not built into a value.
-pub fn webhook(value: Option<&str>) -> Result<Webhook> {
+/// Parses webhook text: size-checked, JSON (22P02 otherwise), an object.
+pub fn webhook_body(value: Option<&str>) -> Result<serde_json::Value> {
     let v = present(value, "body")?;
     if v.len() > MAX_WEBHOOK_BODY {
         return Err(Error::invalid(format!(
             "body is larger than {MAX_WEBHOOK_BODY} bytes"
         )));
     }
-    let invalid = |e: serde_json::Error| Error::InvalidJson(format!("body is not valid JSON: {e}"));
-    if !v.trim_start().starts_with('{') {
-        serde_json::from_str::<serde::de::IgnoredAny>(v).map_err(invalid)?;
+    let parsed: serde_json::Value = serde_json::from_str(v)
+        .map_err(|e| Error::InvalidJson(format!("body is not valid JSON: {e}")))?;
+    if !parsed.is_object() {
         return Err(Error::invalid("the body must be a JSON object"));
     }
-    let head: head::Head = serde_json::from_str(v).map_err(invalid)?;
-    let notice = notice_of(|name| head.field(name))?;
-    Ok(Webhook {
-        notice,
-        has_access_token: head.access_token,
-    })
+    Ok(parsed)
 }
 
 /// Whether `jsonb` could refuse this JSON text that serde accepted, so Postgres must be asked:
@@ -295,49 +261,8 @@ mod unit {
         ] {
             assert!(notice(&bad).is_err(), "{bad}");
         }
-        for (text, state) in [
-            ("{", "22P02"),
-            ("[]", "22023"),
-            ("{} x", "22P02"),
-            ("3", "22023"),
-        ] {
-            assert_eq!(
-                webhook(Some(text)).err().unwrap().sqlstate(),
-                state,
-                "{text}"
-            );
-        }
-        // The last of a repeated key counts, as in jsonb; escaped keys and values are read.
-        let w = webhook(Some(
-            r#"{"webhook_type":"X","webhook_code":"A","webhook_code":"B","item_\u0069d":"i\u0031","n":[{"access_token":1}]}"#,
-        ))
-        .unwrap();
-        assert_eq!(
-            (
-                w.notice.webhook_code.as_str(),
-                w.notice.item_id.as_deref(),
-                w.has_access_token
-            ),
-            ("B", Some("i1"), false)
-        );
-        assert!(
-            webhook(Some(
-                r#"{"access_token":null,"webhook_type":"X","webhook_code":"A"}"#
-            ))
-            .unwrap()
-            .has_access_token
-        );
-        for bad in [
-            r#"{"webhook_type":1,"webhook_code":"A"}"#,
-            r#"{"webhook_code":"A"}"#,
-            r#"{"webhook_type":"X","webhook_code":"A","item_id":2}"#,
-        ] {
-            assert_eq!(
-                webhook(Some(bad)).err().unwrap().sqlstate(),
-                "22023",
-                "{bad}"
-            );
-        }
+        assert_eq!(webhook_body(Some("{")).unwrap_err().sqlstate(), "22P02");
+        assert_eq!(webhook_body(Some("[]")).unwrap_err().sqlstate(), "22023");
     }
 
     #[test]

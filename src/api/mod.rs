@@ -100,12 +100,13 @@ fn request_backfill(item_id: Option<&str>) -> Result<i64> {
 }
 
 /// Plaid webhooks that only a backend may send: a webhook body must never bring a token.
-fn refuse_backend_only(webhook: &validate::Webhook) -> Result<()> {
-    let notice = &webhook.notice;
+fn refuse_backend_only(body: &serde_json::Value, notice: &validate::Notice) -> Result<()> {
     let hint = match (notice.webhook_type.as_str(), notice.webhook_code.as_str()) {
         ("ITEM", "CREATED") => Some("plaid_notify_item_created(item_id, access_token)"),
         ("ITEM", "UPDATED") => Some("plaid_notify_item_updated(item_id)"),
-        _ if webhook.has_access_token => Some("plaid_notify(body) or plaid_notify_item_created"),
+        _ if body.get("access_token").is_some() => {
+            Some("plaid_notify(body) or plaid_notify_item_created")
+        }
         _ => None,
     };
     match hint {
@@ -113,16 +114,20 @@ fn refuse_backend_only(webhook: &validate::Webhook) -> Result<()> {
             "{}/{} with{} an access token is a backend notice, not a Plaid webhook: call plaid_sync.{f} instead",
             notice.webhook_type,
             notice.webhook_code,
-            if webhook.has_access_token { "" } else { "out" },
+            if body.get("access_token").is_some() {
+                ""
+            } else {
+                "out"
+            },
         ))),
         None => Ok(()),
     }
 }
 
 fn receive_webhook(body: Option<&str>, plaid_verification: Option<&str>) -> Result<i64> {
-    let webhook = validate::webhook(body)?;
-    refuse_backend_only(&webhook)?;
-    let notice = webhook.notice;
+    let parsed = validate::webhook_body(body)?;
+    let notice = validate::notice(&parsed)?;
+    refuse_backend_only(&parsed, &notice)?;
     let raw = body.expect("checked above");
     // The body is stored as text and parsed into jsonb when verified: text that jsonb would
     // refuse is refused here, by Postgres itself, so nothing is queued that cannot be parsed.
