@@ -58,25 +58,16 @@ pub fn skew_message(sql: &str, db: &str) -> String {
 /// 55000 with the fix when the SQL objects are not this library's version (looked up at
 /// most once a second while they are).
 pub fn require_current_sql() -> Result<()> {
-    if sql_is_current_recently() {
+    if sql_is_current() {
         return Ok(());
     }
-    match sql_version() {
-        Some(v) if v != LIBRARY_VERSION => {
-            // In a transaction here, so the catalog can name the database.
-            let db = unsafe {
-                std::ffi::CStr::from_ptr(pgrx::pg_sys::get_database_name(
-                    pgrx::pg_sys::MyDatabaseId,
-                ))
-            };
-            Err(Error::not_configured(skew_message(
-                &v,
-                &db.to_string_lossy(),
-            )))
-        }
-        _ => {
-            sql_is_current_now();
-            Ok(())
-        }
-    }
+    let sql = sql_version().unwrap_or_default();
+    // In a transaction here, so the catalog can name the database.
+    let db = unsafe {
+        std::ffi::CStr::from_ptr(pgrx::pg_sys::get_database_name(pgrx::pg_sys::MyDatabaseId))
+    };
+    Err(Error::not_configured(skew_message(
+        &sql,
+        &db.to_string_lossy(),
+    )))
 }
