@@ -1,7 +1,12 @@
-//! A claimed inbox row (`Job`) and how it ended (`Outcome`), with the retry delay: plain
-//! data shared by the rows that record jobs and the code that runs them. No Postgres.
+//! A claimed inbox row (`Job`), the settings it runs with (`JobSettings`) and how it ended
+//! (`Outcome`), with the retry delay: plain data shared by the rows that record jobs and the
+//! code that runs them. No Postgres.
+
+use std::sync::Arc;
 
 use serde_json::Value;
+
+use crate::plaid::Client;
 
 /// A claimed inbox row.
 #[derive(Debug, Clone)]
@@ -16,6 +21,24 @@ pub struct Job {
     /// 0: fresh work (webhooks, notices for Items that synced before); 1: the backlog of
     /// first syncs and scheduled resyncs.
     pub lane: i16,
+}
+
+/// The settings a job reads, copied on the worker's main thread before the job starts. A job
+/// thread may not read settings itself: they live in Postgres's memory, which only the main
+/// thread may touch (`gucs` panics when a job thread tries). A reload takes effect for the
+/// jobs claimed after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSettings {
+    /// `plaid_sync.add_consented_products`: a product only consented to may be called.
+    pub add_consented_products: bool,
+    /// `plaid_sync.verify_webhooks`.
+    pub verify_webhooks: bool,
+}
+
+/// What a job runs with: the Plaid client and the settings, both made on the main thread.
+pub struct Ctx {
+    pub client: Arc<Client>,
+    pub settings: JobSettings,
 }
 
 /// How a job ended.
@@ -34,6 +57,8 @@ pub enum Outcome {
     /// A Plaid-origin webhook that failed verification.
     Rejected(String),
     Failed(String),
+    /// A bug: the job panicked. Recorded as failed, and logged once by the main thread.
+    Internal(String),
 }
 
 impl Outcome {
@@ -45,7 +70,8 @@ impl Outcome {
             | Outcome::Throttled(m)
             | Outcome::ItemPaused(m)
             | Outcome::Rejected(m)
-            | Outcome::Failed(m) => Some(m),
+            | Outcome::Failed(m)
+            | Outcome::Internal(m) => Some(m),
         }
     }
 
@@ -55,9 +81,37 @@ impl Outcome {
             Outcome::Done(_) => "ok",
             Outcome::Retry(_) | Outcome::Wait(_) | Outcome::Throttled(_) => "retry",
             Outcome::ItemPaused(_) => "item_error",
-            Outcome::Rejected(_) | Outcome::Failed(_) => "failed",
+            Outcome::Rejected(_) | Outcome::Failed(_) | Outcome::Internal(_) => "failed",
         }
     }
+}
+
+/// What a panic's message may say in `inbox.last_error` and the log: its first line, without
+/// the source locations (`/home/…/src/x.rs:10:5`, `src/x.rs:10:5`) that name the machine the
+/// library was built on.
+pub fn internal_error(raw: &str) -> String {
+    let first = raw.lines().next().unwrap_or("").trim();
+    let kept: Vec<&str> = first
+        .split_whitespace()
+        .filter(|w| !is_location(w.trim_end_matches([':', ',', ';'])))
+        .collect();
+    let msg = kept.join(" ");
+    let msg = msg.trim_start_matches([':', ' ']).trim();
+    let msg = msg.strip_suffix(" at").unwrap_or(msg);
+    if msg.is_empty() {
+        "internal error (a panic without a message)".into()
+    } else {
+        format!("internal error: {msg}")
+    }
+}
+
+/// A file path or a `file.rs:line:col` location.
+fn is_location(word: &str) -> bool {
+    word.starts_with('/')
+        || word.contains(".rs:")
+        || word.ends_with(".rs")
+        || word.contains("/.cargo/")
+        || word.contains("/src/")
 }
 
 /// Capped exponential backoff with jitter, in milliseconds: `base` doubled per attempt, at
@@ -71,6 +125,47 @@ pub fn backoff_ms(attempts: i32, base: i64, max: i64, rng: &mut impl rand::Rng) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Job code (src/sync/, and the HTTP client it calls) runs on job threads: it reads
+    /// settings from its `JobSettings`, and names `gucs` or `pg_sys` only inside a database
+    /// step (`db(…)`), which runs on the main thread. The runtime guard in `gucs` and the
+    /// end-to-end suite under running workers catch what this cannot see.
+    #[test]
+    fn job_code_reads_no_setting_outside_a_database_step() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/src/");
+        let mut checked = 0;
+        for dir in ["sync", "plaid"] {
+            for entry in std::fs::read_dir(format!("{root}{dir}")).unwrap() {
+                let path = entry.unwrap().path();
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (n, line) in text.lines().enumerate() {
+                    let code = line.split("//").next().unwrap();
+                    if (code.contains("gucs::") || code.contains("pg_sys::")) && !code.contains("db(") {
+                        panic!("{}:{}: {line}", path.display(), n + 1);
+                    }
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 10);
+    }
+
+    #[test]
+    fn internal_errors_name_no_paths() {
+        assert_eq!(
+            internal_error(
+                "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/pgrx-pg-sys-0.18.1/src/submodules/thread_check.rs:42:9: postgres FFI may not be called from multiple threads."
+            ),
+            "internal error: postgres FFI may not be called from multiple threads."
+        );
+        assert_eq!(
+            internal_error("index out of bounds: the len is 0 but the index is 3 at src/sync/x.rs:10:5\nstack"),
+            "internal error: index out of bounds: the len is 0 but the index is 3"
+        );
+        assert_eq!(internal_error(""), "internal error (a panic without a message)");
+        assert_eq!(internal_error("called `Option::unwrap()` on a `None` value"),
+            "internal error: called `Option::unwrap()` on a `None` value");
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {

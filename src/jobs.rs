@@ -8,23 +8,24 @@ use std::sync::Arc;
 
 use pgrx::prelude::*;
 
-use crate::database::{db, one};
+use crate::database::{db, one, try_db};
 use crate::gucs;
 use crate::inbox::queue::{
     claim, mark_coalesced, queued_triggers, record, release, waiting_for_item,
 };
-use crate::job::{Job, Outcome};
+use crate::job::{Ctx, Job, Outcome};
 use crate::plaid::{Client, Config};
 use crate::sync;
 
 thread_local! {
-    /// The client of the last job and the settings it was built from: a worker reuses it
-    /// (and its connections) until a reload changes them.
-    static CLIENT: std::cell::RefCell<Option<(Config, String, Arc<Client>)>> = const { std::cell::RefCell::new(None) };
+    /// The context of the last job and the settings it was made from: a worker reuses it
+    /// (and the client's connections) until a reload changes them.
+    static CONTEXT: std::cell::RefCell<Option<(Config, String, Arc<Ctx>)>> = const { std::cell::RefCell::new(None) };
 }
 
-/// The Plaid client for the current settings (read on the main thread).
-pub fn client() -> Result<Arc<Client>, String> {
+/// The Plaid client and the job settings in force (read on the main thread, which is the
+/// only one that may read settings).
+pub fn context() -> Result<Arc<Ctx>, String> {
     let secret = gucs::secret().ok_or("plaid_sync.secret is not set")?;
     let client_id = gucs::client_id().ok_or("plaid_sync.client_id is not set")?;
     let base_url = gucs::api_url()
@@ -39,10 +40,22 @@ pub fn client() -> Result<Arc<Client>, String> {
         pacer: None,
     };
     let limits = gucs::rate_limits();
-    Ok(CLIENT.with(|cached| {
+    let settings = gucs::job_settings();
+    Ok(CONTEXT.with(|cached| {
         let mut cached = cached.borrow_mut();
         match cached.as_ref() {
-            Some((c, l, client)) if *c == config && *l == limits => client.clone(),
+            Some((c, l, ctx)) if *c == config && *l == limits && ctx.settings == settings => {
+                ctx.clone()
+            }
+            Some((c, l, ctx)) if *c == config && *l == limits => {
+                // Only the job settings changed: the client (and its connections) stays.
+                let ctx = Arc::new(Ctx {
+                    client: ctx.client.clone(),
+                    settings,
+                });
+                *cached = Some((config, limits, ctx.clone()));
+                ctx
+            }
             _ => {
                 let pacer = crate::pace::SharedPacer {
                     // Checked when set (src/gucs.rs), so it parses.
@@ -50,12 +63,15 @@ pub fn client() -> Result<Arc<Client>, String> {
                         crate::plaid::limits::parse("").expect("the default table parses")
                     }),
                 };
-                let client = Arc::new(Client::new(Config {
-                    pacer: Some(Arc::new(pacer)),
-                    ..config.clone()
-                }));
-                *cached = Some((config, limits, client.clone()));
-                client
+                let ctx = Arc::new(Ctx {
+                    client: Arc::new(Client::new(Config {
+                        pacer: Some(Arc::new(pacer)),
+                        ..config.clone()
+                    })),
+                    settings,
+                });
+                *cached = Some((config, limits, ctx.clone()));
+                ctx
             }
         }
     }))
@@ -63,7 +79,7 @@ pub fn client() -> Result<Arc<Client>, String> {
 
 /// Queued sync triggers of the same Item, received before this sync starts, are folded into
 /// it. Plaid-origin ones are verified first: a forged one is rejected, not absorbed.
-fn coalesce(job: &Job, client: &Client) {
+fn coalesce(job: &Job, ctx: &Ctx) {
     if job.webhook_type != "TRANSACTIONS" {
         return;
     }
@@ -74,7 +90,7 @@ fn coalesce(job: &Job, client: &Client) {
             absorbed.push(qid);
             continue;
         }
-        match crate::webhook::verify_job(qid, client) {
+        match crate::webhook::verify_job(qid, ctx) {
             Ok(()) => absorbed.push(qid),
             Err(crate::webhook::Refusal::Reject(r)) => {
                 let job = Job {
@@ -93,13 +109,14 @@ fn coalesce(job: &Job, client: &Client) {
 }
 
 /// What the job is, dispatched.
-pub fn run(job: &Job, client: &Client) -> Outcome {
+pub fn run(job: &Job, ctx: &Ctx) -> Outcome {
+    let client = ctx.client.as_ref();
     let Some(item_id) = job.item_id.as_deref() else {
         return Outcome::Done(Some("ignored: no item_id".into()));
     };
     if job.source == "plaid" {
         // Verified first: a forged webhook is rejected at once, whatever Item it names.
-        match crate::webhook::verify_job(job.id, client) {
+        match crate::webhook::verify_job(job.id, ctx) {
             Ok(()) => {}
             Err(crate::webhook::Refusal::Reject(r)) => {
                 return Outcome::Rejected(format!("rejected: {r}"));
@@ -136,25 +153,28 @@ pub fn run(job: &Job, client: &Client) -> Outcome {
         ("backend", "ITEM", "WEBHOOK_UPDATE") => sync::update_webhook(job, client, item_id),
         ("backend", "ITEM", "REMOVE") => sync::remove_at_plaid(client, item_id),
         (_, "TRANSACTIONS", "RECURRING_TRANSACTIONS_UPDATE") => {
-            sync::snapshot::snapshot(job, client, item_id, &sync::snapshot::RECURRING)
+            sync::snapshot::snapshot(job, ctx, item_id, &sync::snapshot::RECURRING)
         }
         ("backend", "TRANSACTIONS", "REFRESH") => {
             sync::refresh::refresh_transactions(job, client, item_id)
         }
         (_, "TRANSACTIONS", _) => {
-            coalesce(job, client);
+            coalesce(job, ctx);
             sync::transactions(job, client, item_id)
         }
         (_, "HOLDINGS", "DEFAULT_UPDATE") => {
-            sync::snapshot::snapshot(job, client, item_id, &sync::investments::HOLDINGS)
+            sync::snapshot::snapshot(job, ctx, item_id, &sync::investments::HOLDINGS)
         }
         (_, "INVESTMENTS_TRANSACTIONS", "DEFAULT_UPDATE" | "HISTORICAL_UPDATE") => {
-            sync::investments::investment_transactions(job, client, item_id)
+            sync::investments::investment_transactions(job, ctx, item_id)
         }
         (_, "LIABILITIES", "DEFAULT_UPDATE") => {
-            sync::snapshot::snapshot(job, client, item_id, &sync::snapshot::LIABILITIES)
+            sync::snapshot::snapshot(job, ctx, item_id, &sync::snapshot::LIABILITIES)
         }
         ("plaid", "ITEM", _) => sync::item_webhook(job, item_id),
+        // A job made to panic, for the tests of how a bug in a job ends (debug builds only).
+        #[cfg(debug_assertions)]
+        ("backend", "PLAID_SYNC_TEST", "PANIC") => panic!("a job made to panic (src/jobs.rs:1:1)"),
         (_, t, c) => Outcome::Done(Some(format!(
             "ignored: {t}/{c} is not a code plaid_sync acts on"
         ))),
@@ -164,7 +184,7 @@ pub fn run(job: &Job, client: &Client) -> Outcome {
 /// `plaid_process_inbox`: up to `max_jobs` due jobs, in this transaction.
 pub fn process_inbox_in_transaction(max_jobs: i32) -> i32 {
     let mut ran = 0;
-    let mut client = None;
+    let mut ctx = None;
     while ran < max_jobs {
         let Some((job, more_due)) = claim(0, 1) else {
             break;
@@ -174,8 +194,8 @@ pub fn process_inbox_in_transaction(max_jobs: i32) -> i32 {
             release(&job);
             continue;
         }
-        if client.is_none() {
-            client = Some(match self::client() {
+        if ctx.is_none() {
+            ctx = Some(match context() {
                 Ok(c) => c,
                 Err(m) => {
                     crate::database::raise(crate::error::Error::not_configured(m));
@@ -183,7 +203,7 @@ pub fn process_inbox_in_transaction(max_jobs: i32) -> i32 {
             });
         }
         crate::pace::set_lane(job.lane);
-        let outcome = run(&job, client.as_ref().unwrap());
+        let outcome = run(&job, ctx.as_ref().unwrap());
         record(&job, &outcome);
         ran += 1;
     }
@@ -224,15 +244,18 @@ pub enum Next {
     Idle,
     /// Claimed, but its Item is busy in another process: given back.
     Busy,
+    /// No `plaid_sync` extension in the workers' database (not created yet, or dropped).
     NotInstalled,
     /// The SQL objects are another version than the library (the version they are).
     Skewed(String),
+    /// The claim's step failed (its message); the worker goes on.
+    Failed(String),
 }
 
 /// A worker's claim (a database step on the main thread): the next job in the first of
 /// `lanes` that has one.
 pub fn next(lanes: &[i16]) -> Next {
-    db(|| {
+    let found = try_db(|| {
         if !crate::database::sql_is_current_recently() {
             match crate::database::sql_version() {
                 None => return Next::NotInstalled,
@@ -253,34 +276,49 @@ pub fn next(lanes: &[i16]) -> Next {
             return Next::Busy;
         }
         Next::Job(job, more_due)
+    });
+    found.unwrap_or_else(|e| {
+        // Most likely the extension was dropped or updated under us: that is no error.
+        crate::database::sql_version_unknown();
+        match try_db(crate::database::sql_version) {
+            Ok(None) => Next::NotInstalled,
+            Ok(Some(v)) if v != crate::database::LIBRARY_VERSION => Next::Skewed(v),
+            _ => Next::Failed(e),
+        }
     })
 }
 
 /// Runs a claimed job on a job thread. An ERROR or panic inside the job fails that job, not
 /// the worker.
-pub fn run_claimed(job: &Job, client: &Client) -> Outcome {
+pub fn run_claimed(job: &Job, ctx: &Ctx) -> Outcome {
     crate::pace::set_lane(job.lane);
-    match std::panic::catch_unwind(AssertUnwindSafe(|| run(job, client))) {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| run(job, ctx))) {
         Ok(o) => o,
-        Err(payload) => Outcome::Failed(format!("internal error: {}", panic_message(payload))),
+        Err(payload) => Outcome::Internal(crate::job::internal_error(
+            &crate::database::panic_message(payload),
+        )),
     }
 }
 
-/// Records a finished job and unlocks its Item (a database step on the main thread).
+/// Records a finished job and unlocks its Item (a database step on the main thread). A bug
+/// is logged here, once, with the job it ended.
 pub fn finish(job: &Job, outcome: &Outcome) {
-    db(|| {
+    if let Outcome::Internal(m) = outcome {
+        warning!(
+            "plaid_sync: job {} ({}/{}) failed: {m}",
+            job.id,
+            job.webhook_type,
+            job.webhook_code
+        );
+    }
+    let recorded = try_db(|| {
         record(job, outcome);
         unlock_item(job);
     });
-}
-
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    if let Some(e) = payload.downcast_ref::<pgrx::pg_sys::panic::CaughtError>() {
-        return crate::database::message(e);
+    if let Err(e) = recorded {
+        // The lease brings the job back; the Item's lock must not outlive this step.
+        crate::database::sql_version_unknown();
+        log!("plaid_sync: job {} could not be recorded: {e}", job.id);
+        let _ = try_db(|| unlock_item(job));
     }
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "unknown panic".into())
 }

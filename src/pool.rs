@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 
 use crate::database::bridge::{self, Bell, Task, ToMain};
-use crate::job::{Job, Outcome};
-use crate::plaid::Client;
+use crate::job::{Ctx, Job, Outcome};
 
 pub struct Pool {
     slots: usize,
@@ -23,6 +22,7 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(slots: usize) -> std::io::Result<Pool> {
+        quiet_job_thread_panics();
         let (tasks_tx, tasks) = channel();
         let (done_tx, done) = channel();
         Ok(Pool {
@@ -69,19 +69,20 @@ impl Pool {
         }
     }
 
-    /// Starts a claimed job on a thread of its own.
-    pub fn spawn(&mut self, job: Job, client: Arc<Client>) {
+    /// Starts a claimed job on a thread of its own, with the client and settings made for it
+    /// on this (the main) thread.
+    pub fn spawn(&mut self, job: Job, ctx: Arc<Ctx>) {
         let to_main = self.to_main.clone();
         let done = self.done_tx.clone();
         let id = job.id;
         let run = job.clone();
         let started = std::thread::Builder::new()
-            .name(format!("plaid_sync job {id}"))
+            .name(format!("{JOB_THREAD}{id}"))
             .spawn(move || {
                 block_signals();
                 let bell = to_main.bell.clone();
                 bridge::attach(to_main);
-                let outcome = crate::jobs::run_claimed(&run, &client);
+                let outcome = crate::jobs::run_claimed(&run, &ctx);
                 let _ = done.send((id, outcome));
                 bell.ring();
             });
@@ -120,6 +121,28 @@ impl Pool {
         }
         n
     }
+}
+
+/// The name every job thread has; the panic hook knows them by it.
+const JOB_THREAD: &str = "plaid_sync job ";
+
+/// A panic on a job thread is a bug in that job: it ends the job `failed` and the main thread
+/// logs it once, with its message and no source paths (src/jobs.rs). Rust's default hook
+/// would also print it to the server log with the build machine's paths, so job threads skip
+/// it; any other thread keeps the hook it had (pgrx's).
+fn quiet_job_thread_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let job = std::thread::current()
+                .name()
+                .is_some_and(|n| n.starts_with(JOB_THREAD));
+            if !job {
+                previous(info)
+            }
+        }));
+    });
 }
 
 /// Signals are the main thread's: a job thread must never run a handler.

@@ -33,10 +33,11 @@ pub enum Refusal {
 
 /// Verifies a claimed Plaid-origin row before it acts (API_NOTES §6.2). Keys are cached in
 /// `plaid_sync.webhook_keys`; one Plaid call per new kid.
-pub fn verify_job(job_id: i64, client: &crate::plaid::Client) -> Result<(), Refusal> {
+pub fn verify_job(job_id: i64, ctx: &crate::job::Ctx) -> Result<(), Refusal> {
     use crate::database::db;
     use crate::plaid::jwt;
-    if !db(crate::gucs::verify_webhooks) {
+    let client = ctx.client.as_ref();
+    if !ctx.settings.verify_webhooks {
         mark(job_id, "skipped: plaid_sync.verify_webhooks is off");
         return Ok(());
     }

@@ -15,7 +15,7 @@ use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags
 use pgrx::prelude::*;
 
 use crate::database::bridge::Bell;
-use crate::database::db;
+use crate::database::try_db;
 use crate::gucs;
 use crate::job::Outcome;
 use crate::jobs::{self, Next};
@@ -63,6 +63,32 @@ fn wait_latch(bell: &Bell, timeout: Duration) -> Wake {
     }
 }
 
+/// The workers run as the bootstrap superuser: every name their statements use resolves in
+/// plaid_sync or pg_catalog, never in a schema another role can create objects in (`public`
+/// keeps its CREATE grant in databases upgraded from PostgreSQL 14 and older). The same path
+/// the SQL functions pin; set for the session, so no statement can change it.
+fn pin_search_path() {
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"search_path".as_ptr(),
+            c"plaid_sync, pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+        );
+    }
+}
+
+/// The extension is there (again): worker 0 says so once after it said it waited.
+fn found_extension(index: usize, installed: &mut Option<bool>) {
+    if index == 0 && *installed == Some(false) {
+        log!(
+            "plaid_sync: the plaid_sync extension is installed in database \"{}\": the workers run jobs",
+            gucs::database()
+        );
+    }
+    *installed = Some(true);
+}
+
 pub fn init() {
     if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         return; // CREATE EXTENSION alone: no workers, plaid_process_inbox() still works
@@ -88,6 +114,7 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
     let index = (unsafe { i64::from_datum(arg, false) }.unwrap_or(0) as usize).min(MAX_WORKERS - 1);
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi(Some(&gucs::database()), None);
+    pin_search_path();
     wake::register_worker(index);
     log!(
         "plaid_sync worker {index} started, serving database {}",
@@ -99,6 +126,8 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
     });
     let mut last_maintenance: Option<Instant> = None;
     let mut skew_reported: Option<String> = None;
+    // Whether the extension was there at the last look (worker 0 says when that changes).
+    let mut installed: Option<bool> = None;
     let mut last_look = Instant::now() - LOOK_WHILE_BUSY;
     let mut claims: u64 = 0;
     let mut look = true;
@@ -124,16 +153,32 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
             while pool.free() > 0 {
                 match jobs::next(pool.lanes(claims)) {
                     Next::Job(job, more) => {
+                        found_extension(index, &mut installed);
                         claims += 1;
                         more_due = more;
-                        match jobs::client() {
-                            Ok(client) => pool.spawn(job, client),
+                        match jobs::context() {
+                            Ok(ctx) => pool.spawn(job, ctx),
                             Err(m) => {
                                 jobs::finish(&job, &Outcome::Retry(format!("not configured: {m}")))
                             }
                         }
                     }
                     Next::Busy => continue,
+                    Next::NotInstalled => {
+                        if index == 0 && installed != Some(false) {
+                            log!(
+                                "plaid_sync: no plaid_sync extension in database \"{}\": the workers wait for CREATE EXTENSION plaid_sync there",
+                                gucs::database()
+                            );
+                        }
+                        installed = Some(false);
+                        break;
+                    }
+                    Next::Failed(e) => {
+                        // Dropped or changed under us, most likely: the next look tells.
+                        log!("plaid_sync worker {index}: could not claim a job: {e}");
+                        break;
+                    }
                     Next::Skewed(sql) => {
                         // New library, old SQL: wait for ALTER EXTENSION UPDATE, said once (by worker 0).
                         if index == 0 && skew_reported.as_ref() != Some(&sql) {
@@ -145,7 +190,8 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
                         skew_reported = Some(sql);
                         break;
                     }
-                    Next::Idle | Next::NotInstalled => {
+                    Next::Idle => {
+                        found_extension(index, &mut installed);
                         if skew_reported.take().is_some() && index == 0 {
                             log!(
                                 "plaid_sync: the SQL objects are version {}: the workers run jobs again",
@@ -163,11 +209,17 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
         }
         unsafe { pg_sys::pgstat_report_stat(false) };
         // Not while the SQL objects are another version: its statements are this version's.
+        // Not without the extension either, nor before a look has found it.
         if index == 0
             && skew_reported.is_none()
+            && installed == Some(true)
             && last_maintenance.is_none_or(|t| t.elapsed() >= MAINTENANCE_EVERY)
         {
-            db(crate::inbox::maintenance::maintenance);
+            if let Err(e) = try_db(crate::inbox::maintenance::maintenance) {
+                crate::database::sql_version_unknown();
+                installed = None; // look again before the next round
+                log!("plaid_sync worker 0: maintenance failed: {e}");
+            }
             last_maintenance = Some(Instant::now());
         }
         // Busy: the bell wakes us for the job threads' steps. Idle: sleep until woken.

@@ -14,10 +14,10 @@ pub use spi::{ParsedJson, in_transaction, one, one_prepared, run, run_prepared, 
 pub use subxact::{message, subtransaction};
 pub use version::{
     LIBRARY_VERSION, require_current_sql, skew_message, sql_is_current, sql_is_current_now,
-    sql_is_current_recently, sql_version,
+    sql_is_current_recently, sql_version, sql_version_unknown,
 };
 
-use std::panic::AssertUnwindSafe;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::pg_sys;
@@ -33,4 +33,37 @@ pub fn db<R>(f: impl FnOnce() -> R) -> R {
     } else {
         BackgroundWorker::transaction(AssertUnwindSafe(f))
     }
+}
+
+/// A step of a worker's own loop (claim, record, maintenance): `db(f)` in a transaction of its
+/// own, but an ERROR comes back as its message, the transaction rolled back, instead of
+/// ending the worker. The extension can be dropped, or a table locked, under a running worker.
+pub fn try_db<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    debug_assert!(!bridge::on_job_thread() && unsafe { !pg_sys::IsTransactionState() });
+    match catch_unwind(AssertUnwindSafe(|| {
+        BackgroundWorker::transaction(AssertUnwindSafe(f))
+    })) {
+        Ok(v) => Ok(v),
+        Err(payload) => {
+            unsafe {
+                pg_sys::FlushErrorState();
+                if pg_sys::IsTransactionState() {
+                    pg_sys::AbortCurrentTransaction();
+                }
+            }
+            Err(panic_message(payload))
+        }
+    }
+}
+
+/// The message of a caught ERROR or Rust panic.
+pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(e) = payload.downcast_ref::<pg_sys::panic::CaughtError>() {
+        return message(e);
+    }
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
 }

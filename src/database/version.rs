@@ -34,6 +34,12 @@ pub fn sql_is_current_now() {
     CURRENT_AT.with(|c| c.set(Some(std::time::Instant::now())));
 }
 
+/// Forgets that the SQL objects were current: a step failed, and the extension may have been
+/// dropped or changed since it was last looked up.
+pub fn sql_version_unknown() {
+    CURRENT_AT.with(|c| c.set(None));
+}
+
 /// Whether the SQL objects are this library's version (looked up at most once a second while
 /// they are): for an entry point that keeps working meanwhile, in the older objects' shape.
 pub fn sql_is_current() -> bool {

@@ -172,6 +172,27 @@ fn define_postmaster_gucs() {
     );
 }
 
+/// Settings live in Postgres's memory, which only a backend's main thread may read. A job
+/// thread gets what it needs in its `JobSettings` (src/job.rs), copied before it starts;
+/// every reader here checks, so a slip fails the first test that runs that code under the
+/// workers with this message rather than with a race.
+#[track_caller]
+pub(crate) fn main_thread_only() {
+    if crate::database::bridge::on_job_thread() {
+        panic!(
+            "plaid_sync: a setting was read on a job thread (jobs get their settings in JobSettings)"
+        );
+    }
+}
+
+/// What a job reads of the settings, copied on the main thread when it is claimed.
+pub fn job_settings() -> crate::job::JobSettings {
+    crate::job::JobSettings {
+        add_consented_products: add_consented_products(),
+        verify_webhooks: verify_webhooks(),
+    }
+}
+
 fn text(setting: &GucSetting<Option<CString>>) -> Option<String> {
     setting
         .get()
@@ -184,33 +205,43 @@ fn secret_value(slot: &Mutex<Option<String>>) -> Option<String> {
 }
 
 pub fn environment() -> Environment {
+    main_thread_only();
     ENVIRONMENT.get()
 }
 pub fn api_url() -> Option<String> {
+    main_thread_only();
     text(&API_URL)
 }
 pub fn client_id() -> Option<String> {
+    main_thread_only();
     text(&CLIENT_ID)
 }
 pub fn secret() -> Option<String> {
+    main_thread_only();
     secret_value(&SECRET).filter(|s| !s.trim().is_empty())
 }
 pub fn encryption_key() -> Option<String> {
+    main_thread_only();
     secret_value(&KEY)
 }
 pub fn previous_encryption_keys() -> Option<String> {
+    main_thread_only();
     secret_value(&PREV_KEYS)
 }
 pub fn database() -> String {
+    main_thread_only();
     text(&DATABASE).unwrap_or_else(|| "postgres".into())
 }
 pub fn workers() -> i32 {
+    main_thread_only();
     WORKERS.get()
 }
 pub fn verify_webhooks() -> bool {
+    main_thread_only();
     VERIFY_WEBHOOKS.get()
 }
 pub fn rate_limits() -> String {
+    main_thread_only();
     text(&RATE_LIMITS).unwrap_or_default()
 }
 

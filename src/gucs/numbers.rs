@@ -159,44 +159,58 @@ pub(super) fn define() {
 }
 
 pub fn connect_timeout_ms() -> u64 {
+    super::main_thread_only();
     CONNECT_TIMEOUT_MS.get() as u64
 }
 pub fn request_timeout_ms() -> u64 {
+    super::main_thread_only();
     REQUEST_TIMEOUT_MS.get() as u64
 }
 pub fn max_attempts() -> i32 {
+    super::main_thread_only();
     MAX_ATTEMPTS.get()
 }
 pub fn retry_base_ms() -> i64 {
+    super::main_thread_only();
     RETRY_BASE_MS.get() as i64
 }
 pub fn retry_max_ms() -> i64 {
+    super::main_thread_only();
     RETRY_MAX_MS.get() as i64
 }
 pub fn job_lease_s() -> i32 {
+    super::main_thread_only();
     JOB_LEASE_S.get()
 }
 pub fn poll_interval_ms() -> u64 {
+    super::main_thread_only();
     POLL_INTERVAL_MS.get() as u64
 }
 pub fn done_retention_s() -> i32 {
+    super::main_thread_only();
     DONE_RETENTION_S.get()
 }
 pub fn resync_interval_s() -> i32 {
+    super::main_thread_only();
     RESYNC_INTERVAL_S.get()
 }
 pub fn calls_in_flight() -> i32 {
+    super::main_thread_only();
     CALLS_IN_FLIGHT.get()
 }
 pub fn refreshes_per_item_per_day() -> i32 {
+    super::main_thread_only();
     REFRESHES_PER_ITEM_PER_DAY.get()
 }
 pub fn refreshes_per_day() -> i32 {
+    super::main_thread_only();
     REFRESHES_PER_DAY.get()
 }
 pub fn unknown_item_grace_s() -> i32 {
+    super::main_thread_only();
     UNKNOWN_ITEM_GRACE_S.get()
 }
 pub fn add_consented_products() -> bool {
+    super::main_thread_only();
     ADD_CONSENTED_PRODUCTS.get()
 }

@@ -162,7 +162,7 @@ pub fn record(job: &Job, outcome: &Outcome) {
     let (status, due, undo_attempt): (&str, Due, i32) = match outcome {
         Outcome::Done(_) | Outcome::ItemPaused(_) => ("done", Due::Keep, 0),
         Outcome::Rejected(_) => ("rejected", Due::Keep, 0),
-        Outcome::Failed(_) => ("failed", Due::Keep, 0),
+        Outcome::Failed(_) | Outcome::Internal(_) => ("failed", Due::Keep, 0),
         Outcome::Retry(_) if job.attempts >= gucs::max_attempts() => ("failed", Due::Keep, 0),
         Outcome::Retry(_) => (
             "pending",

@@ -11,7 +11,7 @@ use pgrx::prelude::*;
 use super::snapshot::{self, Snapshot};
 use super::{PAUSED, load_item};
 use crate::database::{db, one};
-use crate::job::{Job, Outcome};
+use crate::job::{Ctx, Job, Outcome};
 use crate::plaid::{Client, PlaidError, Response};
 use crate::store::{self, changes, products};
 
@@ -94,7 +94,8 @@ fn read_window(
 }
 
 /// INVESTMENTS_TRANSACTIONS webhooks, and the first read.
-pub fn investment_transactions(job: &Job, client: &Client, item_id: &str) -> Outcome {
+pub fn investment_transactions(job: &Job, ctx: &Ctx, item_id: &str) -> Outcome {
+    let client = ctx.client.as_ref();
     let (status, _, token) = match load_item(item_id) {
         Ok(x) => x,
         Err(o) => return o,
@@ -102,7 +103,7 @@ pub fn investment_transactions(job: &Job, client: &Client, item_id: &str) -> Out
     if PAUSED.contains(&status.as_str()) {
         return Outcome::Done(Some(format!("skipped: Item is {status}")));
     }
-    let add_consented = crate::gucs::add_consented_products();
+    let add_consented = ctx.settings.add_consented_products;
     if !db(|| products::callable(item_id, PRODUCT, add_consented)) {
         return snapshot::not_the_items(PRODUCT);
     }

@@ -7,7 +7,7 @@ use pgrx::prelude::*;
 
 use super::{PAUSED, from_plaid, load_item, pause_item};
 use crate::database::{db, one};
-use crate::job::{Job, Outcome};
+use crate::job::{Ctx, Job, Outcome};
 use crate::plaid::{Client, PlaidError, ProductState, Response};
 use crate::store::{changes, products};
 
@@ -42,7 +42,8 @@ pub fn not_the_items(product: &str) -> Outcome {
     )))
 }
 
-pub fn snapshot(job: &Job, client: &Client, item_id: &str, p: &Snapshot) -> Outcome {
+pub fn snapshot(job: &Job, ctx: &Ctx, item_id: &str, p: &Snapshot) -> Outcome {
+    let client = ctx.client.as_ref();
     let (status, _, token) = match load_item(item_id) {
         Ok(x) => x,
         Err(o) => return o,
@@ -50,7 +51,7 @@ pub fn snapshot(job: &Job, client: &Client, item_id: &str, p: &Snapshot) -> Outc
     if PAUSED.contains(&status.as_str()) {
         return Outcome::Done(Some(format!("skipped: Item is {status}")));
     }
-    let add_consented = crate::gucs::add_consented_products();
+    let add_consented = ctx.settings.add_consented_products;
     if !db(|| products::callable(item_id, p.product, add_consented)) {
         return not_the_items(p.product);
     }

@@ -1,6 +1,14 @@
-"""Fixtures for the end-to-end suite: one real PostgreSQL 15 server per test session, with
-plaid_sync preloaded. Tests that must not meet a worker use their own database (workers
-serve only `plaid_sync.database`)."""
+"""Fixtures for the end-to-end suite: real PostgreSQL servers with plaid_sync preloaded.
+
+Jobs run two ways, as in production and as `plaid_process_inbox` runs them:
+- `inbox`: a server without workers (`plaid_sync.workers = 0`); each test has a database of
+  its own and `drain` runs the jobs with `plaid_process_inbox` in the test's session;
+- `workers`: a server with two workers serving one database, which each test gets anew (the
+  extension dropped and created again, as a user may); `drain` only waits while the workers
+  run the jobs on their threads.
+
+A test marked `both_ways` runs once each way (its id ends in `[inbox]` or `[workers]`);
+every other test runs the `inbox` way."""
 
 import base64
 import os
@@ -18,7 +26,8 @@ import plaid_emulator  # noqa: E402
 KEY1_HEX = "6b1f5c0a9e3d4c2b1a0f9e8d7c6b5a4938271605f4e3d2c1b0a9988776655443"
 KEY2_B64 = base64.b64encode(bytes(range(100, 132))).decode()
 SECRET = "e2e-plaid-secret-5f1d9c7a"
-WORKER_DB = "e2e_workers"
+WORKER_DB = "e2e_workers"  # served by the inbox server's (absent) workers: nothing runs there
+RUN_DB = "postgres"  # served by the workers server's two workers (initdb made it: they never wait for it)
 
 # Every secret a test uses is registered here; the last test greps the server log for them.
 USED_SECRETS: set[str] = {KEY1_HEX, KEY2_B64, SECRET}
@@ -90,27 +99,93 @@ def make_cluster(name, emulator, **settings):
     }).init()
 
 
+FAST_RETRIES = {
+    "plaid_sync.retry_base_delay": "'10ms'",
+    "plaid_sync.retry_max_delay": "'50ms'",
+    "plaid_sync.max_attempts": 4,
+}
+
+
 @pytest.fixture(scope="session")
-def cluster(emulator):
+def inbox_cluster(emulator):
     c = make_cluster("e2e", emulator, **{
         "plaid_sync.database": f"'{WORKER_DB}'",
         "plaid_sync.workers": 0,
-        "plaid_sync.retry_base_delay": "'10ms'",
-        "plaid_sync.retry_max_delay": "'50ms'",
-        "plaid_sync.max_attempts": 4,
+        **FAST_RETRIES,
     })
     c.start()
     yield c
     c.stop()
 
 
+@pytest.fixture(scope="session")
+def workers_cluster(emulator):
+    c = make_cluster("e2e_workers", emulator, **{
+        "plaid_sync.database": f"'{RUN_DB}'",
+        "plaid_sync.workers": 2,
+        **FAST_RETRIES,
+    })
+    c.start()
+    with c.connect(RUN_DB) as conn:
+        until(lambda: conn.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'plaid_sync worker' "
+                                   "AND datname = %s", (RUN_DB,)).fetchone()[0] == 2, what="two workers")
+    yield c
+    c.stop()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "both_ways: runs with plaid_process_inbox and under running workers")
+
+
+def pytest_generate_tests(metafunc):
+    if "jobs_run_by" not in metafunc.fixturenames:
+        return
+    ways = ["inbox", "workers"] if metafunc.definition.get_closest_marker("both_ways") else ["inbox"]
+    metafunc.parametrize("jobs_run_by", ways, indirect=True, ids=ways if len(ways) > 1 else None)
+
+
 @pytest.fixture
-def db(cluster, request):
+def jobs_run_by(request):
+    return request.param
+
+
+@pytest.fixture
+def cluster(request, jobs_run_by):
+    return request.getfixturevalue(f"{jobs_run_by}_cluster")
+
+
+# Lines no job may leave in a server log: a job thread that reached into Postgres.
+JOB_THREAD_SLIPS = ("may not be called from multiple threads", "read on a job thread")
+
+
+@pytest.fixture
+def db(cluster, jobs_run_by, request):
+    if jobs_run_by == "workers":
+        yield from _workers_database(cluster)
+        return
     name = "t_" + re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:55]
     cluster.create_database(name)
     yield name
     with cluster.connect() as c:
         c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _workers_database(cluster):
+    """The workers' database with the extension created anew; afterwards, no job may have
+    failed with an internal error and no job thread may have touched Postgres."""
+    log_from = len(cluster.log_text())
+    with cluster.connect(RUN_DB) as c:
+        if c.execute("SELECT count(*) FROM pg_extension WHERE extname = 'plaid_sync'").fetchone()[0]:
+            until(lambda: c.execute("SELECT count(*) = 0 FROM plaid_sync.inbox WHERE status = 'running'").fetchone()[0],
+                  timeout=120, what="the workers to finish the last test's jobs")
+            c.execute("DROP EXTENSION plaid_sync CASCADE")
+        c.execute("CREATE EXTENSION plaid_sync")
+    yield RUN_DB
+    with cluster.connect(RUN_DB) as c:
+        bugs = c.execute("SELECT id, webhook_type, webhook_code, last_error FROM plaid_sync.inbox "
+                         "WHERE last_error LIKE 'internal error%%'").fetchall()
+    slips = [line for line in cluster.log_text()[log_from:].splitlines() if any(s in line for s in JOB_THREAD_SLIPS)]
+    assert not bugs and not slips, (bugs, slips)
 
 
 @pytest.fixture

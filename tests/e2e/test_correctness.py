@@ -18,6 +18,7 @@ def live_ids(su, item_id):
         "SELECT transaction_id FROM plaid_sync.live_transactions WHERE item_id = %s", (item_id,))}
 
 
+@pytest.mark.both_ways
 @pytest.mark.parametrize("at_plaid", [False, True])
 def test_a_removed_item_announced_again_syncs_from_the_start(emulator, su, at_plaid):
     item_id = announce(emulator, su, days=30)
@@ -49,11 +50,13 @@ def test_a_removed_item_announced_again_syncs_from_the_start(emulator, su, at_pl
     assert first["cursor"] is None
 
 
+@pytest.mark.both_ways
 def test_remove_at_plaid_queued_then_announced_again_keeps_the_new_token(emulator, su):
     item_id = announce(emulator, su, days=5)
     drain(su)
-    su.execute("SELECT plaid_sync.plaid_remove_item(%s, true)", (item_id,))
-    su.execute("SELECT plaid_sync.plaid_notify_item_created(%s, %s)", (item_id, TOKENS[item_id]))
+    with su.transaction():  # both queued before either runs, whoever runs the jobs
+        su.execute("SELECT plaid_sync.plaid_remove_item(%s, true)", (item_id,))
+        su.execute("SELECT plaid_sync.plaid_notify_item_created(%s, %s)", (item_id, TOKENS[item_id]))
     drain(su)
     row = su.execute("SELECT status, access_token_encrypted IS NOT NULL FROM plaid_sync.items WHERE item_id = %s",
                      (item_id,)).fetchone()

@@ -42,6 +42,7 @@ def received(conn, n, timeout=5.0):
     return out
 
 
+@pytest.mark.both_ways
 def test_each_applied_sync_notifies_at_commit_without_a_token(cluster, db, emulator, su):
     su.autocommit = True
     app = listen(cluster, db)
@@ -93,6 +94,7 @@ def billed(emulator, item_id=None):
     return sum(v for k, v in b.items() if item_id is None or k.startswith(item_id + " "))
 
 
+@pytest.mark.both_ways
 def test_no_paid_call_is_ever_made_implicitly(emulator, su):
     before = billed(emulator)
     products_before = emulator("calls")["products"]
@@ -109,15 +111,18 @@ def test_no_paid_call_is_ever_made_implicitly(emulator, su):
     assert emulator("calls")["products"] == products_before
 
 
+@pytest.mark.both_ways
 def test_refresh_is_queued_within_budget_and_then_refused(cluster, emulator, su):
     su.autocommit = True
     item_id = announce(emulator, su, days=5, per_day=1)
     drain(su)
     with settings(cluster, refreshes_per_item_per_day=2):
         refresh = "SELECT plaid_sync.plaid_refresh_transactions(%s)"
-        # Asked twice while the first waits: one job, one paid call.
-        first = su.execute(refresh, (item_id,)).fetchone()[0]
-        assert su.execute(refresh, (item_id,)).fetchone()[0] == first
+        # Asked twice while the first waits (one transaction: running workers would start the
+        # first at once): one job, one paid call.
+        with su.transaction():
+            first = su.execute(refresh, (item_id,)).fetchone()[0]
+            assert su.execute(refresh, (item_id,)).fetchone()[0] == first
         drain(su)
         second = su.execute(refresh, (item_id,)).fetchone()[0]
         assert second != first
@@ -161,6 +166,7 @@ def test_refresh_refuses_bad_input(su, arg, message):
     assert su.execute("SELECT count(*) FROM plaid_sync.paid_calls").fetchone()[0] == 0
 
 
+@pytest.mark.both_ways
 def test_refresh_of_a_paused_item_is_refused(emulator, su):
     item_id = announce(emulator, su, days=1, per_day=1)
     drain(su)
@@ -179,10 +185,13 @@ def test_refresh_of_a_paused_item_is_refused(emulator, su):
 RECURRING = "/transactions/recurring/get"
 
 
-def announce_with(emulator, su, products, consented=None, days=10, per_day=2):
-    """An Item whose /item/get lists `products` (and `consented`), announced."""
+def announce_with(emulator, su, products, consented=None, days=10, per_day=2, setup=None):
+    """An Item whose /item/get lists `products` (and `consented`), announced. `setup(item_id)`
+    arranges Plaid's answers first: running workers start on the Item as soon as it is announced."""
     item = emulator("items", count=1, days=days, per_day=per_day)["items"][0]
     emulator("products", item_id=item["item_id"], products=products, consented=consented or products)
+    if setup:
+        setup(item["item_id"])
     USED_SECRETS.add(item["access_token"])
     TOKENS[item["item_id"]] = item["access_token"]
     su.execute("SELECT plaid_sync.plaid_notify_item_created(%s, %s)", (item["item_id"], item["access_token"]))
@@ -202,6 +211,7 @@ def product_state(su, item_id, product):
                       (item_id, product)).fetchone()
 
 
+@pytest.mark.both_ways
 def test_recurring_streams_are_read_once_history_is_complete_exactly(cluster, db, emulator, su):
     su.autocommit = True
     app = listen(cluster, db)
@@ -235,6 +245,7 @@ def test_recurring_streams_are_read_once_history_is_complete_exactly(cluster, db
         app.close()
 
 
+@pytest.mark.both_ways
 def test_recurring_update_webhook_applies_the_new_snapshot(emulator, su):
     item_id = announce_with(emulator, su, ["transactions", "recurring_transactions"])
     drain(su)
@@ -260,6 +271,7 @@ def test_recurring_update_webhook_applies_the_new_snapshot(emulator, su):
     assert run == (0, 0, 0)
 
 
+@pytest.mark.both_ways
 def test_an_item_without_the_product_is_never_called_for_it(emulator, su):
     item_id = announce(emulator, su, days=5, per_day=1)
     drain(su)
@@ -271,6 +283,7 @@ def test_an_item_without_the_product_is_never_called_for_it(emulator, su):
     assert su.execute("SELECT count(*) FROM plaid_sync.recurring_streams").fetchone()[0] == 0
 
 
+@pytest.mark.both_ways
 def test_a_consented_product_is_added_only_when_the_setting_allows(cluster, emulator, su):
     item_id = announce_with(emulator, su, ["transactions"], consented=["transactions", "recurring_transactions"])
     drain(su)
@@ -284,10 +297,11 @@ def test_a_consented_product_is_added_only_when_the_setting_allows(cluster, emul
     assert len(streams(su, item_id)) == 3
 
 
+@pytest.mark.both_ways
 def test_products_not_supported_is_recorded_and_never_pauses_transactions(emulator, su):
-    item_id = announce(emulator, su, days=3, per_day=1)
-    emulator("products", item_id=item_id, products=["transactions", "recurring_transactions"])
-    emulator("product_error", item_id=item_id, product="recurring_transactions", code="PRODUCTS_NOT_SUPPORTED")
+    item_id = announce_with(emulator, su, ["transactions", "recurring_transactions"],
+                            days=3, per_day=1, setup=lambda i: emulator(
+                                "product_error", item_id=i, product="recurring_transactions", code="PRODUCTS_NOT_SUPPORTED"))
     drain(su)
     assert product_state(su, item_id, "recurring_transactions") == ("unsupported", "PRODUCTS_NOT_SUPPORTED", False)
     assert su.execute("SELECT status FROM plaid_sync.items WHERE item_id = %s", (item_id,)).fetchone()[0] == "healthy"
@@ -311,7 +325,8 @@ def test_products_not_supported_is_recorded_and_never_pauses_transactions(emulat
     assert product_state(su, item_id, "recurring_transactions") == ("ok", None, True)
 
 
-def test_product_tables_survive_dump_and_restore(cluster, emulator, su, db):
+@pytest.mark.both_ways
+def test_product_tables_survive_dump_and_restore(cluster, inbox_cluster, emulator, su, db):
     su.autocommit = True
     item_id = announce_with(emulator, su, ["transactions", "recurring_transactions", "liabilities", "investments"],
                             days=3, per_day=1)
@@ -326,16 +341,19 @@ def test_product_tables_survive_dump_and_restore(cluster, emulator, su, db):
     dump = cluster.run([f"{PG_BIN}/pg_dump", "-h", cluster.sock, "-p", str(cluster.port), "-U", "postgres",
                         "-Fc", "-f", f"{cluster.root}/{db}.dump", db])
     assert dump.returncode == 0
-    copy = cluster.create_database(db + "_r", extension=False)
+    # Restored on the server without workers (one whose workers serve a database takes the
+    # extension only there).
+    target = inbox_cluster
+    copy = target.create_database(db + "_r", extension=False)
     try:
-        r = cluster.run([f"{PG_BIN}/pg_restore", "-h", cluster.sock, "-p", str(cluster.port), "-U", "postgres",
-                         "-d", copy, f"{cluster.root}/{db}.dump"], check=False)
+        r = target.run([f"{PG_BIN}/pg_restore", "-h", target.sock, "-p", str(target.port), "-U", "postgres",
+                        "-d", copy, f"{cluster.root}/{db}.dump"], check=False)
         assert r.returncode == 0, r.stderr
-        with cluster.connect(copy) as c:
+        with target.connect(copy) as c:
             after = {t: [row[0] for row in c.execute(q)] for t, q in query.items()}
         assert after == before
     finally:
-        with cluster.connect() as c:
+        with target.connect() as c:
             c.execute(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
 
 
@@ -354,6 +372,7 @@ def liabilities_run(su, item_id):
                       "AND product = 'liabilities' ORDER BY id DESC LIMIT 1", (item_id,)).fetchone()
 
 
+@pytest.mark.both_ways
 def test_liabilities_are_read_on_first_sync_and_on_their_webhook_exactly(emulator, su):
     item_id = announce_with(emulator, su, ["transactions", "liabilities"], days=3, per_day=1)
     drain(su)
@@ -391,6 +410,7 @@ def test_liabilities_are_read_on_first_sync_and_on_their_webhook_exactly(emulato
     assert liabilities_run(su, item_id) == (0, 0, 1, "ok")
 
 
+@pytest.mark.both_ways
 def test_no_liability_accounts_keeps_the_rows_and_the_item_syncing(emulator, su):
     item_id = announce_with(emulator, su, ["transactions", "liabilities"], days=3, per_day=1)
     drain(su)
@@ -435,6 +455,7 @@ def investments_webhook(emulator, su, item_id, code="DEFAULT_UPDATE", **counts):
     return webhook(emulator, su, item_id, code=code, webhook_type="INVESTMENTS_TRANSACTIONS", **fields)
 
 
+@pytest.mark.both_ways
 def test_investments_first_read_keeps_every_decimal(emulator, su):
     item_id = announce_with(emulator, su, ["transactions", "investments"], days=3, per_day=1)
     drain(su)
@@ -459,6 +480,7 @@ def test_investments_first_read_keeps_every_decimal(emulator, su):
     assert product_state(su, item_id, "investments") == ("ok", None, True)
 
 
+@pytest.mark.both_ways
 def test_cancelled_investment_transactions_are_found_by_their_absence(emulator, su):
     item_id = announce_with(emulator, su, ["transactions", "investments"], days=3, per_day=1)
     drain(su)
@@ -482,6 +504,7 @@ def test_cancelled_investment_transactions_are_found_by_their_absence(emulator, 
     assert run == (0, 0, 1)
 
 
+@pytest.mark.both_ways
 def test_holdings_snapshot_sells_and_changes_positions(emulator, su):
     item_id = announce_with(emulator, su, ["transactions", "investments"], days=3, per_day=1)
     drain(su)
@@ -499,6 +522,7 @@ def test_holdings_snapshot_sells_and_changes_positions(emulator, su):
     assert run == (0, 1, 1)
 
 
+@pytest.mark.both_ways
 def test_a_transaction_added_mid_read_restarts_the_window(emulator, su):
     item_id = announce_with(emulator, su, ["transactions", "investments"], days=3, per_day=1)
     drain(su)
@@ -528,15 +552,18 @@ PRODUCTS = {  # product -> (its endpoints, the first of them rate-limited below;
 }
 
 
+@pytest.mark.both_ways
 @pytest.mark.parametrize("product", sorted(PRODUCTS))
 @pytest.mark.parametrize("fault, times", [("PRODUCT_NOT_READY", 2), ("rate_limit", 1)])
 def test_not_ready_and_rate_limits_are_retried(emulator, su, product, fault, times):
     endpoints, count, _ = PRODUCTS[product]
-    item_id = announce_with(emulator, su, ["transactions", product], days=3, per_day=1)
-    if fault == "rate_limit":   # 429 with the endpoint's documented code
-        emulator("fault", endpoint=endpoints[0], kind="rate_limit", times=times)
-    else:
-        emulator("product_error", item_id=item_id, product=product, code=fault, times=times)
+
+    def setup(item_id):
+        if fault == "rate_limit":   # 429 with the endpoint's documented code
+            emulator("fault", endpoint=endpoints[0], kind="rate_limit", times=times)
+        else:
+            emulator("product_error", item_id=item_id, product=product, code=fault, times=times)
+    item_id = announce_with(emulator, su, ["transactions", product], days=3, per_day=1, setup=setup)
     # A 429 comes back after the pacer's 5-15 s; PRODUCT_NOT_READY after the (test's) backoff.
     until(lambda: drain(su) >= 0 and product_state(su, item_id, product)[0] == "ok",
           timeout=40, what=f"{product} read")
@@ -549,11 +576,12 @@ def test_not_ready_and_rate_limits_are_retried(emulator, su, product, fault, tim
     assert su.execute("SELECT status FROM plaid_sync.items WHERE item_id = %s", (item_id,)).fetchone()[0] == "healthy"
 
 
+@pytest.mark.both_ways
 @pytest.mark.parametrize("product", ["liabilities", "investments"])
 def test_no_accounts_for_a_product_is_recorded_and_transactions_go_on(emulator, su, product):
     _, count, code = PRODUCTS[product]
-    item_id = announce_with(emulator, su, ["transactions", product], days=3, per_day=1)
-    emulator("product_error", item_id=item_id, product=product, code=code)
+    item_id = announce_with(emulator, su, ["transactions", product], days=3, per_day=1,
+                            setup=lambda i: emulator("product_error", item_id=i, product=product, code=code))
     drain(su)
     assert product_state(su, item_id, product) == ("no_accounts", code, False)
     assert su.execute(count, (item_id,)).fetchone()[0] == 0

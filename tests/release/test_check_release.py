@@ -14,6 +14,12 @@ CHECK = os.path.join(ROOT, "scripts", "check_release.py")
 SCHEMA = os.environ.get("PLAID_SYNC_SCHEMA", os.path.join(ROOT, "target", "schema-current.sql"))
 
 
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import check_release  # noqa: E402
+
+LAST = check_release.releases(ROOT)[-1][0]
+
+
 def run(root):
     r = subprocess.run([sys.executable, CHECK, "--root", root, "--schema", SCHEMA], capture_output=True, text=True)
     return r.returncode, r.stdout + r.stderr
@@ -41,7 +47,7 @@ def test_the_repository_passes():
 
 def test_an_edited_released_script_fails(repo):
     """Release the current version (as the release commit would), then edit its script."""
-    script = f"sql/plaid_sync--0.1.0--{version(repo)}.sql"
+    script = f"sql/plaid_sync--{LAST}--{version(repo)}.sql"
     with open(repo / "RELEASES", "a") as f:
         f.write(f"{version(repo)} 0000000000000000000000000000000000000000\n")
     digest = hashlib.sha256((repo / script).read_bytes()).hexdigest()
@@ -62,20 +68,30 @@ def test_a_script_to_a_release_must_be_frozen(repo):
     assert code == 1 and "is not frozen" in out
 
 
+def schema_changed_since_the_last_release(repo):
+    """The last release's SQL with one object fewer than this tree generates."""
+    with open(SCHEMA) as f:
+        sql = f.read()
+    (repo / "sql" / "released" / f"plaid_sync--{LAST}.sql").write_text(
+        sql + "\n/* <begin connected objects> */\nCREATE TABLE plaid_sync.dropped_since (id int);\n")
+
+
 def test_a_schema_change_without_an_upgrade_script_fails(repo):
-    os.remove(repo / "sql" / f"plaid_sync--0.1.0--{version(repo)}.sql")
+    schema_changed_since_the_last_release(repo)
+    os.remove(repo / "sql" / f"plaid_sync--{LAST}--{version(repo)}.sql")
     code, out = run(str(repo))
     assert code == 1 and "there is no" in out
 
 
 def test_a_schema_change_under_the_released_version_fails(repo):
-    toml = (repo / "Cargo.toml").read_text().replace(f'version = "{version(repo)}"', 'version = "0.1.0"', 1)
+    schema_changed_since_the_last_release(repo)
+    toml = (repo / "Cargo.toml").read_text().replace(f'version = "{version(repo)}"', f'version = "{LAST}"', 1)
     (repo / "Cargo.toml").write_text(toml)
     code, out = run(str(repo))
-    assert code == 1 and "the version is still 0.1.0" in out
+    assert code == 1 and f"the version is still {LAST}" in out
 
 
 def test_an_unchanged_schema_needs_no_script(repo):
-    shutil.copy(SCHEMA, repo / "sql" / "released" / "plaid_sync--0.1.0.sql")
-    os.remove(repo / "sql" / f"plaid_sync--0.1.0--{version(repo)}.sql")
+    shutil.copy(SCHEMA, repo / "sql" / "released" / f"plaid_sync--{LAST}.sql")
+    os.remove(repo / "sql" / f"plaid_sync--{LAST}--{version(repo)}.sql")
     assert run(str(repo))[0] == 0
