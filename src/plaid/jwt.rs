@@ -14,10 +14,27 @@ pub const MAX_AGE_S: i64 = 300;
 /// Clocks differ a little; a token from further in the future is refused.
 pub const MAX_SKEW_S: i64 = 60;
 
+/// The longest kid accepted. Plaid's are UUIDs (36 characters); anything much longer is
+/// forged, and would not fit a btree entry once it grows past a few kilobytes.
+pub const MAX_KID_LEN: usize = 64;
+
 #[derive(Debug, Deserialize)]
 pub struct Header {
     pub alg: String,
     pub kid: Option<String>,
+    /// RFC 7515 §4.1.11: extensions the verifier must understand. We understand none.
+    #[serde(default)]
+    pub crit: Option<serde_json::Value>,
+}
+
+/// Whether `kid` can be one of Plaid's key ids: 1 to `MAX_KID_LEN` characters of
+/// `[A-Za-z0-9_-]`. Checked before a kid is used at all, so a NUL, a quote or a few kilobytes
+/// of text never reach a query, a cache row or a Plaid call.
+pub fn plausible_kid(kid: &str) -> bool {
+    (1..=MAX_KID_LEN).contains(&kid.len())
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,11 +79,19 @@ pub fn header(jwt: &str) -> Result<(String, Header), String> {
             header.alg
         ));
     }
+    if header.crit.is_some() {
+        return Err("JWT header has a crit parameter, and no extension is understood".into());
+    }
     let kid = header
         .kid
         .clone()
         .filter(|k| !k.is_empty())
         .ok_or("JWT header has no kid")?;
+    if !plausible_kid(&kid) {
+        return Err(format!(
+            "JWT kid is not a key id (1 to {MAX_KID_LEN} letters, digits, - or _)"
+        ));
+    }
     Ok((kid, header))
 }
 
@@ -126,6 +151,26 @@ pub fn verify(jwt: &str, body: &[u8], jwk: &Jwk, now: i64) -> Result<(), String>
 #[cfg(test)]
 mod unit {
     use super::*;
+
+    #[test]
+    fn only_plausible_kids_are_used() {
+        assert!(plausible_kid("6c5516e1-92dc-479e-a8ff-5a51992e0001"));
+        assert!(plausible_kid("k_1"));
+        for bad in ["", "zzX\u{0}", "zz X", "a'b", "kid/../x", "é"] {
+            assert!(!plausible_kid(bad), "{bad:?}");
+        }
+        assert!(plausible_kid(&"a".repeat(MAX_KID_LEN)));
+        assert!(!plausible_kid(&"a".repeat(MAX_KID_LEN + 1)));
+        assert!(!plausible_kid(&"a".repeat(5_900)));
+        let forged = |kid: &str| {
+            format!(
+                "{}.e30.AA",
+                B64.encode(serde_json::json!({"alg": "ES256", "kid": kid}).to_string())
+            )
+        };
+        assert!(header(&forged("zzX\u{0}")).unwrap_err().contains("kid is not a key id"));
+        assert!(header(&forged(&"k".repeat(5_900))).unwrap_err().contains("kid is not a key id"));
+    }
 
     // API_NOTES §6.4: a real Plaid-signed sandbox webhook.
     const JWT: &str = "eyJhbGciOiJFUzI1NiIsImtpZCI6IjZjNTUxNmUxLTkyZGMtNDc5ZS1hOGZmLTVhNTE5OTJlMDAwMSIsInR5cCI6IkpXVCJ9.eyJpYXQiOjE1OTA4ODcwMDEsInJlcXVlc3RfYm9keV9zaGEyNTYiOiJiNjNhMDdiNTQ3YjAwZjk5MjU0N2Y2YmJjOGQ5YWNjNjFhOGNjZWUxMzhiYzgyZjQ0YTZiYWEwOTY4M2E1ZDBmIn0.OOKvIihgqCj7Qrb2bmz7T3t7uK-0JyjiEqL2s1kWeJBM4MMmjaHKK8GmU_z91QolBWMzvPgs718EElY-rE3cwQ";
@@ -191,6 +236,11 @@ mod unit {
             );
         }
         assert!(header("not-a-jwt").is_err());
+        let crit = format!(
+            "{}.{p}.{s}",
+            B64.encode(r#"{"alg":"ES256","kid":"6c5516e1-92dc-479e-a8ff-5a51992e0001","crit":["exp"]}"#)
+        );
+        assert!(header(&crit).unwrap_err().contains("crit"));
         let mut expired = jwk();
         expired.expired_at = Some(IAT);
         assert!(verify(JWT, BODY.as_bytes(), &expired, IAT).is_err());
