@@ -51,7 +51,8 @@ def test_an_edited_released_script_fails(repo):
     with open(repo / "RELEASES", "a") as f:
         f.write(f"{version(repo)} 0000000000000000000000000000000000000000\n")
     digest = hashlib.sha256((repo / script).read_bytes()).hexdigest()
-    (repo / "sql" / "frozen.sha256").write_text(f"{digest}  {script}\n")
+    with open(repo / "sql" / "frozen.sha256", "a") as f:
+        f.write(f"{digest}  {script}\n")
     shutil.copy(SCHEMA, repo / "sql" / "released" / f"plaid_sync--{version(repo)}.sql")
     assert run(str(repo))[0] == 0
     with open(repo / script, "a") as f:

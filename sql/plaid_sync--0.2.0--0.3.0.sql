@@ -1,0 +1,3 @@
+-- plaid_sync 0.2.0 -> 0.3.0, run by ALTER EXTENSION plaid_sync UPDATE. Hand-written; once 0.3.0
+-- is released (RELEASES) this file is frozen: later changes go into a new script.
+-- Every change leaves the catalog as a fresh 0.3.0 install has it (tests/upgrade compares).
