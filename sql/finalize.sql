@@ -74,3 +74,9 @@ ALTER FUNCTION plaid_sync.plaid_notify_item_created(text, text, text) SET log_mi
 ALTER FUNCTION plaid_sync.plaid_notify_item_updated(text, text) SET log_min_error_statement = panic;
 ALTER FUNCTION plaid_sync.plaid_notify(jsonb) SET log_min_error_statement = panic;
 ALTER FUNCTION plaid_sync.plaid_receive_webhook(text, text) SET log_min_error_statement = panic;
+
+-- Jobs run by plaid_process_inbox behave as on the workers, whatever the caller's session set
+-- (a German DateStyle once reached Plaid as a date); the workers pin the same for theirs.
+ALTER FUNCTION plaid_sync.plaid_process_inbox(integer)
+    SET DateStyle = 'ISO, MDY' SET IntervalStyle = 'postgres' SET TimeZone = 'UTC'
+    SET extra_float_digits = 1 SET bytea_output = 'hex';

@@ -188,7 +188,9 @@ CREATE TRIGGER transactions_write INSTEAD OF INSERT OR UPDATE OR DELETE ON plaid
 
 CREATE TABLE plaid_sync.inbox (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    received_at  timestamptz NOT NULL DEFAULT now(),
+    -- The clock at receipt, not the transaction's start: the 5-minute replay window of a
+    -- webhook's iat is measured from here, and a caller's transaction can be held open.
+    received_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
     source       plaid_sync.inbox_source NOT NULL,
     webhook_type text NOT NULL,
     webhook_code text NOT NULL,

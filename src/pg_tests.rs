@@ -95,12 +95,12 @@ mod tests {
         ))
         .unwrap();
         Spi::run(
-            "SELECT plaid_sync.plaid_notify_item_created('item1', 'access-sandbox-relinked-1')",
+            "SELECT plaid_sync.plaid_notify_item_created('item1', 'access-sandbox-5e1f0c2a-0000-4000-8000-000000000e11')",
         )
         .unwrap();
         let back = Spi::get_one::<String>("SELECT plaid_sync.plaid_decrypt_access_token('item1')")
             .unwrap();
-        assert_eq!(back.as_deref(), Some("access-sandbox-relinked-1"));
+        assert_eq!(back.as_deref(), Some("access-sandbox-5e1f0c2a-0000-4000-8000-000000000e11"));
         assert_eq!(count("SELECT count(*) FROM plaid_sync.items"), 1);
     }
 

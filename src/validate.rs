@@ -39,8 +39,9 @@ pub fn item_id(value: Option<&str>) -> Result<&str> {
     Ok(v)
 }
 
-/// Access tokens look like `access-<environment>-<id>`; the environment must be the one this
-/// server talks to. The token itself is never part of an error.
+/// Access tokens are `access-<environment>-<uuid>` (Plaid's format: the UUID as 8-4-4-4-12 hex
+/// digits); the environment must be the one this server talks to. The token itself is never
+/// part of an error.
 pub fn access_token<'a>(value: Option<&'a str>, environment: &str) -> Result<&'a str> {
     let v = present(value, "access_token")?;
     if v.len() > MAX_TOKEN {
@@ -52,9 +53,9 @@ pub fn access_token<'a>(value: Option<&'a str>, environment: &str) -> Result<&'a
         Error::invalid("access_token is not a Plaid access token (expected access-<environment>-…)")
     })?;
     let (env, id) = rest.split_once('-').unwrap_or((rest, ""));
-    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+    if !is_uuid(id) {
         return Err(Error::invalid(
-            "access_token is not a Plaid access token (expected access-<environment>-…)",
+            "access_token is not a Plaid access token (expected access-<environment>-<uuid>)",
         ));
     }
     if env != environment {
@@ -68,6 +69,16 @@ pub fn access_token<'a>(value: Option<&'a str>, environment: &str) -> Result<&'a
         )));
     }
     Ok(v)
+}
+
+/// 8-4-4-4-12 hexadecimal digits.
+fn is_uuid(id: &str) -> bool {
+    let groups: Vec<&str> = id.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Optional free text (client_user_id): bounded, no control characters.
@@ -243,6 +254,12 @@ mod unit {
             "access-sandbox-",
             "access-sandbox-a b",
             "access-sandbox",
+            "access-sandbox--",
+            "access-sandbox-de3ce8ef",
+            "access-sandbox-de3ce8ef-33f8-452c-a685-8671031fc0f",
+            "access-sandbox-de3ce8ef-33f8-452c-a685-8671031fc0f6-",
+            "access-sandbox-de3ce8ef-33f8-452c-a685-8671031fc0fg",
+            "access-sandbox-de3ce8ef33f8-452c-a685-8671031fc0f6a",
         ] {
             assert!(access_token(Some(bad), "sandbox").is_err(), "{bad}");
         }

@@ -65,16 +65,28 @@ fn wait_latch(bell: &Bell, timeout: Duration) -> Wake {
 
 /// The workers run as the bootstrap superuser: every name their statements use resolves in
 /// plaid_sync or pg_catalog, never in a schema another role can create objects in (`public`
-/// keeps its CREATE grant in databases upgraded from PostgreSQL 14 and older). The same path
-/// the SQL functions pin; set for the session, so no statement can change it.
-fn pin_search_path() {
-    unsafe {
-        pg_sys::SetConfigOption(
-            c"search_path".as_ptr(),
-            c"plaid_sync, pg_catalog, pg_temp".as_ptr(),
-            pg_sys::GucContext::PGC_SUSET,
-            pg_sys::GucSource::PGC_S_OVERRIDE,
-        );
+/// keeps its CREATE grant in databases upgraded from PostgreSQL 14 and older): the path the
+/// SQL functions pin. The formats are pinned too, as for `plaid_process_inbox`
+/// (sql/finalize.sql), so a job reads and writes the same text wherever it runs. Set for the
+/// session, above any `ALTER DATABASE … SET`.
+fn pin_session_settings() {
+    let pinned: [(&std::ffi::CStr, &std::ffi::CStr); 6] = [
+        (c"search_path", c"plaid_sync, pg_catalog, pg_temp"),
+        (c"DateStyle", c"ISO, MDY"),
+        (c"IntervalStyle", c"postgres"),
+        (c"TimeZone", c"UTC"),
+        (c"extra_float_digits", c"1"),
+        (c"bytea_output", c"hex"),
+    ];
+    for (name, value) in pinned {
+        unsafe {
+            pg_sys::SetConfigOption(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_OVERRIDE,
+            );
+        }
     }
 }
 
@@ -114,7 +126,7 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
     let index = (unsafe { i64::from_datum(arg, false) }.unwrap_or(0) as usize).min(MAX_WORKERS - 1);
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi(Some(&gucs::database()), None);
-    pin_search_path();
+    pin_session_settings();
     wake::register_worker(index);
     log!(
         "plaid_sync worker {index} started, serving database {}",

@@ -117,8 +117,10 @@ pub fn investment_transactions(job: &Job, ctx: &Ctx, item_id: &str) -> Outcome {
         )
         .expect("sync run id");
         let start =
-            one::<String>("SELECT (current_date - $1)::text", &[days.into()]).expect("start");
-        let end = one::<String>("SELECT current_date::text", &[]).expect("end");
+            // Plaid's date format, whatever DateStyle the session has.
+            one::<String>("SELECT to_char(current_date - $1, 'YYYY-MM-DD')", &[days.into()])
+                .expect("start");
+        let end = one::<String>("SELECT to_char(current_date, 'YYYY-MM-DD')", &[]).expect("end");
         (run_id, start, end)
     });
     let read = read_window(client, &token, run_id, job.id, &start, &end);

@@ -323,7 +323,7 @@ def bench_entry_points(emu, seconds, rounds, workers=0):
                     "INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id) "
                     "SELECT 'backend', 'ITEM', 'CREATED', item_id FROM item")
         # As an application would write them in its own SQL: one statement, planned on every call.
-        by_hand = rid + two_rows.format(item="'hand' || :id", token="'access-sandbox-8c1f0d3e-' || :id", user="NULL") + ";\n"
+        by_hand = rid + two_rows.format(item="'hand' || :id", token="'access-sandbox-8c1f0d3e-0000-4000-8000-' || lpad(:id::text, 12, '0')", user="NULL") + ";\n"
         # In a bare PL/pgSQL function: a plan kept per backend, as ours, but no checks, no
         # encryption, no wake-up. Once as it is, then as the contract has every entry point
         # be: SECURITY DEFINER with a pinned search_path.
@@ -333,12 +333,12 @@ def bench_entry_points(emu, seconds, rounds, workers=0):
                                      ("definer_notice", "SECURITY DEFINER SET search_path = plaid_sync, pg_catalog, pg_temp")):
                 conn.execute(f"CREATE FUNCTION {name}(i text, t text, u text DEFAULT NULL) RETURNS bigint "
                              f"LANGUAGE plpgsql {attributes} AS $${fn_body}$$")
-        bare = rid + "SELECT bare_notice('bare' || :id, 'access-sandbox-8c1f0d3e-' || :id);\n"
-        definer = rid + "SELECT definer_notice('definer' || :id, 'access-sandbox-8c1f0d3e-' || :id);\n"
+        bare = rid + "SELECT bare_notice('bare' || :id, 'access-sandbox-8c1f0d3e-0000-4000-8000-' || lpad(:id::text, 12, '0'));\n"
+        definer = rid + "SELECT definer_notice('definer' || :id, 'access-sandbox-8c1f0d3e-0000-4000-8000-' || lpad(:id::text, 12, '0'));\n"
         pairs = [
             (f"plaid_notify_item_created{setting}",
-             rid + "SELECT plaid_sync.plaid_notify_item_created('bench' || :id, 'access-sandbox-8c1f0d3e-' || :id);\n",
-             rid + "INSERT INTO plain_notice VALUES ('bench' || :id, 'access-sandbox-8c1f0d3e-' || :id) ON CONFLICT DO NOTHING;\n",
+             rid + "SELECT plaid_sync.plaid_notify_item_created('bench' || :id, 'access-sandbox-8c1f0d3e-0000-4000-8000-' || lpad(:id::text, 12, '0'));\n",
+             rid + "INSERT INTO plain_notice VALUES ('bench' || :id, 'access-sandbox-8c1f0d3e-0000-4000-8000-' || lpad(:id::text, 12, '0')) ON CONFLICT DO NOTHING;\n",
              {} if workers else {"hand": by_hand, "bare": bare, "definer": definer}),
             (f"plaid_receive_webhook{setting}", rid + f"SELECT plaid_sync.plaid_receive_webhook({body}, '{jwt}');\n",
              rid + f"INSERT INTO plain_webhook (body, verification) VALUES ({body}, '{jwt}');\n", {}),

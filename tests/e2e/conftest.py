@@ -46,7 +46,10 @@ def until(fn, timeout=30, every=0.05, what="condition"):
 
 
 def token(n: int | str) -> str:
-    t = f"access-sandbox-e2e{n}-7c1e-4f55-9a2d-31b0c5e8d{str(n).rjust(3, '0')}"
+    """A token in Plaid's format (access-sandbox-<uuid>), the same for the same n."""
+    import hashlib
+    import uuid
+    t = f"access-sandbox-{uuid.UUID(hashlib.md5(f'e2e-{n}'.encode()).hexdigest())}"
     USED_SECRETS.add(t)
     return t
 

@@ -1,7 +1,8 @@
-"""Issue 33's attacks, each as the red team ran it, against running workers and against
-plaid_process_inbox: what an application role or a forged webhook can do, and must not.
-(This round closes the forged-kid holes, the crit header and the workers' search_path; the
-others are still open in the issue.)"""
+"""Issue 33's attacks, each as the red team ran it (against running workers and against
+plaid_process_inbox where both run the code attacked): what an application role or a
+forged webhook can do, and must not. Closed so far: forged kids (holes 1 and 3, in part),
+the workers' search_path (5), the replay window (8), the caller's formats (9), the token
+format (11) and the crit header (12, in part)."""
 
 import base64
 import hashlib
@@ -115,3 +116,53 @@ def test_a_function_planted_in_public_is_never_called_by_the_workers(cluster, jo
     finally:
         su.execute("DROP OWNED BY mallory")
         su.execute("DROP ROLE mallory")
+
+
+def test_the_replay_window_is_measured_from_the_clock_at_receipt(emulator, su):
+    """Hole 8: received_at was the start of the caller's transaction, so a transaction held
+    open stretched the 5-minute window of a webhook's iat."""
+    item_id = announce(emulator, su, days=3)
+    drain(su)
+    w = emulator("webhook", item_id=item_id, iat_age=303)  # genuinely signed, 303 s ago
+    su.autocommit = False
+    su.execute("SELECT 1")  # the transaction starts here
+    time.sleep(6)  # held open: the iat was 297 s old when it started
+    job = su.execute("SELECT plaid_sync.plaid_receive_webhook(%s, %s)", (w["body"], w["plaid_verification"])).fetchone()[0]
+    su.commit()
+    su.autocommit = True
+    drain(su)
+    status, error = su.execute("SELECT status, last_error FROM plaid_sync.inbox WHERE id = %s", (job,)).fetchone()
+    assert status == "rejected" and "before receipt" in error, (status, error)
+
+
+@pytest.mark.parametrize("bad", ["access-sandbox--", "access-sandbox-de3ce8ef", "access-sandbox-e2e1-7c1e-4f55-9a2d-31b0c5e8d001",
+                                 "access-sandbox-de3ce8ef-33f8-452c-a685-8671031fc0f6-0"])
+def test_a_token_not_in_plaids_format_is_refused_and_replaces_nothing(emulator, su, bad):
+    """Hole 11: `access-sandbox--` was accepted and replaced a live Item's token."""
+    import psycopg
+    item_id = announce(emulator, su, days=3)
+    drain(su)
+    before = su.execute("SELECT access_token_encrypted FROM plaid_sync.items WHERE item_id = %s", (item_id,)).fetchone()
+    for call in ("SELECT plaid_sync.plaid_notify_item_created(%s, %s)", "SELECT plaid_sync.plaid_notify_item_updated(%s, %s)"):
+        with pytest.raises(psycopg.Error) as e:
+            su.execute(call, (item_id, bad))
+        assert e.value.sqlstate == "22023" and "access-<environment>-<uuid>" in str(e.value)
+        assert bad not in str(e.value)
+    assert su.execute("SELECT access_token_encrypted FROM plaid_sync.items WHERE item_id = %s", (item_id,)).fetchone() == before
+
+
+def test_jobs_in_plaid_process_inbox_ignore_the_callers_formats(emulator, su):
+    """Hole 9: with DateStyle German, /investments/transactions/get got a German start_date."""
+    from test_products import announce_with, investment_transactions, product_state
+    su.execute("SET DateStyle = 'German'")
+    su.execute("SET TimeZone = 'Pacific/Kiritimati'")
+    su.execute("SET IntervalStyle = 'sql_standard'")
+    su.execute("SET extra_float_digits = -15")
+    item_id = announce_with(emulator, su, ["transactions", "investments"], days=3, per_day=1)
+    drain(su)
+    assert product_state(su, item_id, "investments")[0] == "ok"
+    assert investment_transactions(su, item_id)
+    assert su.execute("SELECT count(*) FROM plaid_sync.inbox WHERE item_id = %s AND status <> 'done'",
+                      (item_id,)).fetchone()[0] == 0
+    # The caller's session keeps its own settings.
+    assert su.execute("SHOW DateStyle").fetchone()[0] == "German, DMY"

@@ -733,6 +733,8 @@ def control(w, what, body):
         forge = body.get("forge")
         if forge:
             jwt = forged(w, raw, forge)
+        if body.get("iat_age") is not None:  # signed genuinely, that many seconds ago
+            jwt = w.sign(raw, iat=int(time.time()) - int(body["iat_age"]))
         if body.get("deliver_to"):
             deliver(body["deliver_to"], raw, jwt)
         return {"body": raw.decode(), "plaid_verification": jwt}
