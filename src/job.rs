@@ -140,7 +140,9 @@ mod tests {
                 let text = std::fs::read_to_string(&path).unwrap();
                 for (n, line) in text.lines().enumerate() {
                     let code = line.split("//").next().unwrap();
-                    if (code.contains("gucs::") || code.contains("pg_sys::")) && !code.contains("db(") {
+                    if (code.contains("gucs::") || code.contains("pg_sys::"))
+                        && !code.contains("db(")
+                    {
                         panic!("{}:{}: {line}", path.display(), n + 1);
                     }
                 }
@@ -159,12 +161,19 @@ mod tests {
             "internal error: postgres FFI may not be called from multiple threads."
         );
         assert_eq!(
-            internal_error("index out of bounds: the len is 0 but the index is 3 at src/sync/x.rs:10:5\nstack"),
+            internal_error(
+                "index out of bounds: the len is 0 but the index is 3 at src/sync/x.rs:10:5\nstack"
+            ),
             "internal error: index out of bounds: the len is 0 but the index is 3"
         );
-        assert_eq!(internal_error(""), "internal error (a panic without a message)");
-        assert_eq!(internal_error("called `Option::unwrap()` on a `None` value"),
-            "internal error: called `Option::unwrap()` on a `None` value");
+        assert_eq!(
+            internal_error(""),
+            "internal error (a panic without a message)"
+        );
+        assert_eq!(
+            internal_error("called `Option::unwrap()` on a `None` value"),
+            "internal error: called `Option::unwrap()` on a `None` value"
+        );
     }
 
     #[test]

@@ -100,7 +100,10 @@ mod tests {
         .unwrap();
         let back = Spi::get_one::<String>("SELECT plaid_sync.plaid_decrypt_access_token('item1')")
             .unwrap();
-        assert_eq!(back.as_deref(), Some("access-sandbox-5e1f0c2a-0000-4000-8000-000000000e11"));
+        assert_eq!(
+            back.as_deref(),
+            Some("access-sandbox-5e1f0c2a-0000-4000-8000-000000000e11")
+        );
         assert_eq!(count("SELECT count(*) FROM plaid_sync.items"), 1);
     }
 

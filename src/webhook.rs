@@ -3,6 +3,8 @@
 
 use pgrx::prelude::*;
 
+use crate::plaid::jwt::UNKNOWN_KID_TTL_S;
+
 /// PostgREST (and Supabase) put the HTTP request headers in the `request.headers` setting as
 /// a JSON object with lower-case names; use its `plaid-verification` when the caller passed
 /// none.
@@ -73,7 +75,9 @@ pub fn verify_job(job_id: i64, ctx: &crate::job::Ctx) -> Result<(), Refusal> {
         }
         Cached::Missing => {
             // Plaid's reference logic: a new kid may mean a rotation, so refresh the keys we
-            // hold that were still current, then fetch the new one.
+            // hold that were still current, then fetch the new one. A key refreshed within
+            // the last few minutes is not asked for again: a flood of forged kids costs one
+            // call each, not one more per key we hold.
             for current in db(current_kids) {
                 if let Ok(v) = client
                     .webhook_verification_key_get(&current)
@@ -116,9 +120,6 @@ enum Cached {
     Missing,
 }
 
-/// How long "Plaid does not know this kid" is believed before asking again.
-const UNKNOWN_KID_TTL_S: i32 = 300;
-
 fn cached_key(kid: &str) -> Cached {
     crate::database::db(|| {
         Spi::connect(|c| {
@@ -149,9 +150,11 @@ fn cached_key(kid: &str) -> Cached {
 fn current_kids() -> Vec<String> {
     Spi::connect(|c| {
         c.select(
-            "SELECT kid FROM plaid_sync.webhook_keys WHERE jwk IS NOT NULL AND expired_at IS NULL",
+            "SELECT kid FROM plaid_sync.webhook_keys
+              WHERE jwk IS NOT NULL AND expired_at IS NULL
+                AND fetched_at < now() - make_interval(secs => $1)",
             None,
-            &[],
+            &[UNKNOWN_KID_TTL_S.into()],
         )
         .expect("current keys")
         .filter_map(|r| r.get::<String>(1).ok().flatten())

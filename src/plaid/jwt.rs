@@ -14,6 +14,11 @@ pub const MAX_AGE_S: i64 = 300;
 /// Clocks differ a little; a token from further in the future is refused.
 pub const MAX_SKEW_S: i64 = 60;
 
+/// How long "Plaid does not know this kid" is believed before asking again, and how long a
+/// current key is not refreshed again after it was fetched. Unknown kids older than this are
+/// pruned from the key cache by worker 0's maintenance.
+pub const UNKNOWN_KID_TTL_S: i32 = 300;
+
 /// The longest kid accepted. Plaid's are UUIDs (36 characters); anything much longer is
 /// forged, and would not fit a btree entry once it grows past a few kilobytes.
 pub const MAX_KID_LEN: usize = 64;
@@ -168,8 +173,16 @@ mod unit {
                 B64.encode(serde_json::json!({"alg": "ES256", "kid": kid}).to_string())
             )
         };
-        assert!(header(&forged("zzX\u{0}")).unwrap_err().contains("kid is not a key id"));
-        assert!(header(&forged(&"k".repeat(5_900))).unwrap_err().contains("kid is not a key id"));
+        assert!(
+            header(&forged("zzX\u{0}"))
+                .unwrap_err()
+                .contains("kid is not a key id")
+        );
+        assert!(
+            header(&forged(&"k".repeat(5_900)))
+                .unwrap_err()
+                .contains("kid is not a key id")
+        );
     }
 
     // API_NOTES §6.4: a real Plaid-signed sandbox webhook.
@@ -238,7 +251,9 @@ mod unit {
         assert!(header("not-a-jwt").is_err());
         let crit = format!(
             "{}.{p}.{s}",
-            B64.encode(r#"{"alg":"ES256","kid":"6c5516e1-92dc-479e-a8ff-5a51992e0001","crit":["exp"]}"#)
+            B64.encode(
+                r#"{"alg":"ES256","kid":"6c5516e1-92dc-479e-a8ff-5a51992e0001","crit":["exp"]}"#
+            )
         );
         assert!(header(&crit).unwrap_err().contains("crit"));
         let mut expired = jwk();

@@ -39,6 +39,9 @@ pub fn production(endpoint: &str) -> Limit {
         "/investments/transactions/get" => (Some(20_000), Some(30)),
         "/liabilities/get" => (Some(1_000), Some(15)),
         "/accounts/balance/get" => (Some(1_200), Some(5)),
+        // Plaid documents no limit here; keys change rarely, so forged kids get a small
+        // allowance of look-ups instead of as many as they can send.
+        "/webhook_verification_key/get" => (Some(120), None),
         _ => (None, None),
     }
 }

@@ -166,3 +166,28 @@ def test_jobs_in_plaid_process_inbox_ignore_the_callers_formats(emulator, su):
                       (item_id,)).fetchone()[0] == 0
     # The caller's session keeps its own settings.
     assert su.execute("SHOW DateStyle").fetchone()[0] == "German, DMY"
+
+
+@pytest.mark.both_ways
+def test_forged_random_kids_cost_one_look_up_each_and_leave_no_rows(emulator, su):
+    """Hole 3: 100 forged random kids made 200 key calls (each also refreshed every key held)
+    and left 100 rows that nothing deleted."""
+    import uuid
+    item_id = announce(emulator, su, days=3)
+    drain(su)
+    webhook(emulator, su, item_id)  # a genuine one: the emulator's key is cached and current
+    drain(su)
+    fetches = len(key_fetches(emulator))
+    ids = [send(su, *forged(item_id, str(uuid.uuid4()))) for _ in range(20)]
+    drain(su)
+    assert su.execute("SELECT count(*) FROM plaid_sync.inbox WHERE id = ANY(%s) AND status = 'rejected'",
+                      (ids,)).fetchone()[0] == 20
+    assert len(key_fetches(emulator)) - fetches == 20  # one per forged kid, none for the key held
+    assert su.execute("SELECT count(*) FROM plaid_sync.webhook_keys WHERE jwk IS NULL").fetchone()[0] == 20
+    # Once "unknown" is no longer believed, maintenance deletes the answers; Plaid's key stays.
+    su.execute("UPDATE plaid_sync.webhook_keys SET fetched_at = now() - interval '10 minutes' WHERE jwk IS NULL")
+    if su.execute("SELECT current_setting('plaid_sync.workers')::int").fetchone()[0] == 0:
+        return  # no worker 0 here to run the maintenance
+    until(lambda: su.execute("SELECT count(*) FROM plaid_sync.webhook_keys WHERE jwk IS NULL").fetchone()[0] == 0,
+          timeout=15, what="maintenance to prune unknown kids")
+    assert su.execute("SELECT count(*) FROM plaid_sync.webhook_keys WHERE jwk IS NOT NULL").fetchone()[0] == 1
