@@ -18,19 +18,22 @@ use crate::job::{Job, Outcome, backoff_ms};
 pub fn claim(first: i16, last: i16) -> Option<(Job, bool)> {
     // Kept plans: an idle worker woken by a commit runs this and nothing else.
     let job = with_prepared(
-        "WITH next AS (
-             SELECT q.id FROM plaid_sync.inbox q
+        "WITH busy AS MATERIALIZED (
+             -- Items with a job running in a live process: found once, not once per row the
+             -- scan passes (a pile of thousands of rows for one busy Item is skipped at the
+             -- cost of reading them, not of looking the Item up for each).
+             SELECT coalesce(array_agg(r.item_id), '{}') AS items FROM plaid_sync.inbox r
+              WHERE r.status = 'running' AND r.locked_until >= now()
+                AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.locked_by)),
+         next AS (
+             SELECT q.id FROM plaid_sync.inbox q, busy
               WHERE q.lane BETWEEN $2 AND $3 AND q.status IN ('pending', 'running') AND q.run_after <= now()
                 AND (q.status = 'pending' OR q.locked_until < now()
                      OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = q.locked_by))
-                AND (q.item_id IS NULL OR NOT EXISTS (
-                     SELECT 1 FROM plaid_sync.inbox r
-                      WHERE r.item_id = q.item_id AND r.status = 'running'
-                        AND r.locked_until >= now() AND r.id <> q.id
-                        AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.locked_by)))
+                AND (q.item_id IS NULL OR q.item_id <> ALL (busy.items))
               ORDER BY q.lane, q.run_after, q.id
               LIMIT 1
-              FOR UPDATE SKIP LOCKED)
+              FOR UPDATE OF q SKIP LOCKED)
          UPDATE plaid_sync.inbox q
             SET status = 'running', attempts = q.attempts + 1,
                 locked_until = now() + make_interval(secs => $1), locked_by = pg_backend_pid()
@@ -155,8 +158,9 @@ pub fn waiting_for_item(job_id: i64, item_id: &str) -> Option<bool> {
     )
 }
 
-/// Writes the outcome on the inbox row. A job that ran moves its Item's other due jobs behind
-/// the rest of the queue (fair share between Items).
+/// Writes the outcome on the inbox row. A job that ran moves its Item's next due jobs (at most
+/// 100: a pile of thousands would make every job rewrite it) behind the rest of the queue
+/// (fair share between Items).
 pub fn record(job: &Job, outcome: &Outcome) {
     // (status, when it is due again, attempts given back)
     let (status, due, undo_attempt): (&str, Due, i32) = match outcome {
@@ -206,9 +210,10 @@ pub fn record(job: &Job, outcome: &Outcome) {
               WHERE id = $1
               RETURNING item_id)
          UPDATE plaid_sync.inbox o SET run_after = now()
-           FROM me
-          WHERE $2 <> 'pending' AND o.item_id = me.item_id AND o.status = 'pending'
-            AND o.run_after < now() AND o.id <> $1",
+          WHERE o.id IN (SELECT p.id FROM plaid_sync.inbox p, me
+                          WHERE $2 <> 'pending' AND p.item_id = me.item_id AND p.status = 'pending'
+                            AND p.run_after < now() AND p.id <> $1
+                          ORDER BY p.run_after LIMIT 100)",
         &[
             job.id.into(),
             status.into(),
