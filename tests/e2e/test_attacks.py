@@ -191,3 +191,63 @@ def test_forged_random_kids_cost_one_look_up_each_and_leave_no_rows(emulator, su
     until(lambda: su.execute("SELECT count(*) FROM plaid_sync.webhook_keys WHERE jwk IS NULL").fetchone()[0] == 0,
           timeout=15, what="maintenance to prune unknown kids")
     assert su.execute("SELECT count(*) FROM plaid_sync.webhook_keys WHERE jwk IS NOT NULL").fetchone()[0] == 1
+
+
+def test_a_forged_flood_for_one_item_does_not_hold_up_another(cluster, emulator, jobs_run_by, su):
+    """Hole 2: 2,000 forged webhooks naming one announced Item made each claim scan the Item's
+    pile for every row it skipped (1.4 s a claim), and each finished job re-dated the pile."""
+    import uuid
+    flooded = announce(emulator, su, days=3)
+    other = announce(emulator, su, days=3)
+    drain(su)
+    body, jwt = forged(flooded, str(uuid.uuid4()))
+    su.execute("SELECT plaid_sync.plaid_receive_webhook(%s, %s) FROM generate_series(1, 20000)", (body, jwt))
+    if jobs_run_by == "inbox":
+        # One claim, whatever the pile: the first due row (a forged one) is taken at once.
+        t = time.time()
+        assert su.execute("SELECT plaid_sync.plaid_process_inbox(1)").fetchone()[0] == 1
+        assert time.time() - t < 1.0
+        su.execute("DELETE FROM plaid_sync.inbox WHERE item_id = %s AND status = 'pending'", (flooded,))
+        return
+    time.sleep(1)  # the workers are busy with the pile
+    emulator("advance", item_id=other, days=1, per_day=2)
+    t = time.time()
+    job = webhook(emulator, su, other)
+    until(lambda: su.execute("SELECT status FROM plaid_sync.inbox WHERE id = %s", (job,)).fetchone()[0] in ("done", "failed"),
+          timeout=30, every=0.02, what="the other Item's webhook")
+    took = time.time() - t
+    assert su.execute("SELECT status FROM plaid_sync.inbox WHERE id = %s", (job,)).fetchone()[0] == "done"
+    assert took < 1.0, f"the other Item's fresh webhook took {took:.2f} s"
+    assert_matches_emulator(emulator, su, other)
+    # Nothing of the pile became failed; let the test's teardown find no job running.
+    assert su.execute("SELECT count(*) FROM plaid_sync.inbox WHERE item_id = %s AND status = 'failed'",
+                      (flooded,)).fetchone()[0] == 0
+    su.execute("DELETE FROM plaid_sync.inbox WHERE item_id = %s AND status = 'pending'", (flooded,))
+
+
+test_a_forged_flood_for_one_item_does_not_hold_up_another = pytest.mark.both_ways(
+    test_a_forged_flood_for_one_item_does_not_hold_up_another)
+
+
+def test_a_token_passed_as_an_item_id_is_not_echoed_or_logged(cluster, emulator, su):
+    """Hole 6 (in part): backfill, remove and refresh echoed a token passed as item_id ("no
+    Item access-sandbox-…"), and only four functions kept their failing statement out of the log."""
+    import psycopg
+    from conftest import token
+    leaked = token("as-item-id")
+    log_from = len(cluster.log_text())
+    calls = ["SELECT plaid_sync.plaid_request_backfill('{t}')",
+             "SELECT plaid_sync.plaid_remove_item('{t}')",
+             "SELECT plaid_sync.plaid_refresh_transactions('{t}')",
+             "SELECT plaid_sync.plaid_update_item_webhook('{t}', 'https://example.com/h')",
+             "SELECT plaid_sync.plaid_retry_failed('{t}')",
+             "SELECT plaid_sync.plaid_decrypt_access_token('{t}')",
+             "SELECT plaid_sync.plaid_notify_item_updated('{t}')"]
+    for sql in calls:
+        with pytest.raises(psycopg.Error) as e:
+            su.execute(sql.format(t=leaked))  # a literal, as a careless caller writes it
+        assert e.value.sqlstate == "22023", (sql, e.value.sqlstate)
+        assert leaked not in str(e.value) and "looks like a Plaid token" in str(e.value)
+    log = cluster.log_text()[log_from:]
+    assert log.count("looks like a Plaid token") >= len(calls)
+    assert leaked not in log and "STATEMENT" not in log
