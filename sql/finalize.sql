@@ -56,7 +56,15 @@ SELECT pg_catalog.pg_extension_config_dump('plaid_sync.securities', '');
 SELECT pg_catalog.pg_extension_config_dump('plaid_sync.holdings', '');
 SELECT pg_catalog.pg_extension_config_dump('plaid_sync.investment_transactions', '');
 
--- Nobody runs anything until granted (the README lists the GRANTs an application role needs).
+-- Jobs run by plaid_process_inbox behave as on the workers, whatever the caller's session set
+-- (a German DateStyle once reached Plaid as a date); the workers pin the same for theirs.
+ALTER FUNCTION plaid_sync.plaid_process_inbox(integer)
+    SET DateStyle = 'ISO, MDY' SET IntervalStyle = 'postgres' SET TimeZone = 'UTC'
+    SET extra_float_digits = 1 SET bytea_output = 'hex';
+
+-- Nobody runs anything until granted (the README lists the GRANTs an application role needs),
+-- and no function writes its failing statement to the server log: a token in it (or passed
+-- in the wrong argument) would be there.
 REVOKE ALL ON SCHEMA plaid_sync FROM PUBLIC;
 DO $$
 DECLARE f regprocedure;
@@ -65,30 +73,6 @@ BEGIN
               WHERE p.pronamespace = 'plaid_sync'::regnamespace
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
-    END LOOP;
-END $$;
-
--- Functions that receive access tokens (or bodies that might wrongly hold one) keep their
--- statement out of the server log when they raise an error.
-ALTER FUNCTION plaid_sync.plaid_notify_item_created(text, text, text) SET log_min_error_statement = panic;
-ALTER FUNCTION plaid_sync.plaid_notify_item_updated(text, text) SET log_min_error_statement = panic;
-ALTER FUNCTION plaid_sync.plaid_notify(jsonb) SET log_min_error_statement = panic;
-ALTER FUNCTION plaid_sync.plaid_receive_webhook(text, text) SET log_min_error_statement = panic;
-
--- Jobs run by plaid_process_inbox behave as on the workers, whatever the caller's session set
--- (a German DateStyle once reached Plaid as a date); the workers pin the same for theirs.
-ALTER FUNCTION plaid_sync.plaid_process_inbox(integer)
-    SET DateStyle = 'ISO, MDY' SET IntervalStyle = 'postgres' SET TimeZone = 'UTC'
-    SET extra_float_digits = 1 SET bytea_output = 'hex';
-
--- No function of ours writes its failing statement to the server log: a token passed in the
--- wrong argument (or a body holding one) would be in it.
-DO $$
-DECLARE f regprocedure;
-BEGIN
-    FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
-              WHERE p.pronamespace = 'plaid_sync'::regnamespace
-    LOOP
         EXECUTE format('ALTER FUNCTION %s SET log_min_error_statement = panic', f);
     END LOOP;
 END $$;

@@ -60,12 +60,8 @@ pub fn access_token<'a>(value: Option<&'a str>, environment: &str) -> Result<&'a
         Error::invalid("access_token is not a Plaid access token (expected access-<environment>-…)")
     })?;
     let (env, id) = rest.split_once('-').unwrap_or((rest, ""));
-    if !is_uuid(id) {
-        return Err(Error::invalid(
-            "access_token is not a Plaid access token (expected access-<environment>-<uuid>)",
-        ));
-    }
-    if env != environment {
+    // The environment first: a token of the wrong one is the likelier mistake to name.
+    if env != environment && !id.is_empty() {
         let env = if matches!(env, "sandbox" | "production" | "development") {
             env
         } else {
@@ -74,6 +70,11 @@ pub fn access_token<'a>(value: Option<&'a str>, environment: &str) -> Result<&'a
         return Err(Error::invalid(format!(
             "access_token belongs to {env} environment, but plaid_sync.environment is {environment}"
         )));
+    }
+    if env != environment || !is_uuid(id) {
+        return Err(Error::invalid(
+            "access_token is not a Plaid access token (expected access-<environment>-<uuid>)",
+        ));
     }
     Ok(v)
 }
