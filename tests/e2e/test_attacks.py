@@ -123,10 +123,12 @@ def test_the_replay_window_is_measured_from_the_clock_at_receipt(emulator, su):
     open stretched the 5-minute window of a webhook's iat."""
     item_id = announce(emulator, su, days=3)
     drain(su)
-    w = emulator("webhook", item_id=item_id, iat_age=303)  # genuinely signed, 303 s ago
     su.autocommit = False
-    su.execute("SELECT 1")  # the transaction starts here
-    time.sleep(6)  # held open: the iat was 297 s old when it started
+    su.execute("SELECT 1")  # the transaction starts here, at t0
+    time.sleep(6)  # held open
+    # Genuinely signed 303 s before now (t0 + 6): 297 s before the transaction started, so
+    # measured from the transaction's start the webhook would still be fresh.
+    w = emulator("webhook", item_id=item_id, iat_age=303)
     job = su.execute("SELECT plaid_sync.plaid_receive_webhook(%s, %s)", (w["body"], w["plaid_verification"])).fetchone()[0]
     su.commit()
     su.autocommit = True
