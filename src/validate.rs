@@ -38,7 +38,10 @@ pub fn item_id(value: Option<&str>) -> Result<&str> {
     }
     // A token passed where an item_id belongs (arguments swapped) must not be echoed by the
     // errors that name an unknown Item: Plaid's item_ids never look like one.
-    if ["access-", "public-", "link-"].iter().any(|p| v.starts_with(p)) {
+    if ["access-", "public-", "link-"]
+        .iter()
+        .any(|p| v.starts_with(p))
+    {
         return Err(Error::invalid(
             "item_id looks like a Plaid token, not an item_id (arguments swapped?); it is not shown",
         ));
@@ -243,7 +246,9 @@ mod unit {
         }
         assert!(item_id(Some(&"a".repeat(129))).is_err());
         let e = item_id(Some("access-sandbox-de3ce8ef-33f8-452c-a685-8671031fc0f6")).unwrap_err();
-        assert!(e.message().contains("looks like a Plaid token") && !e.message().contains("de3ce8ef"));
+        assert!(
+            e.message().contains("looks like a Plaid token") && !e.message().contains("de3ce8ef")
+        );
         assert!(item_id(Some("public-sandbox-x")).is_err());
     }
 
