@@ -15,6 +15,32 @@ ALTER FUNCTION plaid_sync.plaid_process_inbox(integer)
 -- skips (a pile of forged webhooks for one Item made each claim quadratic).
 CREATE INDEX inbox_running_idx ON plaid_sync.inbox (item_id) WHERE status = 'running';
 
+-- plaid_notify takes its body as text and parses it itself. Given jsonb, Postgres parsed the
+-- body before the function ran, and its error for malformed JSON quoted the text (and the
+-- access token in it) in the server log; a number past f64 or nesting past 128 failed with
+-- XX000. Text is what an untyped argument now resolves to; the jsonb form stays, as a wrapper.
+CREATE FUNCTION plaid_sync."plaid_notify"("body" TEXT) RETURNS bigint
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO plaid_sync, pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'plaid_notify_text_wrapper';
+CREATE OR REPLACE FUNCTION plaid_sync.plaid_notify(body jsonb) RETURNS bigint
+    LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = plaid_sync, pg_catalog, pg_temp
+    AS $$ SELECT plaid_sync.plaid_notify(body::text) $$;
+-- Whoever may call the jsonb form may call the text form, which their untyped calls now reach.
+REVOKE ALL ON FUNCTION plaid_sync.plaid_notify(text) FROM PUBLIC;
+DO $$
+DECLARE grantee regrole;
+BEGIN
+    FOR grantee IN SELECT a.grantee::regrole
+                     FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+                    WHERE p.oid = 'plaid_sync.plaid_notify(jsonb)'::regprocedure
+                      AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION plaid_sync.plaid_notify(text) TO %s', grantee);
+    END LOOP;
+END $$;
+
 -- No function of ours writes its failing statement to the server log (0.2.0 had four).
 DO $$
 DECLARE f regprocedure;

@@ -305,7 +305,8 @@ CREATE TABLE plaid_sync.paid_calls (
     requested_at timestamptz NOT NULL DEFAULT now(),
     called_at    timestamptz,
     request_id   text,
-    -- ok, skipped, retry, item_error or failed; NULL until the job has run.
+    -- calling (marked before the call, so a job run again never calls twice), then ok, skipped,
+    -- retry, item_error or failed; NULL until the job has run.
     outcome      text,
     error        text
 );

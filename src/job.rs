@@ -23,6 +23,17 @@ pub struct Job {
     pub lane: i16,
 }
 
+impl Job {
+    /// A call Plaid bills per request (`/transactions/refresh`): made only by a worker, booked
+    /// and marked in transactions of their own, never inside a caller's transaction that
+    /// could roll the booking back after the call.
+    pub fn is_paid(&self) -> bool {
+        self.source == "backend"
+            && self.webhook_type == "TRANSACTIONS"
+            && self.webhook_code == "REFRESH"
+    }
+}
+
 /// The settings a job reads, copied on the worker's main thread before the job starts. A job
 /// thread may not read settings itself: they live in Postgres's memory, which only the main
 /// thread may touch (`gucs` panics when a job thread tries). A reload takes effect for the

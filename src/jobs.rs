@@ -181,7 +181,8 @@ pub fn run(job: &Job, ctx: &Ctx) -> Outcome {
     }
 }
 
-/// `plaid_process_inbox`: up to `max_jobs` due jobs, in this transaction.
+/// `plaid_process_inbox`: up to `max_jobs` due jobs, in this transaction. A paid call is left
+/// to the workers: this transaction could roll back its booking after Plaid billed it.
 pub fn process_inbox_in_transaction(max_jobs: i32) -> i32 {
     let mut ran = 0;
     let mut ctx = None;
@@ -190,7 +191,8 @@ pub fn process_inbox_in_transaction(max_jobs: i32) -> i32 {
             break;
         };
         crate::wake::on_claim(more_due);
-        if !lock_item(&job, false) {
+        // Given back for a later claim: dated past this transaction's now(), so not met again here.
+        if job.is_paid() || !lock_item(&job) {
             release(&job);
             continue;
         }
@@ -210,30 +212,40 @@ pub fn process_inbox_in_transaction(max_jobs: i32) -> i32 {
     ran
 }
 
-/// Advisory-lock class for "a job of this Item is running" (hashtext of the item_id is the key).
-const ITEM_LOCK: i32 = 0x504c_4144; // "PLAD"
-
-/// One job per Item at a time, whoever runs it: a worker holds a session lock for the job's
-/// duration, `plaid_process_inbox` a transaction lock.
-fn lock_item(job: &Job, session: bool) -> bool {
+/// One job per Item at a time, whoever runs it. The claim has already skipped Items with a
+/// job running in a live process; two claims racing for one Item are settled on the Item's
+/// row, which only plaid_sync can lock (a row lock needs UPDATE on `items`; an advisory lock
+/// any role with CONNECT could take and hold, stalling the Item). The row is locked without
+/// waiting, then the Item is looked at again in a fresh snapshot: a job another process
+/// claimed meanwhile is seen there. A worker's lock ends with its claim step (the `running`
+/// row guards the Item from then on); `plaid_process_inbox` keeps it to the end of the
+/// caller's transaction, where its `running` rows are not yet visible to others.
+fn lock_item(job: &Job) -> bool {
     let Some(item_id) = job.item_id.as_deref() else {
         return true;
     };
-    let sql = if session {
-        "SELECT pg_try_advisory_lock($1, hashtext($2))"
-    } else {
-        "SELECT pg_try_advisory_xact_lock($1, hashtext($2))"
-    };
-    one::<bool>(sql, &[ITEM_LOCK.into(), item_id.into()]).unwrap_or(false)
-}
-
-fn unlock_item(job: &Job) {
-    if let Some(item_id) = job.item_id.as_deref() {
-        one::<bool>(
-            "SELECT pg_advisory_unlock($1, hashtext($2))",
-            &[ITEM_LOCK.into(), item_id.into()],
-        );
+    let locked = one::<bool>(
+        "SELECT true FROM plaid_sync.items WHERE item_id = $1 FOR NO KEY UPDATE SKIP LOCKED",
+        &[item_id.into()],
+    )
+    .is_some();
+    if !locked
+        && one::<bool>(
+            "SELECT true FROM plaid_sync.items WHERE item_id = $1",
+            &[item_id.into()],
+        )
+        .is_some()
+    {
+        return false; // another claim holds it
     }
+    one::<bool>(
+        "SELECT NOT EXISTS (
+             SELECT 1 FROM plaid_sync.inbox r
+              WHERE r.item_id = $1 AND r.id <> $2 AND r.status = 'running' AND r.locked_until >= now()
+                AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.locked_by))",
+        &[item_id.into(), job.id.into()],
+    )
+    .unwrap_or(false)
 }
 
 /// What a worker found when it looked for a job.
@@ -271,7 +283,7 @@ pub fn next(lanes: &[i16]) -> Next {
         let Some((job, more_due)) = claimed else {
             return Next::Idle;
         };
-        if !lock_item(&job, true) {
+        if !lock_item(&job) {
             release(&job);
             return Next::Busy;
         }
@@ -300,7 +312,7 @@ pub fn run_claimed(job: &Job, ctx: &Ctx) -> Outcome {
     }
 }
 
-/// Records a finished job and unlocks its Item (a database step on the main thread). A bug
+/// Records a finished job (a database step on the main thread). A bug
 /// is logged here, once, with the job it ended.
 pub fn finish(job: &Job, outcome: &Outcome) {
     if let Outcome::Internal(m) = outcome {
@@ -311,14 +323,9 @@ pub fn finish(job: &Job, outcome: &Outcome) {
             job.webhook_code
         );
     }
-    let recorded = try_db(|| {
-        record(job, outcome);
-        unlock_item(job);
-    });
-    if let Err(e) = recorded {
-        // The lease brings the job back; the Item's lock must not outlive this step.
+    if let Err(e) = try_db(|| record(job, outcome)) {
+        // The lease brings the job back.
         crate::database::sql_version_unknown();
         log!("plaid_sync: job {} could not be recorded: {e}", job.id);
-        let _ = try_db(|| unlock_item(job));
     }
 }

@@ -177,8 +177,9 @@ pub fn notice(body: &serde_json::Value) -> Result<Notice> {
     })
 }
 
-/// Parses webhook text: size-checked, JSON (22P02 otherwise), an object.
-pub fn webhook_body(value: Option<&str>) -> Result<serde_json::Value> {
+/// Parses a body given as text (a webhook, a backend notice): size-checked, JSON (22P02
+/// otherwise: serde's message names what and where, never quotes the text), an object.
+pub fn json_object(value: Option<&str>) -> Result<serde_json::Value> {
     let v = present(value, "body")?;
     if v.len() > MAX_WEBHOOK_BODY {
         return Err(Error::invalid(format!(
@@ -294,8 +295,28 @@ mod unit {
         ] {
             assert!(notice(&bad).is_err(), "{bad}");
         }
-        assert_eq!(webhook_body(Some("{")).unwrap_err().sqlstate(), "22P02");
-        assert_eq!(webhook_body(Some("[]")).unwrap_err().sqlstate(), "22023");
+        assert_eq!(json_object(Some("{")).unwrap_err().sqlstate(), "22P02");
+        assert_eq!(json_object(Some("[]")).unwrap_err().sqlstate(), "22023");
+        // What jsonb takes and serde does not is 22P02 too, and the message never quotes the text.
+        let secret = "access-sandbox-0b5e0c4e-3f0e-4a6b-9d1f-5a9e2b7c1d00";
+        for bad in [
+            format!(r#"{{"access_token":"{secret}","n":1e400}}"#),
+            format!(r#"{{"access_token":"{secret}","n":1{}}}"#, "0".repeat(400)),
+            format!(
+                r#"{{"access_token":"{secret}","n":{}{}}}"#,
+                "[".repeat(200),
+                "]".repeat(200)
+            ),
+            format!(r#"{{"access_token":"{secret}", oops}}"#),
+            format!(r#"{{"access_token":"{secret}"#),
+        ] {
+            let e = json_object(Some(&bad)).unwrap_err();
+            assert_eq!(e.sqlstate(), "22P02", "{e}");
+            assert!(
+                !e.message().contains(secret) && !e.message().contains("oops"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

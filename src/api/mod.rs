@@ -125,7 +125,7 @@ fn refuse_backend_only(body: &serde_json::Value, notice: &validate::Notice) -> R
 }
 
 fn receive_webhook(body: Option<&str>, plaid_verification: Option<&str>) -> Result<i64> {
-    let parsed = validate::webhook_body(body)?;
+    let parsed = validate::json_object(body)?;
     let notice = validate::notice(&parsed)?;
     refuse_backend_only(&parsed, &notice)?;
     let raw = body.expect("checked above");
@@ -155,10 +155,11 @@ fn receive_webhook(body: Option<&str>, plaid_verification: Option<&str>) -> Resu
     ))
 }
 
-fn notify(body: Option<pgrx::JsonB>) -> Result<i64> {
-    let body = body
-        .ok_or_else(|| Error::invalid("body must not be NULL"))?
-        .0;
+/// The body is taken as text and parsed here: were it `jsonb`, Postgres would parse it before
+/// the function runs, and its error for malformed JSON quotes the text (and the token in it)
+/// in the server log; serde's errors name only what and where.
+fn notify(body: Option<&str>) -> Result<i64> {
+    let body = validate::json_object(body)?;
     let notice = validate::notice(&body)?;
     let item_id = notice
         .item_id
@@ -314,11 +315,24 @@ fn plaid_receive_webhook(
     ok(receive_webhook(body, plaid_verification))
 }
 
-#[pg_extern(security_definer, volatile, parallel_unsafe)]
+#[pg_extern(name = "plaid_notify", security_definer, volatile, parallel_unsafe)]
 #[search_path(@extschema@, pg_catalog, pg_temp)]
-fn plaid_notify(body: Option<pgrx::JsonB>) -> i64 {
+fn plaid_notify_text(body: Option<&str>) -> i64 {
     ok(notify(body))
 }
+
+// The jsonb form of 0.1.0 and 0.2.0, kept for callers that pass jsonb: the text form does the
+// work (a jsonb number past f64 or nesting past 128 is then 22P02, not a Rust error).
+extension_sql!(
+    r#"
+CREATE FUNCTION plaid_sync.plaid_notify(body jsonb) RETURNS bigint
+    LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = plaid_sync, pg_catalog, pg_temp
+    AS $$ SELECT plaid_sync.plaid_notify(body::text) $$;
+"#,
+    name = "plaid_notify_jsonb",
+    requires = [plaid_notify_text],
+);
 
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
 #[search_path(@extschema@, pg_catalog, pg_temp)]

@@ -21,6 +21,7 @@ fn refresh_transactions(item_id: Option<&str>) -> Result<i64> {
             "Item {item_id} is {status}: Plaid cannot refresh it until it is repaired"
         )));
     }
+    served_by_workers()?;
     // A request while another still waits is folded into it, and costs nothing more. When
     // the budget refuses, the error rolls the queued row back with everything else.
     let job = enqueue_notice("TRANSACTIONS", "REFRESH", item_id, "{}", 0);
@@ -32,6 +33,28 @@ fn refresh_transactions(item_id: Option<&str>) -> Result<i64> {
         gucs::refreshes_per_day(),
     )?;
     Ok(job)
+}
+
+/// A paid call is made only by a worker, which books and marks it in transactions of its own
+/// (`plaid_process_inbox` leaves it): without a worker serving this database, it would wait
+/// forever.
+fn served_by_workers() -> Result<()> {
+    let (workers, served) = (gucs::workers(), gucs::database());
+    let here = Spi::get_one::<String>("SELECT current_database()::text")
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    if workers == 0 {
+        return Err(Error::not_configured(
+            "paid calls are made only by the workers, and plaid_sync.workers is 0",
+        ));
+    }
+    if served != here {
+        return Err(Error::not_configured(format!(
+            "paid calls are made only by the workers, which serve database {served}, not {here}"
+        )));
+    }
+    Ok(())
 }
 
 /// Queues one `/transactions/refresh` for the Item (a paid call) and returns the inbox id.

@@ -63,6 +63,18 @@ pub fn book(
     Ok(())
 }
 
+/// Marks the booking as called, before the call: committed on its own by a worker, so a job
+/// run again (a crash, a lost record) finds it marked and does not call Plaid twice. False
+/// when it was marked already.
+pub fn start(inbox_id: i64) -> bool {
+    one::<bool>(
+        "UPDATE plaid_sync.paid_calls SET called_at = now(), outcome = 'calling'
+          WHERE inbox_id = $1 AND called_at IS NULL RETURNING true",
+        &[inbox_id.into()],
+    )
+    .is_some()
+}
+
 /// What came of the call a job made: `request_id` when Plaid answered it, the outcome label.
 pub fn record(inbox_id: i64, request_id: Option<&str>, outcome: &str, error: Option<&str>) {
     Spi::run_with_args(

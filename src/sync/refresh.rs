@@ -17,6 +17,11 @@ pub fn refresh_transactions(job: &Job, client: &Client, item_id: &str) -> Outcom
         db(|| paid_calls::record(job.id, None, "skipped", Some(&note)));
         return Outcome::Done(Some(note));
     }
+    if !db(|| paid_calls::start(job.id)) {
+        return Outcome::Done(Some(
+            "skipped: this paid call was started once already (Plaid bills each one)".into(),
+        ));
+    }
     match client.transactions_refresh(&token) {
         Ok(r) => {
             db(|| paid_calls::record(job.id, Some(&r.request_id), "ok", None));

@@ -138,12 +138,14 @@ def workers_cluster(emulator):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "both_ways: runs with plaid_process_inbox and under running workers")
+    config.addinivalue_line("markers", "workers_only: runs under running workers only (paid calls)")
 
 
 def pytest_generate_tests(metafunc):
     if "jobs_run_by" not in metafunc.fixturenames:
         return
-    ways = ["inbox", "workers"] if metafunc.definition.get_closest_marker("both_ways") else ["inbox"]
+    marker = metafunc.definition.get_closest_marker
+    ways = ["inbox", "workers"] if marker("both_ways") else ["workers"] if marker("workers_only") else ["inbox"]
     metafunc.parametrize("jobs_run_by", ways, indirect=True, ids=ways if len(ways) > 1 else None)
 
 
@@ -161,16 +163,40 @@ def cluster(request, jobs_run_by):
 JOB_THREAD_SLIPS = ("may not be called from multiple threads", "read on a job thread")
 
 
+# Anything shaped like an access token, whether or not a test made it with token().
+TOKEN_SHAPE = re.compile(r"access-[a-z]+-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}")
+
+
+def assert_no_secret_in_log(cluster, log_from):
+    """After every test, whatever it refused: no secret it used, and nothing shaped like a
+    token, reached the server log (the log is read from where the test began)."""
+    with open(cluster.logfile, encoding="utf-8", errors="replace") as f:
+        f.seek(log_from)
+        log = f.read()
+    leaked = [s for s in USED_SECRETS if s in log]
+    shaped = TOKEN_SHAPE.findall(log)
+    assert not leaked and not shaped, f"{len(leaked)} secrets and {len(shaped)} token-shaped strings in the log"
+
+
+def log_size(cluster):
+    try:
+        return os.path.getsize(cluster.logfile)
+    except FileNotFoundError:
+        return 0
+
+
 @pytest.fixture
 def db(cluster, jobs_run_by, request):
+    log_from = log_size(cluster)
     if jobs_run_by == "workers":
         yield from _workers_database(cluster)
-        return
-    name = "t_" + re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:55]
-    cluster.create_database(name)
-    yield name
-    with cluster.connect() as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    else:
+        name = "t_" + re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:55]
+        cluster.create_database(name)
+        yield name
+        with cluster.connect() as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    assert_no_secret_in_log(cluster, log_from)
 
 
 def _workers_database(cluster):

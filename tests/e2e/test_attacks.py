@@ -253,3 +253,102 @@ def test_a_token_passed_as_an_item_id_is_not_echoed_or_logged(cluster, emulator,
     log = cluster.log_text()[log_from:]
     assert log.count("looks like a Plaid token") >= len(calls)
     assert leaked not in log and "STATEMENT" not in log
+
+
+@pytest.mark.workers_only
+def test_a_rolled_back_caller_cannot_spend_the_paid_budget(cluster, emulator, su):
+    """Hole 4: six times BEGIN; refresh; plaid_process_inbox; ROLLBACK made six billed calls
+    against a budget of 4, and left no paid_calls row."""
+    from test_products import billed, settings
+    su.autocommit = True
+    item_id = announce(emulator, su, days=2)
+    drain(su)
+    before = billed(emulator, item_id)
+    refresh = "SELECT plaid_sync.plaid_refresh_transactions(%s)"
+    with settings(cluster, refreshes_per_item_per_day=4):
+        for _ in range(6):
+            with su.transaction(force_rollback=True):
+                su.execute(refresh, (item_id,))
+                su.execute("SELECT plaid_sync.plaid_process_inbox(10)")
+        drain(su)
+        assert billed(emulator, item_id) == before, "no call made inside a transaction that rolled back"
+        assert su.execute("SELECT count(*) FROM plaid_sync.paid_calls").fetchone()[0] == 0
+        # Committed, the request is a worker's: one call, booked and marked before it is made.
+        job = su.execute(refresh, (item_id,)).fetchone()[0]
+        drain(su)
+        assert billed(emulator, item_id) == before + 1
+        # The job run again, as after a crash between the call and its record: no second call.
+        su.execute("UPDATE plaid_sync.inbox SET status = 'pending', run_after = now(), finished_at = NULL "
+                   "WHERE id = %s", (job,))
+        drain(su)
+        assert billed(emulator, item_id) == before + 1
+        status, note = su.execute("SELECT status, last_error FROM plaid_sync.inbox WHERE id = %s", (job,)).fetchone()
+        assert status == "done" and note.startswith("skipped: this paid call was started once already"), note
+        assert su.execute("SELECT outcome, request_id IS NOT NULL FROM plaid_sync.paid_calls WHERE inbox_id = %s",
+                          (job,)).fetchall() == [("ok", True)]
+
+
+def _notices_with(t):
+    head = '{"webhook_type":"ITEM","webhook_code":"CREATED","item_id":"item-bad-json","access_token":"' + t
+    return [
+        ("truncated", head + '"', "22P02"),
+        ("not JSON after the token", head + '", oops}', "22P02"),
+        ("NUL after the token", head + '\\u0000"}', "22023"),
+        ("1e400", head + '", "n": 1e400}', "22P02"),
+        ("nested 200 deep", head + '", "n": ' + "[" * 200 + "]" * 200 + "}", "22P02"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(5), ids=[c[0] for c in _notices_with("t")])
+def test_plaid_notify_refuses_bad_json_without_quoting_it(cluster, su, case):
+    """Holes 6 and 7: plaid_notify(jsonb) failed in Postgres's JSON parser before it ran, and
+    the error's CONTEXT quoted the token into the log; 1e400 and deep nesting were XX000 with a
+    Rust backtrace. The body is now text, parsed inside; the jsonb form wraps the text form."""
+    import psycopg
+    from conftest import token
+    leaked = token(f"bad-json-{case}")
+    _, body, sqlstate = _notices_with(leaked)[case]
+    log_from = len(cluster.log_text())
+    calls = [("SELECT plaid_sync.plaid_notify(%s)", body)]  # a bind parameter: untyped, so text
+    if sqlstate == "22P02" and case >= 3:
+        calls.append(("SELECT plaid_sync.plaid_notify(%s::jsonb)", body))  # jsonb takes these
+    for sql, arg in calls:
+        with pytest.raises(psycopg.Error) as e:
+            su.execute(sql, (arg,))
+        su.rollback()
+        message = f"{e.value} {e.value.diag.message_detail} {e.value.diag.context}"
+        assert e.value.sqlstate == sqlstate, (sql, e.value.sqlstate, str(e.value))
+        assert leaked not in message and ".rs:" not in message and "panicked" not in message, message
+    log = cluster.log_text()[log_from:]
+    assert leaked not in log and ".rs:" not in log and "XX000" not in log
+    assert su.execute("SELECT count(*) FROM plaid_sync.items WHERE item_id = 'item-bad-json'").fetchone()[0] == 0
+
+
+@pytest.mark.both_ways
+def test_an_outside_role_cannot_stall_an_item(cluster, jobs_run_by, emulator, su):
+    """Hole 10: pg_advisory_lock(0x504c4144, hashtext(item_id)), open to any role with CONNECT,
+    stopped the Item's jobs silently for as long as it was held."""
+    import psycopg
+    su.autocommit = True
+    item_id = announce(emulator, su, days=3)
+    drain(su)
+    su.execute("DROP ROLE IF EXISTS outsider")
+    su.execute("CREATE ROLE outsider LOGIN")
+    su.execute("GRANT USAGE ON SCHEMA plaid_sync TO outsider")
+    su.execute("GRANT SELECT ON ALL TABLES IN SCHEMA plaid_sync TO outsider")  # the README's app grants
+    try:
+        with cluster.connect(su.info.dbname, user="outsider", autocommit=False) as o:
+            assert o.execute("SELECT pg_try_advisory_lock(x'504c4144'::int, hashtext(%s))", (item_id,)).fetchone()[0]
+            # The lock that keeps an Item's jobs apart now is its row, which reading cannot take.
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                o.execute("SELECT 1 FROM plaid_sync.items WHERE item_id = %s FOR KEY SHARE", (item_id,))
+            o.rollback()
+            o.execute("SELECT 1 FROM plaid_sync.items WHERE item_id = %s", (item_id,))  # held open, reading
+            emulator("advance", item_id=item_id, days=1, per_day=2)
+            job = webhook(emulator, su, item_id)
+            drain(su)
+            assert su.execute("SELECT status FROM plaid_sync.inbox WHERE id = %s", (job,)).fetchone()[0] == "done"
+            assert_matches_emulator(emulator, su, item_id)
+    finally:
+        su.execute("DROP OWNED BY outsider")
+        su.execute("DROP ROLE outsider")

@@ -111,7 +111,7 @@ def test_no_paid_call_is_ever_made_implicitly(emulator, su):
     assert emulator("calls")["products"] == products_before
 
 
-@pytest.mark.both_ways
+@pytest.mark.workers_only
 def test_refresh_is_queued_within_budget_and_then_refused(cluster, emulator, su):
     su.autocommit = True
     item_id = announce(emulator, su, days=5, per_day=1)
@@ -164,6 +164,20 @@ def test_refresh_refuses_bad_input(su, arg, message):
     assert e.value.sqlstate == "22023" and message in str(e.value)
     su.rollback()
     assert su.execute("SELECT count(*) FROM plaid_sync.paid_calls").fetchone()[0] == 0
+
+
+def test_refresh_without_workers_is_refused(emulator, su):
+    """Only a worker makes a paid call (booked and marked in transactions of its own): on a
+    server without workers for this database the request would wait forever, so it is refused."""
+    item_id = announce(emulator, su, days=1, per_day=1)
+    drain(su)
+    su.commit()
+    with pytest.raises(psycopg.Error) as e:
+        su.execute("SELECT plaid_sync.plaid_refresh_transactions(%s)", (item_id,))
+    assert e.value.sqlstate == "55000" and "plaid_sync.workers is 0" in str(e.value)
+    su.rollback()
+    assert su.execute("SELECT count(*) FROM plaid_sync.paid_calls").fetchone()[0] == 0
+    assert su.execute("SELECT count(*) FROM plaid_sync.inbox WHERE webhook_code = 'REFRESH'").fetchone()[0] == 0
 
 
 @pytest.mark.both_ways
@@ -326,13 +340,17 @@ def test_products_not_supported_is_recorded_and_never_pauses_transactions(emulat
 
 
 @pytest.mark.both_ways
-def test_product_tables_survive_dump_and_restore(cluster, inbox_cluster, emulator, su, db):
+def test_product_tables_survive_dump_and_restore(cluster, inbox_cluster, emulator, su, db, jobs_run_by):
     su.autocommit = True
     item_id = announce_with(emulator, su, ["transactions", "recurring_transactions", "liabilities", "investments"],
                             days=3, per_day=1)
     drain(su)
-    su.execute("SELECT plaid_sync.plaid_refresh_transactions(%s)", (item_id,))
-    drain(su)
+    if jobs_run_by == "workers":
+        su.execute("SELECT plaid_sync.plaid_refresh_transactions(%s)", (item_id,))
+        drain(su)
+    else:  # only workers make paid calls: a booked call, as one would stand
+        su.execute("INSERT INTO plaid_sync.paid_calls (item_id, endpoint, inbox_id, called_at, outcome) "
+                   "VALUES (%s, '/transactions/refresh', 1, now(), 'ok')", (item_id,))
     query = {t: f"SELECT to_jsonb(t) FROM plaid_sync.{t} t ORDER BY to_jsonb(t)::text" for t in
              ("recurring_streams", "item_products", "paid_calls", "liabilities", "securities", "holdings",
               "investment_transactions")}
