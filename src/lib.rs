@@ -8,11 +8,13 @@
 //!   transactions, products, recurring streams, paid calls, change notices);
 //! - the wake-up and pacing: `wake.rs` (shared-memory latches), `pace.rs` (the shared rate limiter);
 //! - the database layer: `database/` (SPI, kept plans, the step wrapper `db`, SQLSTATEs), `gucs/` (settings);
-//! - the pure core, no pgrx: `validate.rs`, `error.rs`, `job.rs`, `crypto.rs`, `plaid/` (the HTTP client).
+//! - the pure core, no pgrx: `validate.rs`, `error.rs`, `job.rs`, `crypto.rs`, `plaid/` (the HTTP
+//!   client), `codec/` (Plaid's JSON as the rows store it).
 
 use pgrx::prelude::*;
 
 // The pure core.
+pub mod codec;
 pub mod crypto;
 pub mod error;
 pub mod job;

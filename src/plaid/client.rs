@@ -96,7 +96,7 @@ pub struct RawBody {
 impl Response {
     /// Makes a received body storable.
     pub fn received(text: String) -> Result<Response, PlaidError> {
-        let (body, raw) = match super::storable::storable(&text) {
+        let (body, raw) = match crate::codec::storable::storable(&text) {
             None => (text, None),
             Some((fixed, refused)) => (fixed, Some(RawBody { text, refused })),
         };
@@ -115,7 +115,7 @@ impl Response {
     pub fn altered(&self, key: &str, id_field: &str) -> Vec<(String, String)> {
         match &self.raw {
             None => Vec::new(),
-            Some(r) => super::storable::altered_elements(&r.text, &r.refused, key, id_field),
+            Some(r) => crate::codec::storable::altered_elements(&r.text, &r.refused, key, id_field),
         }
     }
 

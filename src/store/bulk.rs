@@ -1,5 +1,5 @@
 //! The apply of a run that only adds new transactions: each page's rows, written as COPY text
-//! in the job thread (src/plaid/copy_text.rs), go into `transaction_rows` by COPY, Postgres's
+//! in the job thread (src/codec/copy_text.rs), go into `transaction_rows` by COPY, Postgres's
 //! bulk path. What it stores is what the SQL apply would; anything that path would treat
 //! differently (an id already stored, or seen twice, a value a column refuses) makes the COPY
 //! fail, and the caller applies the run by SQL instead. Every row references the run's Item,
@@ -8,8 +8,8 @@
 use pgrx::pg_sys;
 
 use super::LastPage;
+use crate::codec::copy_text::{COLUMNS, Rows};
 use crate::database::{copy_in, one, run};
-use crate::plaid::copy_text::{COLUMNS, Rows};
 
 /// Copies the run's staged pages in order, then the last one, and removes the pending rows the
 /// new ones post over (`posted_over`, of every page). Raises on any conflict: run it in a

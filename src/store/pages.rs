@@ -15,7 +15,7 @@ pub struct LastPage {
     pub request_id: String,
     pub raw_objects: Option<String>,
     /// Its new transactions as COPY text, when the page only adds ones that fit.
-    pub copy: Option<crate::plaid::copy_text::Rows>,
+    pub copy: Option<crate::codec::copy_text::Rows>,
     /// Its `accounts` array, as sent.
     pub accounts: Option<String>,
 }

@@ -151,7 +151,7 @@ const APPLY: &str = concat!(
                          THEN ARRAY(SELECT jsonb_array_elements_text(o -> 'category')) END,
                     CASE WHEN jsonb_typeof(o -> 'personal_finance_category') = 'object'
                          THEN o -> 'personal_finance_category' END,
-                    -- Lean (src/plaid/lean.rs): what no column or template holds, and what
+                    -- Lean (src/codec/lean.rs): what no column or template holds, and what
                     -- the object lacked; an object the job thread did not mark is kept whole.
                     coalesce(o -> 'plaid_sync:lean' -> 'rest', o),
                     nullif(CASE WHEN o ? 'plaid_sync:lean'
@@ -228,7 +228,7 @@ pub fn record_rejects(run_id: i64, item_id: &str, rejects: &[Reject], last: &Las
         run(
             &format!("INSERT INTO plaid_sync.sync_rejects (sync_run_id, item_id, transaction_id, page, request_id, error, data)
              SELECT $1, $2, $3, p.page, p.request_id, $4,
-                    -- A marked object (src/plaid/lean.rs) as Plaid sent it.
+                    -- A marked object (src/codec/lean.rs) as Plaid sent it.
                     CASE WHEN x.e ? 'plaid_sync:lean'
                          THEN ($5::jsonb - coalesce((x.e -> 'plaid_sync:lean' ->> 'absent')::text[], '{{}}'))
                               || (x.e - 'plaid_sync:lean') || (x.e -> 'plaid_sync:lean' -> 'rest')
@@ -249,7 +249,7 @@ pub fn record_rejects(run_id: i64, item_id: &str, rejects: &[Reject], last: &Las
                 item_id.into(),
                 r.transaction_id.as_deref().into(),
                 r.error.as_str().into(),
-                crate::plaid::lean::TEMPLATE.into(),
+                crate::codec::split::TEMPLATE.into(),
             ]),
         );
     }

@@ -38,12 +38,12 @@ impl pagination::Pages for Stage {
         &mut self,
         page: u32,
         response: &crate::plaid::Response,
-        read: &crate::plaid::sync_page::SyncPage,
+        read: &crate::codec::sync_page::SyncPage,
         last: bool,
     ) {
         // Marked here, off the database's thread: the row stores only what nothing rebuilds,
         // and a page of new transactions comes with its rows as COPY text.
-        let marked = crate::plaid::lean::mark_page(read, &self.item_id);
+        let marked = crate::codec::lean::mark_page(read, &self.item_id);
         let raw_objects = raw_objects(response);
         let (body, copy, accounts) = (
             marked.body,

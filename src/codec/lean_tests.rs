@@ -1,6 +1,7 @@
 use serde_json::{Map, Value, json};
 
 use super::*;
+use crate::codec::split::{TEMPLATE, known};
 
 fn plaid_object() -> Value {
     json!({

@@ -1,6 +1,6 @@
 //! A `/transactions/sync` page read once: its top-level fields, its three lists as the JSON
 //! text of each element, and the fields that steer the loop. Transaction objects are not parsed
-//! here; marking reads each one once (src/plaid/lean.rs), and Postgres reads the rest.
+//! here; marking reads each one once (src/codec/lean.rs), and Postgres reads the rest.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;

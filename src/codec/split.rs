@@ -1,21 +1,10 @@
-//! Transactions stored lean. Most of a Plaid transaction object is its shape: the same ~30
-//! keys on every row, most of them null, and values that the typed columns already hold.
-//! Here, in the worker's job thread, each object of a `/transactions/sync` page is marked
-//! with what Postgres can rebuild without storing it again:
-//!
-//! - `absent`: the keys of the template or the typed columns that the object does not have;
-//! - `rest`: every other key, except typed-column keys whose value the column gives back
-//!   exactly and keys whose value is the template's (`null`, `[]`, an all-null `location`).
-//!
-//! The row then stores only the rest, and `plaid_sync.transactions.data` is
-//! `((template || typed columns) - absent) || rest`: Plaid's object, exactly. A value is left
-//! in the rest whenever there is any doubt, so the rule only ever costs bytes, never data.
+//! One Plaid transaction object split as its row stores it (see `lean.rs` for the rule): the
+//! raw value of each key a typed column or the template knows, the rest, and the known keys
+//! the object lacks. Borrowed from the page's text; nothing is parsed twice.
 
 use std::collections::BTreeMap;
 
 use serde_json::value::RawValue;
-
-use super::sync_page::SyncPage;
 
 /// The key each marked object carries: `{"rest": {…}, "absent": "{…}"}` (a text[] literal).
 pub const MARK: &str = "plaid_sync:lean";
@@ -27,7 +16,7 @@ pub const TEMPLATE: &str = r#"{"account_owner": null, "authorized_datetime": nul
 
 /// What a typed column gives back, and so which raw values it can stand for.
 #[derive(Clone, Copy)]
-enum Typed {
+pub(super) enum Typed {
     Text,
     Number,
     Bool,
@@ -38,7 +27,7 @@ enum Typed {
 }
 
 /// The typed columns of `plaid_sync.transaction_rows` that rebuild their key.
-const TYPED: [(&str, Typed); 15] = [
+pub(super) const TYPED: [(&str, Typed); 15] = [
     ("account_id", Typed::Text),
     ("amount", Typed::Number),
     ("authorized_date", Typed::Date),
@@ -169,15 +158,15 @@ impl<'a> Split<'a> {
 
 /// What a key of the template or of a typed column is.
 #[derive(Clone, Copy)]
-enum Kind {
+pub(super) enum Kind {
     Template(&'static RawValue),
     Typed(Typed),
 }
 
 /// The template's and the typed columns' keys, sorted, with an open-addressing table on them:
 /// every key of every object is looked up here, and a search by comparison showed in profiles.
-struct Known {
-    keys: Vec<(&'static str, Kind)>,
+pub(super) struct Known {
+    pub(super) keys: Vec<(&'static str, Kind)>,
     slots: [u8; 64],
 }
 
@@ -187,7 +176,7 @@ impl Known {
         (key.len() * 31 + first * 7 + last * 3) & 63
     }
 
-    fn index(&self, key: &str) -> Option<usize> {
+    pub(super) fn index(&self, key: &str) -> Option<usize> {
         if key.is_empty() {
             return None;
         }
@@ -205,7 +194,7 @@ impl Known {
     }
 }
 
-fn known() -> &'static Known {
+pub(super) fn known() -> &'static Known {
     static KNOWN: std::sync::LazyLock<Known> = std::sync::LazyLock::new(|| {
         let mut keys: Vec<(&'static str, Kind)> = template()
             .iter()
@@ -269,94 +258,10 @@ pub fn split(object: &str) -> Option<Split<'_>> {
 }
 
 /// `"key":raw,` (a borrowed key has no escapes, so quoting it is exact).
-fn pair(out: &mut String, key: &str, raw: &str) {
+pub(super) fn pair(out: &mut String, key: &str, raw: &str) {
     out.push('"');
     out.push_str(key);
     out.push_str("\":");
     out.push_str(raw);
     out.push(',');
 }
-
-/// One transaction object, marked: its typed keys as sent (the apply reads the columns from
-/// them) and `{"plaid_sync:lean": {"rest": {…}, "absent": "{…}"}}`, the rest being what the
-/// row stores. None when it is not split (the apply then stores it whole).
-pub fn mark(object: &str) -> Option<String> {
-    split(object).map(|s| render(&s))
-}
-
-fn render(s: &Split) -> String {
-    let mut out = String::with_capacity(s.rest.len() + 400);
-    out.push('{');
-    for (k, _) in TYPED {
-        if let Some(raw) = s.get(k) {
-            pair(&mut out, k, raw);
-        }
-    }
-    out.push_str(&format!(
-        "\"{MARK}\":{{\"rest\":{},\"absent\":\"{}\"}}}}",
-        s.rest,
-        s.absent_literal()
-    ));
-    out
-}
-
-/// A `/transactions/sync` page with every `added` and `modified` object marked, and, when the
-/// page only adds transactions that all fit the typed columns, those rows as COPY text.
-pub struct MarkedPage {
-    pub body: String,
-    pub copy: Option<super::copy_text::Rows>,
-    /// The page's `accounts`, as sent.
-    pub accounts: Option<String>,
-}
-
-/// Marks a page read by `SyncPage::parse`.
-pub fn mark_page(page: &SyncPage, item_id: &str) -> MarkedPage {
-    let only_adds = page.modified.is_empty() && page.removed.is_empty();
-    let mut copy = only_adds.then(super::copy_text::Rows::default);
-    let size: usize = page.fields.values().map(|v| v.get().len()).sum();
-    let mut out = String::with_capacity(size + page.added.len() * 1000);
-    out.push('{');
-    for (k, v) in &page.fields {
-        out.push_str(&serde_json::to_string(k).expect("a key is a string"));
-        out.push(':');
-        out.push_str(v.get());
-        out.push(',');
-    }
-    for (key, list) in [("added", &page.added), ("modified", &page.modified)] {
-        out.push_str(&format!("\"{key}\":["));
-        for (j, e) in list.iter().enumerate() {
-            if j > 0 {
-                out.push(',');
-            }
-            let Some(s) = split(e.get()) else {
-                out.push_str(e.get()); // stored whole
-                copy = None;
-                continue;
-            };
-            out.push_str(&render(&s));
-            if let Some(rows) = copy.as_mut().filter(|_| key == "added")
-                && !rows.push(item_id, &s)
-            {
-                copy = None;
-            }
-        }
-        out.push_str("],");
-    }
-    out.push_str("\"removed\":[");
-    for (j, e) in page.removed.iter().enumerate() {
-        if j > 0 {
-            out.push(',');
-        }
-        out.push_str(e.get());
-    }
-    out.push_str("]}");
-    MarkedPage {
-        body: out,
-        copy,
-        accounts: page.fields.get("accounts").map(|a| a.get().to_string()),
-    }
-}
-
-#[cfg(test)]
-#[path = "lean_tests.rs"]
-mod unit;

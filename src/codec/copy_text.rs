@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use super::lean::Split;
+use super::split::Split;
 
 /// How a column's value is read from the object, as the apply's SQL reads it.
 #[derive(Clone, Copy)]

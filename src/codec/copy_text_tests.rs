@@ -1,10 +1,11 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::plaid::lean::{mark_page, split};
-use crate::plaid::sync_page::SyncPage;
+use crate::codec::lean::mark_page;
+use crate::codec::split::split;
+use crate::codec::sync_page::SyncPage;
 
-fn mark(body: &str) -> crate::plaid::lean::MarkedPage {
+fn mark(body: &str) -> crate::codec::lean::MarkedPage {
     mark_page(&SyncPage::parse(body).unwrap(), "item")
 }
 
