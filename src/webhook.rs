@@ -33,7 +33,7 @@ pub enum Refusal {
     Retry(String),
 }
 
-/// Verifies a claimed Plaid-origin row before it acts (API_NOTES §6.2). Keys are cached in
+/// Verifies a claimed Plaid-origin row before it acts (docs/plaid.md, Webhook verification). Keys are cached in
 /// `plaid_sync.webhook_keys`; one Plaid call per new kid.
 pub fn verify_job(job_id: i64, ctx: &crate::job::Ctx) -> Result<(), Refusal> {
     use crate::database::db;

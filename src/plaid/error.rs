@@ -108,7 +108,7 @@ impl PlaidError {
     }
 
     /// For a call of one product's endpoint: the state an error that concerns only that
-    /// product puts the product in (PRODUCTS.md §5.2). None for everything else, which is
+    /// product puts the product in (docs/plaid.md, Errors). None for everything else, which is
     /// classified as usual: a product error never pauses the Item's other products.
     pub fn product_state(&self) -> Option<ProductState> {
         Some(match self.code()? {

@@ -6,7 +6,7 @@ fn err(status: u16, body: &str) -> PlaidError {
 
 #[test]
 fn product_errors_name_a_product_state_and_item_errors_do_not() {
-    // PRODUCTS.md §3.7, the real sample, and §5.2's codes.
+    // A real liabilities sample, and the product codes of docs/plaid.md, Errors.
     let unsupported = err(
         400,
         r#"{"error_type":"ITEM_ERROR","error_code":"PRODUCTS_NOT_SUPPORTED","error_message":"the following products are not supported by this institution: [\"liabilities\"]","display_message":null,"documentation_url":"https://plaid.com/docs/?ref=error#item-errors","request_id":"dTnnm60WgKGLnKL","suggested_action":null}"#,
@@ -38,7 +38,7 @@ fn product_errors_name_a_product_state_and_item_errors_do_not() {
 
 #[test]
 fn documented_samples_are_classified() {
-    // API_NOTES §7.4, verbatim.
+    // Plaid's documented error samples (https://plaid.com/docs/errors/), verbatim.
     let mutation = err(
         400,
         r#"{"error_type":"TRANSACTIONS_ERROR","error_code":"TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION","error_message":"Underlying transaction data changed since last page was fetched. Please restart pagination from last update.","display_message":null,"request_id":"HNTDNrA8F1shFEW"}"#,

@@ -1,4 +1,4 @@
-//! The `Plaid-Verification` JWT (API_NOTES §6): ES256 only, signature by the key Plaid
+//! The `Plaid-Verification` JWT (docs/plaid.md, Webhook verification): ES256 only, signature by the key Plaid
 //! publishes for the `kid`, `iat` at most 5 minutes before receipt, and the SHA-256 of the
 //! exact body bytes, compared in constant time. Plaid's JWT has no `exp`.
 

@@ -1,4 +1,4 @@
-//! Plaid's rate limits: the documented production table (API_NOTES §2.3), and the
+//! Plaid's rate limits: the documented production table (docs/plaid.md, Rate limits), and the
 //! `plaid_sync.rate_limits` setting that overrides entries of it:
 //! `'<endpoint>=<per client per minute>/<per Item per minute>, …'`, `-` for no limit.
 
@@ -33,7 +33,7 @@ pub fn production(endpoint: &str) -> Limit {
         "/item/get" => (Some(5_000), Some(15)),
         "/item/remove" => (Some(2_000), Some(30)),
         "/institutions/get_by_id" => (Some(400), None),
-        // PRODUCTS.md §1.5, §2.11, §3.7, §4.2.
+        // The products' own pages (docs/plaid.md, Rate limits).
         "/transactions/recurring/get" => (Some(1_000), Some(20)),
         "/investments/holdings/get" => (Some(2_000), Some(15)),
         "/investments/transactions/get" => (Some(20_000), Some(30)),

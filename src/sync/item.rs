@@ -76,7 +76,7 @@ pub fn refresh_item(job: &Job, client: &Client, item_id: &str) -> Outcome {
     sync_transactions(job, client, item_id, &token, cursor, "item_refresh", false)
 }
 
-/// ITEM webhooks from Plaid: each moves the Item's state as API_NOTES §5.3 documents.
+/// ITEM webhooks from Plaid: each moves the Item's state as docs/plaid.md, Webhooks, lists.
 pub fn item_webhook(job: &Job, item_id: &str) -> Outcome {
     db(|| item_webhook_in_db(job, item_id))
 }

@@ -1,4 +1,4 @@
-//! The `/transactions/sync` loop Plaid requires (API_NOTES §4.3): page from the stored cursor
+//! The `/transactions/sync` loop Plaid requires (docs/plaid.md, Pagination): page from the stored cursor
 //! until `has_more` is false; on TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION throw the pages
 //! away and restart from the cursor the loop started with. Pages are handed to a `Pages` sink
 //! as they arrive (the caller stages them in a table), so memory holds one page at a time.

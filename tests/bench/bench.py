@@ -360,7 +360,7 @@ def bench_entry_points(emu, seconds, rounds, workers=0):
             extra = ("; the same two rows: " + "; ".join(
                 f"{floors[k]}: {statistics.median(runs[k]):,.0f} tps = {vs_plain(k):.2f}×" for k in others)) if others else ""
             if "definer" in others:
-                # The notice's target (issue 17): the SECURITY DEFINER function writing the same
+                # The notice's target: the SECURITY DEFINER function writing the same
                 # two rows, in the same run; against a plain INSERT it is reported.
                 ours_vs = statistics.median([o / d for o, d in zip(runs["ours"], runs["definer"])])
                 result("3", f"{name}: {statistics.median(runs['ours']):,.0f} tps vs plain INSERT "

@@ -139,6 +139,7 @@ def workers_cluster(emulator):
 def pytest_configure(config):
     config.addinivalue_line("markers", "both_ways: runs with plaid_process_inbox and under running workers")
     config.addinivalue_line("markers", "workers_only: runs under running workers only (paid calls)")
+    config.addinivalue_line("markers", "slow: left out by scripts/test --quick (floods, throughput, restarts)")
 
 
 def pytest_generate_tests(metafunc):
@@ -176,6 +177,20 @@ def assert_no_secret_in_log(cluster, log_from):
     leaked = [s for s in USED_SECRETS if s in log]
     shaped = TOKEN_SHAPE.findall(log)
     assert not leaked and not shaped, f"{len(leaked)} secrets and {len(shaped)} token-shaped strings in the log"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_server_log():
+    """When the session ends: no secret used anywhere in it reached any server's log (the
+    inbox and workers servers, the demo's, and the servers tests start themselves)."""
+    yield
+    import glob
+    root = os.environ.get("PLAID_SYNC_TEST_DIR", "/var/tmp/plaid_sync_test")
+    for path in glob.glob(os.path.join(root, "*", "server.log")):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            log = f.read()
+        leaked = [s for s in USED_SECRETS if s in log]
+        assert not leaked and KEY1_HEX not in log, f"{len(leaked)} secrets found in {path}"
 
 
 def log_size(cluster):

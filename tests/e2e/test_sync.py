@@ -208,7 +208,7 @@ def test_transient_faults_are_retried_then_failed_and_requeued(emulator, su):
     item_id = announce(emulator, su, days=3)
     drain(su)
     assert su.execute("SELECT status, attempts FROM plaid_sync.inbox WHERE item_id = %s", (item_id,)).fetchone() == ("done", 3)
-    # Plaid's rate limit (issue 15): never a failed attempt; the job comes back later.
+    # Plaid's rate limit: never a failed attempt; the job comes back later.
     emulator("fault", endpoint="/transactions/sync", kind="rate_limit", times=100)
     webhook(emulator, su, item_id)
     drain(su, rounds=5)

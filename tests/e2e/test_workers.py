@@ -87,7 +87,7 @@ def test_a_notice_becomes_rows_with_no_manual_call_and_wakes_a_worker_at_once(em
 
 def test_one_commit_of_many_jobs_busies_every_worker(emulator, conn):
     """A commit wakes one idle worker, not all of them, and the jobs it committed run side by
-    side: a worker keeps many in flight (issue 15; before, each took one and woke the next)."""
+    side: a worker keeps many in flight (before, each took one and woke the next)."""
     until(lambda: idle(conn), what="an idle queue")
     a, b = new_item(emulator), new_item(emulator)
     emulator("fault", endpoint="/accounts/get", kind="slow", delay_ms=2000, times=2)

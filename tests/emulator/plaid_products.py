@@ -1,4 +1,4 @@
-"""The emulator's products beyond Transactions (PRODUCTS.md §7): which products an Item has,
+"""The emulator's products beyond Transactions (docs/plaid.md, Products and billing): which products an Item has,
 product errors, and recurring streams (/transactions/recurring/get). Imported by
 plaid_emulator.py; the numbers are written as exact JSON number text (money())."""
 

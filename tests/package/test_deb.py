@@ -19,7 +19,8 @@ from harness import Cluster, free_port  # noqa: E402
 import plaid_emulator  # noqa: E402
 
 DEB = os.environ.get("PLAID_SYNC_DEB")
-pytestmark = pytest.mark.skipif(not DEB or os.geteuid() != 0, reason="needs PLAID_SYNC_DEB and root")
+pytestmark = pytest.mark.skipif(not DEB or os.geteuid() != 0,
+                                reason="needs PLAID_SYNC_DEB and root (scripts/test runs it as root or through sudo)")
 LIB = "/usr/lib/postgresql/15/lib/plaid_sync.so"
 EXT = "/usr/share/postgresql/15/extension"
 KEY = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
