@@ -3,22 +3,26 @@
 //! Messages never carry a secret: values that might be one (tokens, keys) are described,
 //! never quoted.
 
-use std::fmt;
-
 /// What went wrong, in the terms a caller can act on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// 22023: an argument is NULL, empty, too long, malformed or refers to nothing.
+    #[error("{0}")]
     InvalidParameter(String),
     /// 22P02: text that should be JSON is not.
+    #[error("{0}")]
     InvalidJson(String),
     /// 42501: the caller may not do this.
+    #[error("{0}")]
     Privilege(String),
     /// 55000: the server is not configured for this (missing or malformed key, secret, …).
+    #[error("{0}")]
     NotConfigured(String),
     /// 40001: a concurrent change got in the way; the same call again succeeds.
+    #[error("{0}")]
     Retry(String),
     /// 53400: a budget the settings give is spent (paid Plaid calls per day).
+    #[error("{0}")]
     OverBudget(String),
 }
 
@@ -30,7 +34,8 @@ impl Error {
         Error::NotConfigured(msg.into())
     }
 
-    /// The five-character SQLSTATE, as documented.
+    /// The five-character SQLSTATE, as documented: the one place it is written
+    /// (`database::raise` turns it into Postgres's code).
     pub fn sqlstate(&self) -> &'static str {
         match self {
             Error::InvalidParameter(_) => "22023",
@@ -53,13 +58,5 @@ impl Error {
         }
     }
 }
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.message())
-    }
-}
-
-impl std::error::Error for Error {}
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -52,23 +52,31 @@ pub struct Ctx {
     pub settings: JobSettings,
 }
 
-/// How a job ended.
-#[derive(Debug, Clone, PartialEq)]
+/// How a job ended; as text, what `inbox.last_error` says of it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Outcome {
+    #[error("{}", .0.as_deref().unwrap_or("done"))]
     Done(Option<String>),
     /// Transient: try again later.
+    #[error("{0}")]
     Retry(String),
     /// A verified webhook for an Item not announced yet: it sleeps until the Item is announced
     /// (which wakes it) or `plaid_sync.unknown_item_grace` ends; no attempt used.
+    #[error("{0}")]
     Wait(String),
     /// Plaid's rate limit: come back later, no attempt used.
+    #[error("{0}")]
     Throttled(String),
     /// The Item needs its user (or is gone): its status is set, syncs pause.
+    #[error("Item paused: {0}")]
     ItemPaused(String),
     /// A Plaid-origin webhook that failed verification.
+    #[error("{0}")]
     Rejected(String),
+    #[error("{0}")]
     Failed(String),
     /// A bug: the job panicked. Recorded as failed, and logged once by the main thread.
+    #[error("{0}")] // already "internal error: …" (`internal_error`)
     Internal(String),
 }
 

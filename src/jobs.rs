@@ -92,13 +92,13 @@ fn coalesce(job: &Job, ctx: &Ctx) {
         }
         match crate::webhook::verify_job(qid, ctx) {
             Ok(()) => absorbed.push(qid),
-            Err(crate::webhook::Refusal::Reject(r)) => {
+            Err(refusal @ crate::webhook::Refusal::Reject(_)) => {
                 let job = Job {
                     id: qid,
                     attempts: 1,
                     ..job.clone()
                 };
-                db(|| record(&job, &Outcome::Rejected(format!("rejected: {r}"))));
+                db(|| record(&job, &Outcome::Rejected(refusal.to_string())));
             }
             Err(crate::webhook::Refusal::Retry(_)) => {} // it runs on its own later
         }
@@ -118,8 +118,8 @@ pub fn run(job: &Job, ctx: &Ctx) -> Outcome {
         // Verified first: a forged webhook is rejected at once, whatever Item it names.
         match crate::webhook::verify_job(job.id, ctx) {
             Ok(()) => {}
-            Err(crate::webhook::Refusal::Reject(r)) => {
-                return Outcome::Rejected(format!("rejected: {r}"));
+            Err(refusal @ crate::webhook::Refusal::Reject(_)) => {
+                return Outcome::Rejected(refusal.to_string());
             }
             Err(crate::webhook::Refusal::Retry(r)) => return Outcome::Retry(r),
         }

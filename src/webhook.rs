@@ -26,10 +26,13 @@ pub fn header_from_postgrest() -> Option<String> {
 }
 
 /// Why a Plaid-origin job may not run.
+#[derive(Debug, thiserror::Error)]
 pub enum Refusal {
     /// Forged, stale or altered: the row becomes `rejected`.
+    #[error("rejected: {0}")]
     Reject(String),
     /// The key could not be fetched right now: try again later.
+    #[error("{0}")]
     Retry(String),
 }
 

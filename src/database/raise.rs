@@ -5,21 +5,26 @@ use pgrx::prelude::*;
 
 use crate::error::{Error, Result};
 
-/// Raises `e` as an ERROR with its documented SQLSTATE.
+/// Raises `e` as an ERROR with its documented SQLSTATE (`Error::sqlstate`).
 pub fn raise(e: Error) -> ! {
-    let code = match e {
-        Error::InvalidParameter(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-        Error::InvalidJson(_) => PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
-        Error::Privilege(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-        Error::NotConfigured(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-        Error::Retry(_) => PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
-        Error::OverBudget(_) => PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
-    };
-    ErrorReport::new(code, e.message().to_string(), "plaid_sync").report(PgLogLevel::ERROR);
+    ErrorReport::new(code(e.sqlstate()), e.message().to_string(), "plaid_sync")
+        .report(PgLogLevel::ERROR);
     unreachable!("ERROR does not return")
+}
+
+/// A five-character SQLSTATE as Postgres packs it (`MAKE_SQLSTATE`: six bits a character).
+pub fn code(sqlstate: &str) -> PgSqlErrorCode {
+    let packed = sqlstate.bytes().enumerate().fold(0i32, |acc, (i, c)| {
+        acc | ((((c - b'0') & 0x3f) as i32) << (6 * i))
+    });
+    PgSqlErrorCode::from(packed)
 }
 
 /// The value, or the error raised.
 pub fn ok<T>(r: Result<T>) -> T {
     r.unwrap_or_else(|e| raise(e))
 }
+
+#[cfg(test)]
+#[path = "raise_tests.rs"]
+mod unit;

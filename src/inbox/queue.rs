@@ -188,11 +188,11 @@ pub fn record(job: &Job, outcome: &Outcome) {
         Outcome::Wait(_) => ("pending", Due::GraceEnd, 1),
     };
     let error = match outcome {
-        Outcome::ItemPaused(m) => Some(format!("Item paused: {m}")),
         Outcome::Retry(m) if status == "failed" => {
             Some(format!("{m} (gave up after {} attempts)", job.attempts))
         }
-        other => other.message().map(str::to_string),
+        Outcome::Done(None) => None,
+        other => Some(other.to_string()),
     };
     let (due_kind, delay_ms) = match due {
         Due::Keep => (0, 0),

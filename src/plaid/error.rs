@@ -1,15 +1,15 @@
 //! Plaid's error envelope as a typed error, and what a sync should do about each one.
 
-use std::fmt;
-
 use serde::Deserialize;
 
 /// A failed Plaid call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlaidError {
     /// No usable HTTP answer: connection refused, timeout, reset.
+    #[error("network error: {0}")]
     Transport(String),
     /// An HTTP answer that is not a Plaid success: the envelope when there is one.
+    #[error("HTTP {status} {error_type}/{error_code}{}{}", colon(.error_message), request(.request_id))]
     Api {
         status: u16,
         error_type: String,
@@ -18,7 +18,25 @@ pub enum PlaidError {
         request_id: Option<String>,
     },
     /// A 200 whose body is not what the spec says (truncated JSON, missing fields).
+    #[error("unreadable Plaid response: {0}")]
     Decode(String),
+}
+
+/// `: message`, when Plaid gave one.
+fn colon(message: &str) -> String {
+    if message.is_empty() {
+        String::new()
+    } else {
+        format!(": {message}")
+    }
+}
+
+/// ` (request_id …)`, when Plaid gave one: what Plaid's support asks for.
+fn request(request_id: &Option<String>) -> String {
+    request_id
+        .as_deref()
+        .map(|r| format!(" (request_id {r})"))
+        .unwrap_or_default()
 }
 
 /// What the caller does next.
@@ -186,31 +204,6 @@ impl ProductState {
             ProductState::Unsupported => "unsupported",
             ProductState::NoAccounts => "no_accounts",
             ProductState::NeedsConsent => "needs_consent",
-        }
-    }
-}
-
-impl fmt::Display for PlaidError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PlaidError::Transport(m) => write!(f, "network error: {m}"),
-            PlaidError::Decode(m) => write!(f, "unreadable Plaid response: {m}"),
-            PlaidError::Api {
-                status,
-                error_type,
-                error_code,
-                error_message,
-                request_id,
-            } => {
-                write!(f, "HTTP {status} {error_type}/{error_code}")?;
-                if !error_message.is_empty() {
-                    write!(f, ": {error_message}")?;
-                }
-                if let Some(r) = request_id {
-                    write!(f, " (request_id {r})")?;
-                }
-                Ok(())
-            }
         }
     }
 }
