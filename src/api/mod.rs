@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::gucs;
 use crate::inbox::{self, enqueue_notice};
 use crate::store::items::{self, Announced};
+use crate::store::token;
 use crate::validate;
 
 mod refresh;
@@ -37,12 +38,6 @@ pub(super) fn live_item(item_id: &str) -> Result<String> {
     Ok(status)
 }
 
-fn store_token(item_id: &str, token: &str) -> Result<()> {
-    let sealed = gucs::keyring()?.encrypt(item_id, token);
-    items::store_sealed_token(item_id, &sealed);
-    Ok(())
-}
-
 fn notify_item_created(
     item_id: Option<&str>,
     access_token: Option<&str>,
@@ -53,7 +48,7 @@ fn notify_item_created(
     let token = validate::access_token(access_token, env)?;
     crate::database::require_current_sql()?;
     let client_user_id = validate::optional_text(client_user_id, "client_user_id")?;
-    let sealed = gucs::keyring()?.encrypt(item_id, token);
+    let sealed = token::seal(item_id, token)?;
     // A new Item, the common case, is one statement: insert it and queue its first sync.
     for _ in 0..2 {
         match items::announce(item_id, client_user_id, &sealed, env) {
@@ -81,7 +76,7 @@ fn notify_item_updated(item_id: Option<&str>, access_token: Option<&str>) -> Res
     };
     live_item(item_id)?;
     if let Some(token) = token {
-        store_token(item_id, token)?;
+        token::replace(item_id, token)?;
     }
     Ok(enqueue_notice("ITEM", "UPDATED", item_id, "{}", 0))
 }
@@ -211,8 +206,10 @@ fn remove_item(item_id: Option<&str>, remove_at_plaid: Option<bool>) -> Result<(
     if status == "removed" && !remove_at_plaid {
         return Ok(()); // already done
     }
-    items::mark_removed(item_id, remove_at_plaid);
-    if remove_at_plaid {
+    items::mark_removed(item_id);
+    if !remove_at_plaid {
+        token::destroy(item_id);
+    } else {
         // The job calls /item/remove, then destroys the token.
         enqueue_notice("ITEM", "REMOVE", item_id, "{}", 0);
     }
@@ -245,38 +242,11 @@ fn retry_failed(item_id: Option<&str>) -> Result<i32> {
     Ok(n as i32)
 }
 
-fn rotate_encryption_key() -> Result<i32> {
-    let ring = gucs::keyring()?;
-    let rows = items::sealed_tokens_for_update();
-    // Decrypt everything first: one token that cannot be read stops the rotation unchanged.
-    let mut rewrapped = Vec::new();
-    for (item_id, envelope) in rows {
-        if !ring.is_current(&envelope) {
-            let token = ring.decrypt(&item_id, &envelope)?;
-            rewrapped.push((item_id.clone(), ring.encrypt(&item_id, &token)));
-        }
-    }
-    for (item_id, sealed) in &rewrapped {
-        items::store_sealed_token(item_id, sealed);
-    }
-    Ok(rewrapped.len() as i32)
-}
-
 fn decrypt_access_token(item_id: Option<&str>) -> Result<String> {
-    // SECURITY DEFINER runs as the owner; the outer user is whoever called us.
-    if !unsafe { pg_sys::superuser_arg(pg_sys::GetOuterUserId()) } {
-        return Err(Error::Privilege(
-            "only a superuser may decrypt access tokens".into(),
-        ));
-    }
+    token::require_superuser()?; // before anything is said about the Item
     let item_id = validate::item_id(item_id)?;
     item_status(item_id)?;
-    let envelope = items::sealed_token(item_id).ok_or_else(|| {
-        Error::invalid(format!(
-            "Item {item_id} has no access token (it was removed)"
-        ))
-    })?;
-    gucs::keyring()?.decrypt(item_id, &envelope)
+    token::reveal(item_id)
 }
 
 // ---- The SQL surface. Names and signatures are the contract. ----
@@ -355,7 +325,7 @@ fn plaid_retry_failed(item_id: default!(Option<&str>, "NULL")) -> i32 {
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
 #[search_path(@extschema@, pg_catalog, pg_temp)]
 fn plaid_rotate_encryption_key() -> i32 {
-    ok(rotate_encryption_key())
+    ok(token::rotate())
 }
 
 #[pg_extern(security_definer, volatile, parallel_unsafe)]

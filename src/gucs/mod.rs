@@ -244,33 +244,3 @@ pub fn rate_limits() -> String {
     main_thread_only();
     text(&RATE_LIMITS).unwrap_or_default()
 }
-
-/// The keyring from the current settings (55000 when no key is set, 22023 when malformed).
-/// The keys, parsed once per backend for the settings in force (a notice is a few dozen
-/// microseconds; decoding and hashing the key on each one showed).
-pub fn keyring() -> crate::error::Result<std::rc::Rc<crate::crypto::Keyring>> {
-    type Cached = (
-        Option<String>,
-        Option<String>,
-        std::rc::Rc<crate::crypto::Keyring>,
-    );
-    thread_local! {
-        static RING: std::cell::RefCell<Option<Cached>> = const { std::cell::RefCell::new(None) };
-    }
-    let (current, previous) = (encryption_key(), previous_encryption_keys());
-    RING.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        if let Some((c, p, ring)) = cache.as_ref()
-            && *c == current
-            && *p == previous
-        {
-            return Ok(ring.clone());
-        }
-        let ring = std::rc::Rc::new(crate::crypto::Keyring::from_settings(
-            current.as_deref(),
-            previous.as_deref(),
-        )?);
-        *cache = Some((current, previous, ring.clone()));
-        Ok(ring)
-    })
-}

@@ -72,12 +72,35 @@ pub fn sealed_token(item_id: &str) -> Option<Vec<u8>> {
     )
 }
 
-/// Replaces the Item's sealed token.
+/// Replaces the Item's sealed token (`token.rs` seals it).
 pub fn store_sealed_token(item_id: &str, sealed: &[u8]) {
     run(
         "UPDATE plaid_sync.items SET access_token_encrypted = $2, updated_at = now() WHERE item_id = $1",
         &[item_id.into(), sealed.into()],
     );
+}
+
+/// Drops the Item's sealed token (`token::destroy`).
+pub fn destroy_sealed_token(item_id: &str) {
+    run(
+        "UPDATE plaid_sync.items SET access_token_encrypted = NULL, updated_at = now() WHERE item_id = $1",
+        &[item_id.into()],
+    );
+}
+
+/// The Item's status and transactions cursor; None for an Item nobody announced.
+pub fn status_and_cursor(item_id: &str) -> Option<(String, Option<String>)> {
+    pgrx::spi::Spi::connect(|c| {
+        let t = c
+            .select(
+                "SELECT status, transactions_cursor FROM plaid_sync.items WHERE item_id = $1",
+                None,
+                &[item_id.into()],
+            )
+            .ok()?;
+        let r = t.first();
+        Some((r.get::<String>(1).ok()??, r.get::<String>(2).ok()?))
+    })
 }
 
 /// What announcing an Item found.
@@ -168,8 +191,8 @@ pub fn announce(
 }
 
 /// Stops everything queued for the Item, then marks it and its rows removed (rows are kept).
-/// Without `keep_token` the token is destroyed at once.
-pub fn mark_removed(item_id: &str, keep_token: bool) {
+/// The token is `token.rs`'s to destroy.
+pub fn mark_removed(item_id: &str) {
     run(
         "WITH cancelled AS (
              UPDATE plaid_sync.inbox SET status = 'done', finished_at = now(),
@@ -181,10 +204,9 @@ pub fn mark_removed(item_id: &str, keep_token: bool) {
          txn AS (
              UPDATE plaid_sync.transaction_rows SET removed_at = now(), updated_at = now()
               WHERE item_id = $1 AND removed_at IS NULL RETURNING 1)
-         UPDATE plaid_sync.items SET status = 'removed', updated_at = now(),
-                access_token_encrypted = CASE WHEN $2 THEN access_token_encrypted END
+         UPDATE plaid_sync.items SET status = 'removed', updated_at = now()
           WHERE item_id = $1",
-        &[item_id.into(), keep_token.into()],
+        &[item_id.into()],
     );
 }
 

@@ -1,6 +1,7 @@
 //! The rows a sync writes. Plaid's JSON goes into Postgres as text and is taken apart in SQL,
 //! so `numeric` columns get the exact digits Plaid sent. `items.rs` the Items (announce,
-//! tokens, removal) and institutions, `accounts.rs` accounts and balance snapshots,
+//! removal) and institutions, `token.rs` an access token's life (sealed, opened, rotated,
+//! destroyed), `accounts.rs` accounts and balance snapshots,
 //! `pages.rs` a sync's staged pages and its last, `transactions.rs` their apply, `bulk.rs`
 //! the COPY that applies a run of new transactions, `paid_calls.rs` the calls Plaid bills per
 //! request, `changes.rs` the NOTIFY sent when an apply commits, `products.rs` each Item's
@@ -17,6 +18,7 @@ pub mod pages;
 pub mod paid_calls;
 pub mod products;
 pub mod recurring;
+pub mod token;
 pub mod transactions;
 
 pub use accounts::upsert_accounts;

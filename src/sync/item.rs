@@ -169,12 +169,6 @@ pub fn remove_at_plaid(client: &Client, item_id: &str) -> Outcome {
         }
         Err(e) => return from_plaid("/item/remove", e),
     };
-    db(|| {
-        Spi::run_with_args(
-            "UPDATE plaid_sync.items SET access_token_encrypted = NULL, updated_at = now() WHERE item_id = $1",
-            &[item_id.into()],
-        )
-        .expect("destroy token")
-    });
+    db(|| crate::store::token::destroy(item_id));
     outcome
 }

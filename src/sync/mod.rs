@@ -60,30 +60,20 @@ pub const PAUSED: &[&str] = &[
 
 /// Item, its status and its decrypted token; `Err` ends the job.
 pub(crate) fn load_item(item_id: &str) -> Result<(String, Option<String>, String), Outcome> {
-    let row = db(|| {
-        Spi::connect(|c| {
-            c.select(
-            "SELECT status, transactions_cursor, access_token_encrypted FROM plaid_sync.items WHERE item_id = $1",
-            None,
-            &[item_id.into()],
-        )
-        .ok()
-        .and_then(|t| {
-            let r = t.first();
-            Some((r.get::<String>(1).ok()??, r.get::<String>(2).ok()?, r.get::<Vec<u8>>(3).ok()?))
-        })
-        })
+    // One step: the Item's state and its token read in the same transaction.
+    let (item, token) = db(|| {
+        let item = crate::store::items::status_and_cursor(item_id);
+        let token = item.as_ref().map(|_| crate::store::token::open(item_id));
+        (item, token)
     });
-    let Some((status, cursor, envelope)) = row else {
+    let (Some((status, cursor)), Some(token)) = (item, token) else {
         return Err(Outcome::Done(Some(format!("Item {item_id} is not known"))));
     };
-    let Some(envelope) = envelope else {
-        return Err(Outcome::Done(Some(format!(
+    match token {
+        Ok(Some(token)) => Ok((status, cursor, token)),
+        Ok(None) => Err(Outcome::Done(Some(format!(
             "Item {item_id} has no access token (removed)"
-        ))));
-    };
-    let token = db(crate::gucs::keyring)
-        .and_then(|k| k.decrypt(item_id, &envelope))
-        .map_err(|e| Outcome::Failed(e.to_string()))?;
-    Ok((status, cursor, token))
+        )))),
+        Err(e) => Err(Outcome::Failed(e.to_string())),
+    }
 }
