@@ -136,13 +136,7 @@ pub fn run(job: &Job, ctx: &Ctx) -> Outcome {
             }
             None => {}
         }
-        db(|| {
-            Spi::run_with_args(
-                "UPDATE plaid_sync.items SET last_webhook_at = now() WHERE item_id = $1",
-                &[item_id.into()],
-            )
-            .expect("last_webhook_at")
-        });
+        db(|| crate::store::items::webhook_received(item_id));
     }
     match (
         job.source.as_str(),
@@ -190,6 +184,7 @@ pub fn process_inbox_in_transaction(max_jobs: i32) -> i32 {
         let Some((job, more_due)) = claim(0, 1) else {
             break;
         };
+        crate::store::runs::close_abandoned(job.id);
         crate::wake::on_claim(more_due);
         // Given back for a later claim: dated past this transaction's now(), so not met again here.
         if job.is_paid() || !lock_item(&job) {
@@ -283,6 +278,8 @@ pub fn next(lanes: &[i16]) -> Next {
         let Some((job, more_due)) = claimed else {
             return Next::Idle;
         };
+        // A sync a dead process left behind is closed, and its staged pages dropped.
+        crate::store::runs::close_abandoned(job.id);
         if !lock_item(&job) {
             release(&job);
             return Next::Busy;

@@ -1,9 +1,9 @@
-//! Plaid webhook verification helpers that need Postgres (the JWT checks themselves live in
-//! `plaid/jwt.rs`).
+//! Plaid webhook verification at job time, and the PostgREST header at receipt (the JWT
+//! checks themselves live in `plaid/jwt.rs`, the key cache's rows in `store/webhook_keys.rs`).
 
 use pgrx::prelude::*;
 
-use crate::plaid::jwt::UNKNOWN_KID_TTL_S;
+use crate::store::webhook_keys;
 
 /// PostgREST (and Supabase) put the HTTP request headers in the `request.headers` setting as
 /// a JSON object with lower-case names; use its `plaid-verification` when the caller passed
@@ -69,24 +69,24 @@ pub fn verify_job(job_id: i64, ctx: &crate::job::Ctx) -> Result<(), Refusal> {
         return Err(Refusal::Reject("no Plaid-Verification header".into()));
     };
     let (kid, _) = jwt::header(&token).map_err(Refusal::Reject)?;
-    let jwk_json = match cached_key(&kid) {
-        Cached::Key(jwk) => jwk,
-        Cached::Unknown => {
+    let jwk_json = match db(|| webhook_keys::cached(&kid)) {
+        webhook_keys::Cached::Key(jwk) => jwk,
+        webhook_keys::Cached::Unknown => {
             return Err(Refusal::Reject(format!(
                 "unknown verification key id {kid} (cached answer)"
             )));
         }
-        Cached::Missing => {
+        webhook_keys::Cached::Missing => {
             // Plaid's reference logic: a new kid may mean a rotation, so refresh the keys we
             // hold that were still current, then fetch the new one. A key refreshed within
             // the last few minutes is not asked for again: a flood of forged kids costs one
             // call each, not one more per key we hold.
-            for current in db(current_kids) {
+            for current in db(webhook_keys::current_kids) {
                 if let Ok(v) = client
                     .webhook_verification_key_get(&current)
                     .and_then(|r| r.json())
                 {
-                    store_key(&current, Some(&v["key"]));
+                    db(|| webhook_keys::store(&current, Some(&v["key"])));
                 }
             }
             match client
@@ -94,14 +94,14 @@ pub fn verify_job(job_id: i64, ctx: &crate::job::Ctx) -> Result<(), Refusal> {
                 .and_then(|r| r.json())
             {
                 Ok(v) => {
-                    store_key(&kid, Some(&v["key"]));
+                    db(|| webhook_keys::store(&kid, Some(&v["key"])));
                     v["key"].clone()
                 }
                 Err(e) if e.class() == crate::plaid::Class::Transient => {
                     return Err(Refusal::Retry(format!("fetching verification key: {e}")));
                 }
                 Err(e) => {
-                    store_key(&kid, None);
+                    db(|| webhook_keys::store(&kid, None));
                     return Err(Refusal::Reject(format!(
                         "unknown verification key id {kid}: {e}"
                     )));
@@ -116,80 +116,7 @@ pub fn verify_job(job_id: i64, ctx: &crate::job::Ctx) -> Result<(), Refusal> {
     Ok(())
 }
 
-enum Cached {
-    Key(serde_json::Value),
-    /// Plaid said it does not know this kid, less than `UNKNOWN_KID_TTL` ago.
-    Unknown,
-    Missing,
-}
-
-fn cached_key(kid: &str) -> Cached {
-    crate::database::db(|| {
-        Spi::connect(|c| {
-            let t = c
-                .select(
-                    "SELECT jwk, jwk IS NULL AND fetched_at > now() - make_interval(secs => $2)
-                       FROM plaid_sync.webhook_keys WHERE kid = $1",
-                    None,
-                    &[kid.into(), UNKNOWN_KID_TTL_S.into()],
-                )
-                .expect("read key cache");
-            if t.is_empty() {
-                return Cached::Missing;
-            }
-            let r = t.first();
-            match (
-                r.get::<pgrx::JsonB>(1).ok().flatten(),
-                r.get::<bool>(2).ok().flatten(),
-            ) {
-                (Some(j), _) => Cached::Key(j.0),
-                (None, Some(true)) => Cached::Unknown,
-                _ => Cached::Missing,
-            }
-        })
-    })
-}
-
-fn current_kids() -> Vec<String> {
-    Spi::connect(|c| {
-        c.select(
-            "SELECT kid FROM plaid_sync.webhook_keys
-              WHERE jwk IS NOT NULL AND expired_at IS NULL
-                AND fetched_at < now() - make_interval(secs => $1)",
-            None,
-            &[UNKNOWN_KID_TTL_S.into()],
-        )
-        .expect("current keys")
-        .filter_map(|r| r.get::<String>(1).ok().flatten())
-        .collect()
-    })
-}
-
-/// Caches a JWK (with its expiry), or that Plaid does not know `kid` (`jwk` None).
-fn store_key(kid: &str, jwk: Option<&serde_json::Value>) {
-    let text = jwk.map(|j| j.to_string());
-    crate::database::db(|| {
-        Spi::run_with_args(
-            "INSERT INTO plaid_sync.webhook_keys (kid, jwk, created_at, expired_at)
-             SELECT $1, k, to_timestamp((k ->> 'created_at')::double precision),
-                    to_timestamp((k ->> 'expired_at')::double precision)
-               FROM (SELECT $2::jsonb AS k) x
-             ON CONFLICT (kid) DO UPDATE SET jwk = EXCLUDED.jwk, created_at = EXCLUDED.created_at,
-                    expired_at = EXCLUDED.expired_at, fetched_at = now()",
-            &[kid.into(), text.into()],
-        )
-        .expect("cache key")
-    });
-}
-
-/// Records that the row may run; its body, kept as text until now, becomes its `jsonb`.
+/// Records that the row may run.
 fn mark(id: i64, verification: &str) {
-    crate::database::db(|| {
-        Spi::run_with_args(
-            "UPDATE plaid_sync.inbox SET verification = $2, body = coalesce(body, raw_body::jsonb)
-              WHERE id = $1",
-            &[id.into(), verification.into()],
-        )
-        .expect("record verification")
-    });
+    crate::database::db(|| crate::inbox::mark_verified(id, verification));
 }

@@ -227,7 +227,10 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
             && installed == Some(true)
             && last_maintenance.is_none_or(|t| t.elapsed() >= MAINTENANCE_EVERY)
         {
-            if let Err(e) = try_db(crate::inbox::maintenance::maintenance) {
+            if let Err(e) = try_db(|| {
+                crate::inbox::maintenance::maintenance();
+                crate::store::webhook_keys::prune();
+            }) {
                 crate::database::sql_version_unknown();
                 installed = None; // look again before the next round
                 log!("plaid_sync worker 0: maintenance failed: {e}");

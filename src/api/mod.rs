@@ -206,7 +206,11 @@ fn remove_item(item_id: Option<&str>, remove_at_plaid: Option<bool>) -> Result<(
     if status == "removed" && !remove_at_plaid {
         return Ok(()); // already done
     }
+    // Nothing queued runs any more; the Item and its rows are marked (and kept).
+    inbox::cancel_item_jobs(item_id);
     items::mark_removed(item_id);
+    crate::store::accounts::mark_item_removed(item_id);
+    crate::store::transactions::mark_item_removed(item_id);
     if !remove_at_plaid {
         token::destroy(item_id);
     } else {

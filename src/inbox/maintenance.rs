@@ -18,15 +18,6 @@ pub fn maintenance() {
         )
         .expect("inbox retention");
     }
-    // The key cache keeps Plaid's keys until a day after they expired, and "unknown kid"
-    // answers only while they are believed: forged kids leave no rows behind.
-    Spi::run_with_args(
-        "DELETE FROM plaid_sync.webhook_keys
-          WHERE (jwk IS NULL AND fetched_at < now() - make_interval(secs => $1))
-             OR expired_at < now() - interval '1 day'",
-        &[crate::plaid::jwt::UNKNOWN_KID_TTL_S.into()],
-    )
-    .expect("key cache retention");
     let resync = gucs::resync_interval_s();
     if resync > 0 {
         let queued = one::<i64>(

@@ -5,6 +5,21 @@
 pub mod maintenance;
 pub mod queue;
 
+/// The statement that queues a new Item's first sync, to end a statement whose CTE `$cte`
+/// returns the new Item's `item_id` (`store::items::announce`: the Item and its first job in
+/// one statement, the common case of a notice).
+#[macro_export]
+macro_rules! queue_first_sync_from {
+    ($cte:literal) => {
+        concat!(
+            "INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id, lane)
+         SELECT 'backend', 'ITEM', 'CREATED', item_id, 1 FROM ",
+            $cte,
+            " RETURNING id"
+        )
+    };
+}
+
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
@@ -91,4 +106,34 @@ pub fn enqueue_webhook(
         .expect("insert returns an id");
     crate::wake::wake_on_commit();
     id
+}
+
+/// Verified webhooks that came before their Item was announced sleep until it is: the Item's
+/// first job wakes them (the notice itself stays the two rows it must write).
+pub fn wake_waiting_webhooks(item_id: &str) {
+    crate::database::run(
+        "UPDATE plaid_sync.inbox SET run_after = now()
+          WHERE item_id = $1 AND status = 'pending' AND source = 'plaid' AND run_after > now()",
+        &[item_id.into()],
+    );
+}
+
+/// The Item is removed: nothing queued for it runs, and a job running for it is done.
+pub fn cancel_item_jobs(item_id: &str) {
+    crate::database::run(
+        "UPDATE plaid_sync.inbox SET status = 'done', finished_at = now(),
+                last_error = 'cancelled: Item removed'
+          WHERE item_id = $1 AND status IN ('pending', 'running')",
+        &[item_id.into()],
+    );
+}
+
+/// A Plaid-origin row verified: it may run, and its body, kept as text until now, becomes its
+/// `jsonb`.
+pub fn mark_verified(id: i64, verification: &str) {
+    crate::database::run(
+        "UPDATE plaid_sync.inbox SET verification = $2, body = coalesce(body, raw_body::jsonb)
+          WHERE id = $1",
+        &[id.into(), verification.into()],
+    );
 }

@@ -66,18 +66,7 @@ pub fn claim(first: i16, last: i16) -> Option<(Job, bool)> {
             Some((job, r.get::<bool>(8).ok().flatten().unwrap_or(false)))
         },
     );
-    let (job, more_due) = job?;
-    // A sync a dead process left behind is closed, and its staged pages dropped.
-    Spi::run_with_args(
-        "WITH gone AS (
-             UPDATE plaid_sync.sync_runs SET outcome = 'failed', finished_at = now(),
-                    error = 'abandoned: the process running it stopped'
-              WHERE inbox_id = $1 AND outcome = 'running' RETURNING id)
-         DELETE FROM plaid_sync.sync_pages WHERE sync_run_id IN (SELECT id FROM gone)",
-        &[job.id.into()],
-    )
-    .expect("close abandoned runs");
-    Some((job, more_due))
+    job
 }
 
 /// A long sync keeps its job's lease alive page by page.

@@ -62,3 +62,21 @@ pub fn upsert_accounts(item_id: &str, accounts_json: &str, complete: bool, raw: 
         &[item_id.into(), accounts_json.into(), complete.into(), raw.into()],
     );
 }
+
+/// ITEM/USER_ACCOUNT_REVOKED: the account the body names is marked removed (its rows stay).
+pub fn revoke(item_id: &str, body: &str) {
+    crate::database::run(
+        "UPDATE plaid_sync.accounts SET removed_at = now(), updated_at = now()
+          WHERE item_id = $1 AND account_id = $2::jsonb ->> 'account_id' AND removed_at IS NULL",
+        &[item_id.into(), body.into()],
+    );
+}
+
+/// The Item is removed: its accounts are marked removed (and kept).
+pub fn mark_item_removed(item_id: &str) {
+    crate::database::run(
+        "UPDATE plaid_sync.accounts SET removed_at = now(), updated_at = now()
+          WHERE item_id = $1 AND removed_at IS NULL",
+        &[item_id.into()],
+    );
+}

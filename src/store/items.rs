@@ -1,4 +1,6 @@
-//! Items and the institutions cache: what `/item/get` says about an Item.
+//! `plaid_sync.items`: every statement that writes an Item's row (announce, what `/item/get`
+//! and Plaid's ITEM webhooks say, a sync's cursor, pauses, removal, the sealed token, whose
+//! life `token.rs` runs).
 
 use crate::database::{one, run};
 
@@ -17,26 +19,6 @@ pub fn update_item(item_id: &str, item_json: &str) {
     );
 }
 
-/// The cached institution name, if we have it.
-pub fn institution_cached(institution_id: &str) -> bool {
-    one::<bool>(
-        "SELECT true FROM plaid_sync.institutions WHERE institution_id = $1",
-        &[institution_id.into()],
-    )
-    .is_some()
-}
-
-pub fn store_institution(institution_json: &str) {
-    run(
-        "WITH x AS (SELECT $1::jsonb AS o)
-         INSERT INTO plaid_sync.institutions (institution_id, name, data)
-         SELECT o ->> 'institution_id', o ->> 'name', o FROM x
-         ON CONFLICT (institution_id) DO UPDATE SET name = EXCLUDED.name, data = EXCLUDED.data,
-                fetched_at = now()",
-        &[institution_json.into()],
-    );
-}
-
 pub fn name_institution(item_id: &str) {
     run(
         "UPDATE plaid_sync.items i SET institution_name = n.name
@@ -45,6 +27,95 @@ pub fn name_institution(item_id: &str) {
             AND i.institution_name IS DISTINCT FROM n.name",
         &[item_id.into()],
     );
+}
+
+/// A webhook for the Item arrived (and was verified).
+pub fn webhook_received(item_id: &str) {
+    run(
+        "UPDATE plaid_sync.items SET last_webhook_at = now() WHERE item_id = $1",
+        &[item_id.into()],
+    );
+}
+
+/// The status an Item-level Plaid error implies, with the error (`error_json`, Plaid's
+/// envelope); a removed Item stays removed.
+pub fn pause(item_id: &str, status: &str, error_json: &str) {
+    run(
+        "UPDATE plaid_sync.items SET status = $2, error = $3::jsonb, updated_at = now()
+          WHERE item_id = $1 AND status <> 'removed'",
+        &[item_id.into(), status.into(), error_json.into()],
+    );
+}
+
+/// SYNC_UPDATES_AVAILABLE's two flags, which only ever turn true.
+pub fn store_update_flags(item_id: &str, body: &str) {
+    run(
+        "UPDATE plaid_sync.items SET
+                initial_update_complete = initial_update_complete OR coalesce(($2::jsonb ->> 'initial_update_complete')::boolean, false),
+                historical_update_complete = historical_update_complete OR coalesce(($2::jsonb ->> 'historical_update_complete')::boolean, false)
+          WHERE item_id = $1",
+        &[item_id.into(), body.into()],
+    );
+}
+
+/// A transactions sync applied: its cursor (None: keep the stored one), Plaid's update
+/// status, and the Item healthy again unless the user must act.
+pub fn synced(item_id: &str, next_cursor: Option<&str>, update_status: Option<&str>) {
+    run(
+        "UPDATE plaid_sync.items SET
+                transactions_cursor = coalesce($2, transactions_cursor),
+                status = CASE WHEN status IN ('pending', 'error', 'login_required', 'invalid_token')
+                              THEN 'healthy' ELSE status END,
+                error = CASE WHEN status IN ('pending_expiration', 'pending_disconnect') THEN error END,
+                initial_update_complete = initial_update_complete
+                    OR $3 IN ('INITIAL_UPDATE_COMPLETE', 'HISTORICAL_UPDATE_COMPLETE'),
+                historical_update_complete = historical_update_complete
+                    OR $3 = 'HISTORICAL_UPDATE_COMPLETE',
+                last_synced_at = now(), updated_at = now()
+          WHERE item_id = $1",
+        &[item_id.into(), next_cursor.into(), update_status.into()],
+    );
+}
+
+/// ITEM/ERROR: the status the error implies (`status`), the body's `error` kept.
+pub fn error_webhook(item_id: &str, status: &str, body: &str) {
+    run(
+        "UPDATE plaid_sync.items SET status = $2, error = $3::jsonb -> 'error', updated_at = now()
+          WHERE item_id = $1 AND status <> 'removed'",
+        &[item_id.into(), status.into(), body.into()],
+    );
+}
+
+/// ITEM/LOGIN_REPAIRED: healthy again, from any state the user's login explains.
+pub fn login_repaired(item_id: &str) {
+    run(
+        "UPDATE plaid_sync.items SET status = 'healthy', error = NULL, updated_at = now()
+          WHERE item_id = $1 AND status IN ('login_required', 'pending_expiration', 'pending_disconnect', 'error')",
+        &[item_id.into()],
+    );
+}
+
+/// The other ITEM webhooks that change the Item's row (docs/plaid.md, Webhooks), applied;
+/// false for a code that does not.
+pub fn item_webhook(item_id: &str, code: &str, body: &str) -> bool {
+    let sql = match code {
+        "PENDING_EXPIRATION" => "UPDATE plaid_sync.items SET status = 'pending_expiration',
+                consent_expiration_time = ($2::jsonb ->> 'consent_expiration_time')::timestamptz,
+                updated_at = now() WHERE item_id = $1 AND status NOT IN ('removed', 'revoked')",
+        "PENDING_DISCONNECT" => "UPDATE plaid_sync.items SET status = 'pending_disconnect',
+                error = jsonb_build_object('reason', $2::jsonb -> 'reason', 'disconnect_time', $2::jsonb -> 'disconnect_time'),
+                updated_at = now() WHERE item_id = $1 AND status NOT IN ('removed', 'revoked')",
+        "USER_PERMISSION_REVOKED" => "UPDATE plaid_sync.items SET status = 'revoked',
+                error = $2::jsonb -> 'error', updated_at = now() WHERE item_id = $1 AND status <> 'removed'",
+        "WEBHOOK_UPDATE_ACKNOWLEDGED" => "UPDATE plaid_sync.items SET webhook = $2::jsonb ->> 'new_webhook_url',
+                updated_at = now() WHERE item_id = $1",
+        "NEW_ACCOUNTS_AVAILABLE" => "UPDATE plaid_sync.items SET
+                data = coalesce(data, '{}') || jsonb_build_object('new_accounts_available', true),
+                updated_at = now() WHERE item_id = $1",
+        _ => return false,
+    };
+    run(sql, &[item_id.into(), body.into()]);
+    true
 }
 
 /// The Item's status, locking its row (None when there is no such Item).
@@ -117,16 +188,6 @@ pub enum Announced {
 
 /// Inserts a new Item and queues its first sync in one statement (the common case), or
 /// re-links a known one.
-/// Verified webhooks that came before their Item was announced sleep until it is: the Item's
-/// first job wakes them (the notice itself stays the two rows it must write).
-pub fn wake_waiting_webhooks(item_id: &str) {
-    crate::database::run(
-        "UPDATE plaid_sync.inbox SET run_after = now()
-          WHERE item_id = $1 AND status = 'pending' AND source = 'plaid' AND run_after > now()",
-        &[item_id.into()],
-    );
-}
-
 pub fn announce(
     item_id: &str,
     client_user_id: Option<&str>,
@@ -150,14 +211,15 @@ pub fn announce(
         pg_sys::TEXTOID,
     ];
     let queued = crate::database::one_prepared::<i64>(
+        concat!(
         "WITH item AS (
              INSERT INTO plaid_sync.items (item_id, client_user_id, access_token_encrypted, environment)
              VALUES ($1, $2, $3, $4)
              ON CONFLICT (item_id) DO NOTHING
              RETURNING item_id)
-         INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id, lane)
-         SELECT 'backend', 'ITEM', 'CREATED', item_id, 1 FROM item
-         RETURNING id",
+         ",
+        crate::queue_first_sync_from!("item")
+        ),
         &types,
         &args(),
     );
@@ -190,22 +252,11 @@ pub fn announce(
     }
 }
 
-/// Stops everything queued for the Item, then marks it and its rows removed (rows are kept).
-/// The token is `token.rs`'s to destroy.
+/// Marks the Item removed (its row is kept; `api::remove_item` cancels its jobs and marks its
+/// rows). The token is `token.rs`'s to destroy.
 pub fn mark_removed(item_id: &str) {
     run(
-        "WITH cancelled AS (
-             UPDATE plaid_sync.inbox SET status = 'done', finished_at = now(),
-                    last_error = 'cancelled: Item removed'
-              WHERE item_id = $1 AND status IN ('pending', 'running') RETURNING 1),
-         acc AS (
-             UPDATE plaid_sync.accounts SET removed_at = now(), updated_at = now()
-              WHERE item_id = $1 AND removed_at IS NULL RETURNING 1),
-         txn AS (
-             UPDATE plaid_sync.transaction_rows SET removed_at = now(), updated_at = now()
-              WHERE item_id = $1 AND removed_at IS NULL RETURNING 1)
-         UPDATE plaid_sync.items SET status = 'removed', updated_at = now()
-          WHERE item_id = $1",
+        "UPDATE plaid_sync.items SET status = 'removed', updated_at = now() WHERE item_id = $1",
         &[item_id.into()],
     );
 }

@@ -1,16 +1,18 @@
-//! The rows a sync writes. Plaid's JSON goes into Postgres as text and is taken apart in SQL,
-//! so `numeric` columns get the exact digits Plaid sent. `items.rs` the Items (announce,
-//! removal) and institutions, `token.rs` an access token's life (sealed, opened, rotated,
-//! destroyed), `accounts.rs` accounts and balance snapshots,
-//! `pages.rs` a sync's staged pages and its last, `transactions.rs` their apply, `bulk.rs`
-//! the COPY that applies a run of new transactions, `paid_calls.rs` the calls Plaid bills per
-//! request, `changes.rs` the NOTIFY sent when an apply commits, `products.rs` each Item's
-//! products, `recurring.rs` recurring streams, `liabilities.rs` liabilities,
-//! `investments.rs` securities, holdings and investment transactions.
+//! The rows a sync writes, one file per table (each the only place that writes it). Plaid's
+//! JSON goes into Postgres as text and is taken apart in SQL, so `numeric` columns get the
+//! exact digits Plaid sent. `items.rs` the Items, `token.rs` an access token's life (sealed,
+//! opened, rotated, destroyed), `institutions.rs` the institutions cache, `accounts.rs`
+//! accounts and balance snapshots, `pages.rs` a sync's staged pages and its last,
+//! `transactions.rs` `transaction_rows` (the apply by SQL, or by COPY for a run of new
+//! transactions), `runs.rs` `sync_runs`, `paid_calls.rs` the calls Plaid bills per request,
+//! `changes.rs` the NOTIFY sent when an apply commits, `products.rs` each Item's products,
+//! `recurring.rs` recurring streams, `liabilities.rs` liabilities, `investments.rs`
+//! securities, holdings and investment transactions, `webhook_keys.rs` Plaid's verification
+//! keys. (The inbox's rows are `crate::inbox`'s.)
 
 pub mod accounts;
-pub mod bulk;
 pub mod changes;
+pub mod institutions;
 pub mod investments;
 pub mod items;
 pub mod liabilities;
@@ -18,13 +20,14 @@ pub mod pages;
 pub mod paid_calls;
 pub mod products;
 pub mod recurring;
+pub mod runs;
 pub mod token;
 pub mod transactions;
+pub mod webhook_keys;
 
 pub use accounts::upsert_accounts;
-pub use items::{
-    institution_cached, name_institution, store_institution, update_item, wake_waiting_webhooks,
-};
+pub use institutions::{institution_cached, store_institution};
+pub use items::{name_institution, update_item};
 pub use pages::{Last, LastPage, discard_pages, stage_page};
 pub use transactions::{Reject, apply_accounts, apply_pages, record_rejects, remove_unseen};
 
@@ -47,3 +50,7 @@ pub(crate) const COUNTS: &str = "
     SELECT (SELECT count(*) FILTER (WHERE inserted) FROM up)::int,
            (SELECT count(*) FILTER (WHERE NOT inserted) FROM up)::int,
            (SELECT count(*) FROM gone)::int";
+
+#[cfg(test)]
+#[path = "mod_tests.rs"]
+mod unit;

@@ -6,14 +6,12 @@
 //! restarts the window (at most 3 times); only a window read in full marks anything removed.
 //! Holdings are a snapshot (`snapshot::HOLDINGS`).
 
-use pgrx::prelude::*;
-
 use super::snapshot::{self, Snapshot};
 use super::{PAUSED, load_item};
 use crate::database::{db, one};
 use crate::job::{Ctx, Job, Outcome};
 use crate::plaid::{Client, PlaidError, Response};
-use crate::store::{self, changes, products};
+use crate::store::{self, changes, products, runs};
 
 pub const PRODUCT: &str = "investments";
 const PAGE: u32 = 500;
@@ -110,12 +108,7 @@ pub fn investment_transactions(job: &Job, ctx: &Ctx, item_id: &str) -> Outcome {
     let days = window_days(job);
     let (run_id, start, end) = db(|| {
         let trigger = format!("{}/{}", job.webhook_type, job.webhook_code);
-        let run_id = one::<i64>(
-            "INSERT INTO plaid_sync.sync_runs (item_id, inbox_id, trigger, product)
-             VALUES ($1, $2, $3, 'investments') RETURNING id",
-            &[item_id.into(), job.id.into(), trigger.into()],
-        )
-        .expect("sync run id");
+        let run_id = runs::start(item_id, job.id, &trigger, Some("investments"));
         let start =
             // Plaid's date format, whatever DateStyle the session has.
             one::<String>("SELECT to_char(current_date - $1, 'YYYY-MM-DD')", &[days.into()])
@@ -136,7 +129,7 @@ pub fn investment_transactions(job: &Job, ctx: &Ctx, item_id: &str) -> Outcome {
             changes::notify(item_id, PRODUCT, run_id, counts.0, counts.1, counts.2);
             let outcome = Outcome::Done(None);
             snapshot::finish_run(run_id, counts, &request_ids, &outcome);
-            record_pages(run_id, pages, restarts);
+            runs::record_pages(run_id, pages, restarts);
             outcome
         }
         Read::Failed(e, request_ids) => {
@@ -159,18 +152,6 @@ pub fn investment_transactions(job: &Job, ctx: &Ctx, item_id: &str) -> Outcome {
             outcome
         }
     })
-}
-
-fn record_pages(run_id: i64, pages: u32, restarts: u32) {
-    Spi::run_with_args(
-        "UPDATE plaid_sync.sync_runs SET pages = $2, restarts = $3 WHERE id = $1",
-        &[
-            run_id.into(),
-            (pages as i32).into(),
-            (restarts as i32).into(),
-        ],
-    )
-    .expect("record pages");
 }
 
 /// HOLDINGS: DEFAULT_UPDATE, and the first read.

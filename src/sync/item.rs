@@ -1,7 +1,6 @@
 //! The ITEM jobs: re-read an Item with its institution and accounts (backend CREATED and
 //! UPDATED), apply Plaid's ITEM webhooks, update the webhook URL, remove an Item at Plaid.
 
-use pgrx::prelude::*;
 use serde_json::Value;
 
 use super::{from_plaid, load_item, pause_item, sync_transactions};
@@ -28,7 +27,7 @@ pub fn refresh_item(job: &Job, client: &Client, item_id: &str) -> Outcome {
     let updated = job.webhook_code == "UPDATED";
     db(|| {
         store::update_item(item_id, &obj);
-        store::wake_waiting_webhooks(item_id);
+        crate::inbox::wake_waiting_webhooks(item_id);
         // Link update mode may have added consent or accounts: ruled-out products are retried.
         if updated {
             store::products::reset_ruled_out(item_id);
@@ -83,49 +82,34 @@ pub fn item_webhook(job: &Job, item_id: &str) -> Outcome {
 
 fn item_webhook_in_db(job: &Job, item_id: &str) -> Outcome {
     let body = job.body.to_string();
-    let sql = match job.webhook_code.as_str() {
+    match job.webhook_code.as_str() {
         "ERROR" => {
             let e = PlaidError::from_response(400, &job.body["error"].to_string());
             let status = match e.class() {
                 Class::ItemState(s) => s,
                 _ => "error",
             };
-            Spi::run_with_args(
-                "UPDATE plaid_sync.items SET status = $2, error = $3::jsonb -> 'error', updated_at = now()
-                  WHERE item_id = $1 AND status <> 'removed'",
-                &[item_id.into(), status.into(), body.into()],
-            )
-            .expect("item error");
-            return Outcome::Done(None);
+            store::items::error_webhook(item_id, status, &body);
         }
-        "PENDING_EXPIRATION" => "UPDATE plaid_sync.items SET status = 'pending_expiration',
-                consent_expiration_time = ($2::jsonb ->> 'consent_expiration_time')::timestamptz,
-                updated_at = now() WHERE item_id = $1 AND status NOT IN ('removed', 'revoked')",
-        "PENDING_DISCONNECT" => "UPDATE plaid_sync.items SET status = 'pending_disconnect',
-                error = jsonb_build_object('reason', $2::jsonb -> 'reason', 'disconnect_time', $2::jsonb -> 'disconnect_time'),
-                updated_at = now() WHERE item_id = $1 AND status NOT IN ('removed', 'revoked')",
-        "USER_PERMISSION_REVOKED" => "UPDATE plaid_sync.items SET status = 'revoked',
-                error = $2::jsonb -> 'error', updated_at = now() WHERE item_id = $1 AND status <> 'removed'",
-        "USER_ACCOUNT_REVOKED" => "UPDATE plaid_sync.accounts SET removed_at = now(), updated_at = now()
-                WHERE item_id = $1 AND account_id = $2::jsonb ->> 'account_id' AND removed_at IS NULL",
-        "WEBHOOK_UPDATE_ACKNOWLEDGED" => "UPDATE plaid_sync.items SET webhook = $2::jsonb ->> 'new_webhook_url',
-                updated_at = now() WHERE item_id = $1",
-        "NEW_ACCOUNTS_AVAILABLE" => "UPDATE plaid_sync.items SET
-                data = coalesce(data, '{}') || jsonb_build_object('new_accounts_available', true),
-                updated_at = now() WHERE item_id = $1",
+        "USER_ACCOUNT_REVOKED" => store::accounts::revoke(item_id, &body),
         "LOGIN_REPAIRED" => {
-            Spi::run_with_args(
-                "UPDATE plaid_sync.items SET status = 'healthy', error = NULL, updated_at = now()
-                  WHERE item_id = $1 AND status IN ('login_required', 'pending_expiration', 'pending_disconnect', 'error')",
-                &[item_id.into()],
-            )
-            .expect("login repaired");
-            crate::inbox::enqueue_notice("TRANSACTIONS", "SYNC_UPDATES_AVAILABLE", item_id, r#"{"reason": "LOGIN_REPAIRED"}"#, 0);
-            return Outcome::Done(None);
+            store::items::login_repaired(item_id);
+            let reason = r#"{"reason": "LOGIN_REPAIRED"}"#;
+            crate::inbox::enqueue_notice(
+                "TRANSACTIONS",
+                "SYNC_UPDATES_AVAILABLE",
+                item_id,
+                reason,
+                0,
+            );
         }
-        other => return Outcome::Done(Some(format!("ignored: ITEM/{other} is not a code plaid_sync acts on"))),
-    };
-    Spi::run_with_args(sql, &[item_id.into(), body.into()]).expect("item webhook");
+        code if store::items::item_webhook(item_id, code, &body) => {}
+        other => {
+            return Outcome::Done(Some(format!(
+                "ignored: ITEM/{other} is not a code plaid_sync acts on"
+            )));
+        }
+    }
     Outcome::Done(None)
 }
 

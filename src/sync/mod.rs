@@ -15,8 +15,6 @@ pub mod transactions;
 pub use item::{item_webhook, refresh_item, remove_at_plaid, update_webhook};
 pub use transactions::{sync_transactions, transactions};
 
-use pgrx::prelude::*;
-
 use crate::database::db;
 use crate::job::Outcome;
 use crate::plaid::{Class, PlaidError};
@@ -38,14 +36,7 @@ pub(crate) fn pause_item(item_id: &str, e: &PlaidError) {
     if let Class::ItemState(status) = e.class() {
         let error = e.to_json();
         let error = error.to_string();
-        db(|| {
-            Spi::run_with_args(
-                "UPDATE plaid_sync.items SET status = $2, error = $3::jsonb, updated_at = now()
-                  WHERE item_id = $1 AND status <> 'removed'",
-                &[item_id.into(), status.into(), error.as_str().into()],
-            )
-            .expect("pause item")
-        });
+        db(|| crate::store::items::pause(item_id, status, &error));
     }
 }
 

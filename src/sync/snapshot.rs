@@ -3,13 +3,11 @@
 //! for Items that have the product. A product's error is recorded on the product and leaves
 //! the Item alone. `investments.rs` shares the run bookkeeping here.
 
-use pgrx::prelude::*;
-
 use super::{PAUSED, from_plaid, load_item, pause_item};
-use crate::database::{db, one};
+use crate::database::db;
 use crate::job::{Ctx, Job, Outcome};
 use crate::plaid::{Client, PlaidError, ProductState, Response};
-use crate::store::{changes, products};
+use crate::store::{changes, products, runs};
 
 /// A snapshot product: its name (Plaid's), its endpoint, the call and the apply (which
 /// returns rows added, changed and removed).
@@ -56,19 +54,7 @@ pub fn snapshot(job: &Job, ctx: &Ctx, item_id: &str, p: &Snapshot) -> Outcome {
         return not_the_items(p.product);
     }
     let trigger = format!("{}/{}", job.webhook_type, job.webhook_code);
-    let run_id = db(|| {
-        one::<i64>(
-            "INSERT INTO plaid_sync.sync_runs (item_id, inbox_id, trigger, product)
-             VALUES ($1, $2, $3, $4) RETURNING id",
-            &[
-                item_id.into(),
-                job.id.into(),
-                trigger.into(),
-                p.product.into(),
-            ],
-        )
-        .expect("sync run id")
-    });
+    let run_id = db(|| runs::start(item_id, job.id, &trigger, Some(p.product)));
     match (p.call)(client, &token) {
         Ok(r) => db(|| {
             let counts = (p.apply)(item_id, &r.body);
@@ -121,19 +107,17 @@ pub fn failed(
 }
 
 pub fn finish_run(run_id: i64, counts: (i32, i32, i32), request_ids: &[String], outcome: &Outcome) {
-    Spi::run_with_args(
-        "UPDATE plaid_sync.sync_runs SET finished_at = now(), pages = 1, added = $2, modified = $3,
-                removed = $4, request_ids = $5, outcome = $6, error = $7
-          WHERE id = $1",
-        &[
-            run_id.into(),
-            counts.0.into(),
-            counts.1.into(),
-            counts.2.into(),
-            request_ids.to_vec().into(),
-            outcome.run_label().into(),
-            outcome.message().into(),
-        ],
-    )
-    .expect("record snapshot run");
+    runs::finish(
+        run_id,
+        &runs::Finished {
+            pages: 1,
+            restarts: 0,
+            counts,
+            request_ids,
+            outcome: outcome.run_label(),
+            error: outcome.message(),
+            rejected: 0,
+            applied_by: None,
+        },
+    );
 }

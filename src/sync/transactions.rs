@@ -1,10 +1,8 @@
 //! A transactions sync: pages staged as they arrive, then applied with the new cursor in
 //! one transaction, and the run recorded in `sync_runs`.
 
-use pgrx::prelude::*;
-
 use super::{PAUSED, from_plaid, load_item, pagination, pause_item};
-use crate::database::{db, one, subtransaction};
+use crate::database::{db, subtransaction};
 use crate::job::{Job, Outcome};
 use crate::plaid::{Client, PlaidError};
 use crate::store;
@@ -29,7 +27,7 @@ struct Stage {
     /// The last page, held: it is applied from memory, never staged.
     held: Option<store::LastPage>,
     /// Whether every page so far can be loaded by COPY, and what their rows post over.
-    copyable: store::bulk::Copyable,
+    copyable: store::transactions::Copyable,
 }
 impl pagination::Pages for Stage {
     /// Every page but the last is staged at once (committed on its own, in a worker, renewing
@@ -110,13 +108,7 @@ pub fn sync_transactions(
     trigger: &str,
     backfill: bool,
 ) -> Outcome {
-    let run_id = db(|| {
-        one::<i64>(
-            "INSERT INTO plaid_sync.sync_runs (item_id, inbox_id, trigger) VALUES ($1, $2, $3) RETURNING id",
-            &[item_id.into(), job.id.into(), trigger.into()],
-        )
-        .expect("sync run id")
-    });
+    let run_id = db(|| store::runs::start(item_id, job.id, trigger, None));
     let start = if backfill { None } else { cursor };
     let mut stage = Stage {
         run_id,
@@ -150,7 +142,7 @@ fn finish_sync(
             let copied = match (last, copy) {
                 (Some(held), Some(posted_over)) if held.copy.is_some() => {
                     match subtransaction(true, || {
-                        store::bulk::copy_run(run_id, item_id, held, posted_over)
+                        store::transactions::copy_run(run_id, item_id, held, posted_over)
                     }) {
                         Ok(()) => true,
                         Err(why) => {
@@ -178,21 +170,11 @@ fn finish_sync(
             if backfill {
                 store::remove_unseen(run_id, item_id, &last);
             }
-            Spi::run_with_args(
-                "UPDATE plaid_sync.items SET
-                        transactions_cursor = coalesce($2, transactions_cursor),
-                        status = CASE WHEN status IN ('pending', 'error', 'login_required', 'invalid_token')
-                                      THEN 'healthy' ELSE status END,
-                        error = CASE WHEN status IN ('pending_expiration', 'pending_disconnect') THEN error END,
-                        initial_update_complete = initial_update_complete
-                            OR $3 IN ('INITIAL_UPDATE_COMPLETE', 'HISTORICAL_UPDATE_COMPLETE'),
-                        historical_update_complete = historical_update_complete
-                            OR $3 = 'HISTORICAL_UPDATE_COMPLETE',
-                        last_synced_at = now(), updated_at = now()
-                  WHERE item_id = $1",
-                &[item_id.into(), s.next_cursor.clone().into(), s.update_status.clone().into()],
-            )
-            .expect("advance cursor");
+            store::items::synced(
+                item_id,
+                s.next_cursor.as_deref(),
+                s.update_status.as_deref(),
+            );
             store::products::synced(item_id, "transactions");
             store::products::queue_first_reads(item_id);
             store::changes::notify(
@@ -215,26 +197,23 @@ fn finish_sync(
     };
     // Applied or abandoned, the staged pages are no longer needed.
     store::discard_pages(run_id);
-    Spi::run_with_args(
-        "UPDATE plaid_sync.sync_runs SET finished_at = now(), pages = $2, restarts = $3,
-                added = $4, modified = $5, removed = $6, request_ids = $7, outcome = $8, error = $9,
-                rejected = $10, applied_by = $11
-          WHERE id = $1",
-        &[
-            run_id.into(),
-            (summary.pages as i32).into(),
-            (summary.restarts as i32).into(),
-            (summary.added as i32).into(),
-            (summary.modified as i32).into(),
-            (summary.removed as i32).into(),
-            summary.request_ids.clone().into(),
-            outcome.run_label().into(),
-            outcome.message().into(),
-            rejected.into(),
-            applied_by.into(),
-        ],
-    )
-    .expect("record sync run");
+    store::runs::finish(
+        run_id,
+        &store::runs::Finished {
+            pages: summary.pages as i32,
+            restarts: summary.restarts as i32,
+            counts: (
+                summary.added as i32,
+                summary.modified as i32,
+                summary.removed as i32,
+            ),
+            request_ids: &summary.request_ids,
+            outcome: outcome.run_label(),
+            error: outcome.message(),
+            rejected,
+            applied_by,
+        },
+    );
     outcome
 }
 
@@ -249,16 +228,7 @@ pub fn transactions(job: &Job, client: &Client, item_id: &str) -> Outcome {
     }
     if job.webhook_code == "SYNC_UPDATES_AVAILABLE" {
         let body = job.body.to_string();
-        db(|| {
-            Spi::run_with_args(
-            "UPDATE plaid_sync.items SET
-                    initial_update_complete = initial_update_complete OR coalesce(($2::jsonb ->> 'initial_update_complete')::boolean, false),
-                    historical_update_complete = historical_update_complete OR coalesce(($2::jsonb ->> 'historical_update_complete')::boolean, false)
-              WHERE item_id = $1",
-            &[item_id.into(), body.as_str().into()],
-        )
-        .expect("store update flags")
-        });
+        db(|| store::items::store_update_flags(item_id, &body));
     }
     let backfill = job.source == "backend" && job.webhook_code == "HISTORICAL_UPDATE";
     let trigger = if backfill {

@@ -1,8 +1,6 @@
-"""Issue 33's attacks, each as the red team ran it (against running workers and against
-plaid_process_inbox where both run the code attacked): what an application role or a
-forged webhook can do, and must not. Closed so far: forged kids (holes 1 and 3, in part),
-the workers' search_path (5), the replay window (8), the caller's formats (9), the token
-format (11) and the crit header (12, in part)."""
+"""Attacks an application role or a forged webhook could make, each as a red-team pass ran it
+(against running workers, and against plaid_process_inbox where both run the code attacked),
+with what must happen instead. The README's Security model lists them."""
 
 import base64
 import hashlib
@@ -41,7 +39,7 @@ def send(su, body, jwt):
 
 @pytest.mark.both_ways
 def test_a_nul_in_the_kid_is_rejected_before_any_use(emulator, su):
-    """Hole 1: "zzX\\u0000" then "zzX" looped a worker in the key cache's ON CONFLICT."""
+    """"zzX\\u0000" then "zzX" looped a worker in the key cache's ON CONFLICT."""
     item_id = announce(emulator, su, days=3)
     drain(su)
     fetches = len(key_fetches(emulator))
@@ -67,7 +65,7 @@ def test_a_nul_in_the_kid_is_rejected_before_any_use(emulator, su):
 
 @pytest.mark.both_ways
 def test_long_and_odd_kids_are_rejected_not_failed_and_cost_no_plaid_call(emulator, su):
-    """Hole 3: a 5,900-character kid ended `failed` (btree row too big) and cost two calls."""
+    """A 5,900-character kid ended `failed` (btree row too big) and cost two calls."""
     item_id = announce(emulator, su, days=3)
     drain(su)
     fetches = len(key_fetches(emulator))
@@ -83,7 +81,7 @@ def test_long_and_odd_kids_are_rejected_not_failed_and_cost_no_plaid_call(emulat
 
 @pytest.mark.both_ways
 def test_an_unknown_crit_header_is_rejected(emulator, su):
-    """Hole 12 (crit): RFC 7515 says a verifier that does not understand crit must refuse."""
+    """RFC 7515 says a verifier that does not understand crit must refuse."""
     item_id = announce(emulator, su, days=3)
     drain(su)
     job = send(su, *forged(item_id, "6c5516e1-92dc-479e-a8ff-5a51992e0001", crit=["exp"]))
@@ -94,7 +92,7 @@ def test_an_unknown_crit_header_is_rejected(emulator, su):
 
 @pytest.mark.both_ways
 def test_a_function_planted_in_public_is_never_called_by_the_workers(cluster, jobs_run_by, emulator, su):
-    """Hole 5: the workers run as the bootstrap superuser; a public.make_interval(integer)
+    """The workers run as the bootstrap superuser; a public.make_interval(integer)
     made by a role with CREATE on public was called by worker 0's maintenance."""
     if jobs_run_by == "inbox":
         pytest.skip("the workers' own maintenance is what is attacked")
@@ -119,7 +117,7 @@ def test_a_function_planted_in_public_is_never_called_by_the_workers(cluster, jo
 
 
 def test_the_replay_window_is_measured_from_the_clock_at_receipt(emulator, su):
-    """Hole 8: received_at was the start of the caller's transaction, so a transaction held
+    """`received_at` was the start of the caller's transaction, so a transaction held
     open stretched the 5-minute window of a webhook's iat."""
     item_id = announce(emulator, su, days=3)
     drain(su)
@@ -140,7 +138,7 @@ def test_the_replay_window_is_measured_from_the_clock_at_receipt(emulator, su):
 @pytest.mark.parametrize("bad", ["access-sandbox--", "access-sandbox-de3ce8ef", "access-sandbox-e2e1-7c1e-4f55-9a2d-31b0c5e8d001",
                                  "access-sandbox-de3ce8ef-33f8-452c-a685-8671031fc0f6-0"])
 def test_a_token_not_in_plaids_format_is_refused_and_replaces_nothing(emulator, su, bad):
-    """Hole 11: `access-sandbox--` was accepted and replaced a live Item's token."""
+    """`access-sandbox--` was accepted and replaced a live Item's token."""
     import psycopg
     item_id = announce(emulator, su, days=3)
     drain(su)
@@ -154,7 +152,7 @@ def test_a_token_not_in_plaids_format_is_refused_and_replaces_nothing(emulator, 
 
 
 def test_jobs_in_plaid_process_inbox_ignore_the_callers_formats(emulator, su):
-    """Hole 9: with DateStyle German, /investments/transactions/get got a German start_date."""
+    """With DateStyle German, /investments/transactions/get got a German start_date."""
     from test_products import announce_with, investment_transactions, product_state
     su.execute("SET DateStyle = 'German'")
     su.execute("SET TimeZone = 'Pacific/Kiritimati'")
@@ -172,7 +170,7 @@ def test_jobs_in_plaid_process_inbox_ignore_the_callers_formats(emulator, su):
 
 @pytest.mark.both_ways
 def test_forged_random_kids_cost_one_look_up_each_and_leave_no_rows(emulator, su):
-    """Hole 3: 100 forged random kids made 200 key calls (each also refreshed every key held)
+    """100 forged random kids made 200 key calls (each also refreshed every key held)
     and left 100 rows that nothing deleted."""
     import uuid
     item_id = announce(emulator, su, days=3)
@@ -196,7 +194,7 @@ def test_forged_random_kids_cost_one_look_up_each_and_leave_no_rows(emulator, su
 
 
 def test_a_forged_flood_for_one_item_does_not_hold_up_another(cluster, emulator, jobs_run_by, su):
-    """Hole 2: 2,000 forged webhooks naming one announced Item made each claim scan the Item's
+    """2,000 forged webhooks naming one announced Item made each claim scan the Item's
     pile for every row it skipped (1.4 s a claim), and each finished job re-dated the pile."""
     import uuid
     flooded = announce(emulator, su, days=3)
@@ -232,7 +230,7 @@ test_a_forged_flood_for_one_item_does_not_hold_up_another = pytest.mark.both_way
 
 
 def test_a_token_passed_as_an_item_id_is_not_echoed_or_logged(cluster, emulator, su):
-    """Hole 6 (in part): backfill, remove and refresh echoed a token passed as item_id ("no
+    """Backfill, remove and refresh echoed a token passed as item_id ("no
     Item access-sandbox-…"), and only four functions kept their failing statement out of the log."""
     import psycopg
     from conftest import token
@@ -257,7 +255,7 @@ def test_a_token_passed_as_an_item_id_is_not_echoed_or_logged(cluster, emulator,
 
 @pytest.mark.workers_only
 def test_a_rolled_back_caller_cannot_spend_the_paid_budget(cluster, emulator, su):
-    """Hole 4: six times BEGIN; refresh; plaid_process_inbox; ROLLBACK made six billed calls
+    """Six times BEGIN; refresh; plaid_process_inbox; ROLLBACK made six billed calls
     against a budget of 4, and left no paid_calls row."""
     from test_products import billed, settings
     su.autocommit = True
@@ -301,7 +299,7 @@ def _notices_with(t):
 
 @pytest.mark.parametrize("case", range(5), ids=[c[0] for c in _notices_with("t")])
 def test_plaid_notify_refuses_bad_json_without_quoting_it(cluster, su, case):
-    """Holes 6 and 7: plaid_notify(jsonb) failed in Postgres's JSON parser before it ran, and
+    """`plaid_notify(jsonb)` failed in Postgres's JSON parser before it ran, and
     the error's CONTEXT quoted the token into the log; 1e400 and deep nesting were XX000 with a
     Rust backtrace. The body is now text, parsed inside; the jsonb form wraps the text form."""
     import psycopg
@@ -326,7 +324,7 @@ def test_plaid_notify_refuses_bad_json_without_quoting_it(cluster, su, case):
 
 @pytest.mark.both_ways
 def test_an_outside_role_cannot_stall_an_item(cluster, jobs_run_by, emulator, su):
-    """Hole 10: pg_advisory_lock(0x504c4144, hashtext(item_id)), open to any role with CONNECT,
+    """`pg_advisory_lock(0x504c4144, hashtext(item_id))`, open to any role with CONNECT,
     stopped the Item's jobs silently for as long as it was held."""
     import psycopg
     su.autocommit = True

@@ -1,4 +1,4 @@
-"""Issue 17: a sync run that only adds new transactions is loaded by COPY (src/store/bulk.rs),
+"""A sync run that only adds new transactions is loaded by COPY (src/store/transactions.rs),
 and any run the COPY refuses is applied by SQL. These tests hold the COPY to what the SQL apply
 stores, row for row, and check that each refusal falls back without losing or changing data."""
 

@@ -1,4 +1,4 @@
-"""Issue 18: nothing Plaid sends, and nothing a backend does in the documented order, leaves an
+"""Nothing Plaid sends, and nothing a backend does in the documented order, leaves an
 Item wrong or stuck: a removed Item announced again, text jsonb refuses, a transaction our
 code cannot apply, and a property test of the apply path over generated pages."""
 

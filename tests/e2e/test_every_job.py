@@ -1,4 +1,4 @@
-"""Issue 25: every job kind works on the workers' threads as well as in plaid_process_inbox;
+"""Every job kind works on the workers' threads as well as in plaid_process_inbox;
 a bug in a job fails that job and nothing else; a worker whose database has no extension
 waits for it quietly. (The products, ITEM webhooks, refresh and removal run both ways in
 their own modules.)"""

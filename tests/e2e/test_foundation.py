@@ -1,4 +1,4 @@
-"""Issue 2: the SQL contract, settings, encrypted tokens and bad input, on a real server."""
+"""The SQL contract, settings, encrypted tokens and bad input, on a real server."""
 
 import base64
 import hashlib

@@ -1,4 +1,4 @@
-"""Issue 16: what plaid_sync tells the application (change notices) and the paid calls it
+"""What plaid_sync tells the application (change notices) and the paid calls it
 makes only when asked (on-demand refresh within its budgets)."""
 
 import contextlib

@@ -1,4 +1,4 @@
-"""Issue 17: transactions are stored lean (src/codec/lean.rs) and read back exactly. The view
+"""Transactions are stored lean (src/codec/lean.rs) and read back exactly. The view
 plaid_sync.transactions rebuilds Plaid's object in `data` from the typed columns, the codec's
 template and the stored rest; these tests hold every rebuilt object to the bytes Plaid sent."""
 

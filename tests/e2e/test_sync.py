@@ -1,4 +1,4 @@
-"""Issue 3: from an inbox row to the rows it produces, through plaid_process_inbox(), against
+"""From an inbox row to the rows it produces, through plaid_process_inbox(), against
 the local Plaid emulator."""
 
 import hashlib

@@ -1,4 +1,4 @@
-"""Issue 15: many Plaid calls in flight per worker, Plaid's rate limits paced across processes,
+"""Many Plaid calls in flight per worker, Plaid's rate limits paced across processes,
 fresh work ahead of a migration backlog, and webhooks for unannounced Items that cannot
 stall the queue. One worker with a few slots, so each property shows on a small scale."""
 

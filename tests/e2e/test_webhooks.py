@@ -1,4 +1,4 @@
-"""Issue 5: only Plaid can make the database act. Every forged webhook is rejected with its
+"""Only Plaid can make the database act. Every forged webhook is rejected with its
 reason, causes no Plaid call and changes no Item; genuine ones proceed."""
 
 import json

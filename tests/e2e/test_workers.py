@@ -1,4 +1,4 @@
-"""Issue 4: with plaid_sync preloaded, the workers do the jobs by themselves, and lose nothing
+"""With plaid_sync preloaded, the workers do the jobs by themselves, and lose nothing
 under crashes, shutdowns and an unreachable Plaid."""
 
 import os

@@ -1,0 +1,94 @@
+//! `plaid_sync.sync_runs`, one row per sync of an Item's product: opened when the job starts,
+//! closed with what came of it. Every statement that writes the table is here.
+
+use pgrx::prelude::*;
+
+use crate::database::{one, run};
+
+/// Opens a run for job `inbox_id`; its id. `product` is Plaid's name (transactions when None,
+/// the column's default).
+pub fn start(item_id: &str, inbox_id: i64, trigger: &str, product: Option<&str>) -> i64 {
+    one::<i64>(
+        "INSERT INTO plaid_sync.sync_runs (item_id, inbox_id, trigger, product)
+         VALUES ($1, $2, $3, coalesce($4, 'transactions')) RETURNING id",
+        &[
+            item_id.into(),
+            inbox_id.into(),
+            trigger.into(),
+            product.into(),
+        ],
+    )
+    .expect("sync run id")
+}
+
+/// Pages read so far and restarts of the page loop, while a run goes on.
+pub fn record_pages(run_id: i64, pages: u32, restarts: u32) {
+    run(
+        "UPDATE plaid_sync.sync_runs SET pages = $2, restarts = $3 WHERE id = $1",
+        &[
+            run_id.into(),
+            (pages as i32).into(),
+            (restarts as i32).into(),
+        ],
+    );
+}
+
+/// What a finished run says of itself.
+pub struct Finished<'a> {
+    pub pages: i32,
+    pub restarts: i32,
+    pub counts: (i32, i32, i32),
+    pub request_ids: &'a [String],
+    /// `sync_runs.outcome`: ok, retry, item_error or failed.
+    pub outcome: &'a str,
+    pub error: Option<&'a str>,
+    pub rejected: i32,
+    /// 'copy' or 'upsert' for a transactions sync that applied pages.
+    pub applied_by: Option<&'a str>,
+}
+
+/// Closes a run.
+pub fn finish(run_id: i64, f: &Finished) {
+    run(
+        "UPDATE plaid_sync.sync_runs SET finished_at = now(), pages = $2, restarts = $3,
+                added = $4, modified = $5, removed = $6, request_ids = $7, outcome = $8, error = $9,
+                rejected = $10, applied_by = $11
+          WHERE id = $1",
+        &[
+            run_id.into(),
+            f.pages.into(),
+            f.restarts.into(),
+            f.counts.0.into(),
+            f.counts.1.into(),
+            f.counts.2.into(),
+            f.request_ids.to_vec().into(),
+            f.outcome.into(),
+            f.error.into(),
+            f.rejected.into(),
+            f.applied_by.into(),
+        ],
+    );
+}
+
+/// Closes the runs a dead process left open for job `inbox_id` (just claimed again), and
+/// drops their staged pages.
+pub fn close_abandoned(inbox_id: i64) {
+    for run_id in abandoned(inbox_id) {
+        super::discard_pages(run_id);
+    }
+}
+
+fn abandoned(inbox_id: i64) -> Vec<i64> {
+    Spi::connect_mut(|c| {
+        c.update(
+            "UPDATE plaid_sync.sync_runs SET outcome = 'failed', finished_at = now(),
+                    error = 'abandoned: the process running it stopped'
+              WHERE inbox_id = $1 AND outcome = 'running' RETURNING id",
+            None,
+            &[inbox_id.into()],
+        )
+        .expect("close abandoned runs")
+        .filter_map(|r| r.get::<i64>(1).ok().flatten())
+        .collect()
+    })
+}
