@@ -2,7 +2,8 @@
 //!
 //! Layers, each using only those below it, in the order the data moves:
 //! - entry points: `api/` (the SQL functions) and `worker.rs` (the loop);
-//! - what jobs do: `jobs.rs` (dispatch), `pool.rs` (jobs in flight on threads), `sync/` (Items,
+//! - what jobs do: `runner.rs` (claim, Item lock, record, `plaid_process_inbox`), `route.rs`
+//!   (which job takes which row), `job_threads.rs` (jobs in flight, a thread each), `sync/` (Items,
 //!   transactions, recurring streams, refreshes), `webhook.rs` (verification glue);
 //! - the rows: `inbox/` (notices and webhooks in, jobs out), `store/` (Items, accounts,
 //!   transactions, products, recurring streams, paid calls, change notices);
@@ -29,8 +30,9 @@ pub mod wake;
 pub mod inbox;
 pub mod store;
 // What jobs do.
-pub mod jobs;
-pub mod pool;
+pub mod job_threads;
+pub mod route;
+pub mod runner;
 pub mod sync;
 pub mod webhook;
 // The entry points.

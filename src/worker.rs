@@ -1,5 +1,5 @@
 //! Background workers: registration and the loop, nothing else. What a job does is in
-//! `jobs.rs` and `sync/`; the jobs in flight are in `pool.rs`; how a commit wakes a worker is
+//! `route.rs` and `sync/`; the jobs in flight are in `job_threads.rs`; how a commit wakes a worker is
 //! in `wake.rs`.
 //!
 //! `plaid_sync.workers` static workers, registered only while the library is preloaded, each
@@ -18,8 +18,8 @@ use crate::database::bridge::Bell;
 use crate::database::try_db;
 use crate::gucs;
 use crate::job::Outcome;
-use crate::jobs::{self, Next};
-use crate::pool::Pool;
+use crate::job_threads::JobThreads;
+use crate::runner::{self, Next};
 use crate::wake::{self, MAX_WORKERS};
 
 /// How often worker 0 runs retention and the resync scan.
@@ -133,7 +133,7 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
         gucs::database()
     );
 
-    let mut pool = Pool::new(gucs::calls_in_flight() as usize).unwrap_or_else(|e| {
+    let mut threads = JobThreads::new(gucs::calls_in_flight() as usize).unwrap_or_else(|e| {
         error!("plaid_sync worker {index}: no eventfd for its job threads: {e}")
     });
     let mut last_maintenance: Option<Instant> = None;
@@ -146,33 +146,34 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
     loop {
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
-            pool.resize(gucs::calls_in_flight() as usize);
+            threads.resize(gucs::calls_in_flight() as usize);
         }
         if wake::stopping() {
             break; // calls in flight are abandoned with the process; their jobs are reclaimed
         }
-        pool.serve();
-        if pool.reap() > 0 {
+        threads.serve();
+        if threads.reap() > 0 {
             look = true; // a slot is free
         }
-        if pool.free() > 0 && (look || last_look.elapsed() >= LOOK_WHILE_BUSY) {
+        if threads.free() > 0 && (look || last_look.elapsed() >= LOOK_WHILE_BUSY) {
             look = false;
             last_look = Instant::now();
             // Idle before looking: a commit after this point wakes us, one before it is seen.
             wake::set_idle(index, true);
             wake::clear_woken(index);
             let mut more_due = false;
-            while pool.free() > 0 {
-                match jobs::next(pool.lanes(claims)) {
+            while threads.free() > 0 {
+                match runner::next(threads.lanes(claims)) {
                     Next::Job(job, more) => {
                         found_extension(index, &mut installed);
                         claims += 1;
                         more_due = more;
-                        match jobs::context() {
-                            Ok(ctx) => pool.spawn(job, ctx),
-                            Err(m) => {
-                                jobs::finish(&job, &Outcome::Retry(format!("not configured: {m}")))
-                            }
+                        match runner::context() {
+                            Ok(ctx) => threads.spawn(job, ctx),
+                            Err(m) => runner::finish(
+                                &job,
+                                &Outcome::Retry(format!("not configured: {m}")),
+                            ),
                         }
                     }
                     Next::Busy => continue,
@@ -217,7 +218,7 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
             // More due than this worker took (its slots, or its backlog share, are full): the
             // next idle worker takes them. With slots free, commits may still wake this one.
             wake::on_claim(more_due);
-            wake::set_idle(index, pool.free() > 0);
+            wake::set_idle(index, threads.free() > 0);
         }
         unsafe { pg_sys::pgstat_report_stat(false) };
         // Not while the SQL objects are another version: its statements are this version's.
@@ -238,16 +239,16 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
             last_maintenance = Some(Instant::now());
         }
         // Busy: the bell wakes us for the job threads' steps. Idle: sleep until woken.
-        let wait = if pool.in_flight() > 0 {
+        let wait = if threads.in_flight() > 0 {
             LOOK_WHILE_BUSY
         } else if index == 0 {
             Duration::from_millis(gucs::poll_interval_ms()).min(MAINTENANCE_EVERY)
         } else {
             Duration::from_millis(gucs::poll_interval_ms())
         };
-        match wait_latch(pool.bell(), wait) {
+        match wait_latch(threads.bell(), wait) {
             Wake::Latch => look = true,
-            Wake::Timeout => look |= pool.in_flight() == 0,
+            Wake::Timeout => look |= threads.in_flight() == 0,
             Wake::Exit => break,
         }
     }

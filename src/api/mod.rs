@@ -16,7 +16,7 @@ use crate::store::items::{self, Announced};
 use crate::store::token;
 use crate::validate;
 
-mod refresh;
+mod paid_refresh;
 mod status;
 
 /// The Item's current status, or 22023 when there is no such Item.
@@ -343,5 +343,5 @@ fn plaid_decrypt_access_token(item_id: Option<&str>) -> String {
 fn plaid_process_inbox(max_jobs: default!(Option<i32>, 100)) -> i32 {
     let max_jobs = ok(validate::max_jobs(max_jobs));
     ok(crate::database::require_current_sql());
-    crate::jobs::process_inbox_in_transaction(max_jobs)
+    crate::runner::process_inbox_in_transaction(max_jobs)
 }

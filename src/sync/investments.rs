@@ -7,7 +7,6 @@
 //! Holdings are a snapshot (`snapshot::HOLDINGS`).
 
 use super::snapshot::{self, Snapshot};
-use super::{PAUSED, load_item};
 use crate::database::{db, one};
 use crate::job::{Ctx, Job, Outcome};
 use crate::plaid::{Client, PlaidError, Response};
@@ -94,17 +93,10 @@ fn read_window(
 /// INVESTMENTS_TRANSACTIONS webhooks, and the first read.
 pub fn investment_transactions(job: &Job, ctx: &Ctx, item_id: &str) -> Outcome {
     let client = ctx.client.as_ref();
-    let (status, _, token) = match load_item(item_id) {
-        Ok(x) => x,
+    let token = match super::prologue(item_id, Some(PRODUCT), &ctx.settings) {
+        Ok(c) => c.token,
         Err(o) => return o,
     };
-    if PAUSED.contains(&status.as_str()) {
-        return Outcome::Done(Some(format!("skipped: Item is {status}")));
-    }
-    let add_consented = ctx.settings.add_consented_products;
-    if !db(|| products::callable(item_id, PRODUCT, add_consented)) {
-        return snapshot::not_the_items(PRODUCT);
-    }
     let days = window_days(job);
     let (run_id, start, end) = db(|| {
         let trigger = format!("{}/{}", job.webhook_type, job.webhook_code);

@@ -11,7 +11,7 @@ use crate::store;
 
 /// ITEM/CREATED and ITEM/UPDATED from the backend: re-read the Item, its institution and
 /// accounts, then sync transactions (Plaid only sends SYNC_UPDATES_AVAILABLE after one sync).
-pub fn refresh_item(job: &Job, client: &Client, item_id: &str) -> Outcome {
+pub fn reread_item(job: &Job, client: &Client, item_id: &str) -> Outcome {
     let (_, cursor, token) = match load_item(item_id) {
         Ok(x) => x,
         Err(o) => return o,

@@ -1,18 +1,19 @@
 //! What each job does. A job reads what it needs from the database, calls Plaid, and writes
-//! the result; `jobs.rs` decides when, and records the outcome. Here: what every job shares
-//! (Plaid errors to outcomes, pausing an Item, loading its token); `item.rs` the ITEM jobs,
-//! `transactions.rs` a sync, `pagination.rs` its loop, `refresh.rs` an on-demand refresh,
+//! the result; `runner.rs` decides when, and records the outcome. Here: what every job shares
+//! (Plaid errors to outcomes, pausing an Item, loading its token, the prologue of every
+//! product's job); `item.rs` the ITEM jobs,
+//! `transactions.rs` a sync, `pagination.rs` its loop, `paid_refresh.rs` the paid `/transactions/refresh`,
 //! `snapshot.rs` products read as a whole per call (recurring streams, liabilities,
 //! holdings), `investments.rs` investment transactions.
 
 pub mod investments;
 pub mod item;
 pub mod pagination;
-pub mod refresh;
+pub mod paid_refresh;
 pub mod snapshot;
 pub mod transactions;
 
-pub use item::{item_webhook, refresh_item, remove_at_plaid, update_webhook};
+pub use item::{item_webhook, remove_at_plaid, reread_item, update_webhook};
 pub use transactions::{sync_transactions, transactions};
 
 use crate::database::db;
@@ -38,6 +39,36 @@ pub(crate) fn pause_item(item_id: &str, e: &PlaidError) {
         let error = error.to_string();
         db(|| crate::store::items::pause(item_id, status, &error));
     }
+}
+
+/// An Item a product's job may call Plaid for.
+pub(crate) struct Callable {
+    pub cursor: Option<String>,
+    pub token: String,
+}
+
+/// What every product's job does first (transactions, recurring streams, liabilities,
+/// investments, the paid refresh): load the Item and open its token; leave a paused Item
+/// alone; and, for a product other than Transactions, call only when the Item has it
+/// (`/item/get`), since a first call adds the product to Plaid's bill. `Err` ends the job.
+pub(crate) fn prologue(
+    item_id: &str,
+    product: Option<&str>,
+    settings: &crate::job::JobSettings,
+) -> Result<Callable, Outcome> {
+    let (status, cursor, token) = load_item(item_id)?;
+    if PAUSED.contains(&status.as_str()) {
+        return Err(Outcome::Done(Some(format!("skipped: Item is {status}"))));
+    }
+    let add_consented = settings.add_consented_products;
+    if let Some(p) = product
+        && !db(|| crate::store::products::callable(item_id, p, add_consented))
+    {
+        return Err(Outcome::Done(Some(format!(
+            "ignored: the Item does not have {p} (by /item/get), or Plaid ruled it out"
+        ))));
+    }
+    Ok(Callable { cursor, token })
 }
 
 /// Statuses in which syncs are paused until the backend (or Plaid) says the Item is repaired.

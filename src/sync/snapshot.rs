@@ -3,7 +3,7 @@
 //! for Items that have the product. A product's error is recorded on the product and leaves
 //! the Item alone. `investments.rs` shares the run bookkeeping here.
 
-use super::{PAUSED, from_plaid, load_item, pause_item};
+use super::{from_plaid, pause_item, prologue};
 use crate::database::db;
 use crate::job::{Ctx, Job, Outcome};
 use crate::plaid::{Client, PlaidError, ProductState, Response};
@@ -34,25 +34,12 @@ pub const LIABILITIES: Snapshot = Snapshot {
     apply: crate::store::liabilities::apply,
 };
 
-pub fn not_the_items(product: &str) -> Outcome {
-    Outcome::Done(Some(format!(
-        "ignored: the Item does not have {product} (by /item/get), or Plaid ruled it out"
-    )))
-}
-
 pub fn snapshot(job: &Job, ctx: &Ctx, item_id: &str, p: &Snapshot) -> Outcome {
     let client = ctx.client.as_ref();
-    let (status, _, token) = match load_item(item_id) {
-        Ok(x) => x,
+    let token = match prologue(item_id, Some(p.product), &ctx.settings) {
+        Ok(c) => c.token,
         Err(o) => return o,
     };
-    if PAUSED.contains(&status.as_str()) {
-        return Outcome::Done(Some(format!("skipped: Item is {status}")));
-    }
-    let add_consented = ctx.settings.add_consented_products;
-    if !db(|| products::callable(item_id, p.product, add_consented)) {
-        return not_the_items(p.product);
-    }
     let trigger = format!("{}/{}", job.webhook_type, job.webhook_code);
     let run_id = db(|| runs::start(item_id, job.id, &trigger, Some(p.product)));
     match (p.call)(client, &token) {

@@ -1,7 +1,7 @@
 //! A transactions sync: pages staged as they arrive, then applied with the new cursor in
 //! one transaction, and the run recorded in `sync_runs`.
 
-use super::{PAUSED, from_plaid, load_item, pagination, pause_item};
+use super::{from_plaid, pagination, pause_item};
 use crate::database::{db, subtransaction};
 use crate::job::{Job, Outcome};
 use crate::plaid::{Client, PlaidError};
@@ -218,14 +218,16 @@ fn finish_sync(
 }
 
 /// TRANSACTIONS webhooks and backend backfills.
-pub fn transactions(job: &Job, client: &Client, item_id: &str) -> Outcome {
-    let (status, cursor, token) = match load_item(item_id) {
-        Ok(x) => x,
+pub fn transactions(
+    job: &Job,
+    client: &Client,
+    item_id: &str,
+    settings: &crate::job::JobSettings,
+) -> Outcome {
+    let (cursor, token) = match super::prologue(item_id, None, settings) {
+        Ok(c) => (c.cursor, c.token),
         Err(o) => return o,
     };
-    if PAUSED.contains(&status.as_str()) {
-        return Outcome::Done(Some(format!("skipped: Item is {status}")));
-    }
     if job.webhook_code == "SYNC_UPDATES_AVAILABLE" {
         let body = job.body.to_string();
         db(|| store::items::store_update_flags(item_id, &body));

@@ -1,22 +1,26 @@
 //! The job behind `plaid_refresh_transactions`: one `/transactions/refresh`, recorded in
 //! `paid_calls`. Plaid then checks the bank and says SYNC_UPDATES_AVAILABLE if anything changed.
 
-use super::{PAUSED, from_plaid, load_item, pause_item};
+use super::{from_plaid, pause_item, prologue};
 use crate::database::db;
 use crate::job::{Job, Outcome};
 use crate::plaid::Client;
 use crate::store::paid_calls;
 
-pub fn refresh_transactions(job: &Job, client: &Client, item_id: &str) -> Outcome {
-    let (status, _, token) = match load_item(item_id) {
-        Ok(x) => x,
-        Err(o) => return o,
+pub fn refresh_transactions(
+    job: &Job,
+    client: &Client,
+    item_id: &str,
+    settings: &crate::job::JobSettings,
+) -> Outcome {
+    let token = match prologue(item_id, None, settings) {
+        Ok(c) => c.token,
+        Err(ended) => {
+            // Not made (a paused Item, or no token any more): the booking says why.
+            db(|| paid_calls::record(job.id, None, "skipped", ended.message()));
+            return ended;
+        }
     };
-    if PAUSED.contains(&status.as_str()) {
-        let note = format!("skipped: Item is {status}");
-        db(|| paid_calls::record(job.id, None, "skipped", Some(&note)));
-        return Outcome::Done(Some(note));
-    }
     if !db(|| paid_calls::start(job.id)) {
         return Outcome::Done(Some(
             "skipped: this paid call was started once already (Plaid bills each one)".into(),

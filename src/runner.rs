@@ -1,5 +1,5 @@
 //! Claim, run and record inbox jobs. `plaid_process_inbox` runs them one by one inside the
-//! caller's transaction; a worker runs many at once (src/pool.rs), each on a job thread whose
+//! caller's transaction; a worker runs many at once (src/job_threads.rs), each on a job thread whose
 //! database steps run on the main thread in short transactions of their own (`db`), so no
 //! transaction is open while Plaid is called.
 
@@ -8,14 +8,11 @@ use std::sync::Arc;
 
 use pgrx::prelude::*;
 
-use crate::database::{db, one, try_db};
+use crate::database::{one, try_db};
 use crate::gucs;
-use crate::inbox::queue::{
-    claim, mark_coalesced, queued_triggers, record, release, waiting_for_item,
-};
+use crate::inbox::queue::{claim, record, release};
 use crate::job::{Ctx, Job, Outcome};
 use crate::plaid::{Client, Config};
-use crate::sync;
 
 thread_local! {
     /// The context of the last job and the settings it was made from: a worker reuses it
@@ -77,104 +74,6 @@ pub fn context() -> Result<Arc<Ctx>, String> {
     }))
 }
 
-/// Queued sync triggers of the same Item, received before this sync starts, are folded into
-/// it. Plaid-origin ones are verified first: a forged one is rejected, not absorbed.
-fn coalesce(job: &Job, ctx: &Ctx) {
-    if job.webhook_type != "TRANSACTIONS" {
-        return;
-    }
-    let queued = db(|| queued_triggers(job));
-    let mut absorbed = Vec::new();
-    for (qid, from_plaid) in queued {
-        if !from_plaid {
-            absorbed.push(qid);
-            continue;
-        }
-        match crate::webhook::verify_job(qid, ctx) {
-            Ok(()) => absorbed.push(qid),
-            Err(refusal @ crate::webhook::Refusal::Reject(_)) => {
-                let job = Job {
-                    id: qid,
-                    attempts: 1,
-                    ..job.clone()
-                };
-                db(|| record(&job, &Outcome::Rejected(refusal.to_string())));
-            }
-            Err(crate::webhook::Refusal::Retry(_)) => {} // it runs on its own later
-        }
-    }
-    if !absorbed.is_empty() {
-        db(|| mark_coalesced(job.id, absorbed));
-    }
-}
-
-/// What the job is, dispatched.
-pub fn run(job: &Job, ctx: &Ctx) -> Outcome {
-    let client = ctx.client.as_ref();
-    let Some(item_id) = job.item_id.as_deref() else {
-        return Outcome::Done(Some("ignored: no item_id".into()));
-    };
-    if job.source == "plaid" {
-        // Verified first: a forged webhook is rejected at once, whatever Item it names.
-        match crate::webhook::verify_job(job.id, ctx) {
-            Ok(()) => {}
-            Err(refusal @ crate::webhook::Refusal::Reject(_)) => {
-                return Outcome::Rejected(refusal.to_string());
-            }
-            Err(crate::webhook::Refusal::Retry(r)) => return Outcome::Retry(r),
-        }
-        // Plaid may be quicker than the backend: a webhook for an Item nobody announced yet
-        // sleeps until the announcement wakes it, or the grace ends.
-        match db(|| waiting_for_item(job.id, item_id)) {
-            Some(true) => {
-                return Outcome::Wait(format!("waiting for Item {item_id} to be announced"));
-            }
-            Some(false) => {
-                return Outcome::Done(Some(format!(
-                    "ignored: Item {item_id} was not announced within plaid_sync.unknown_item_grace"
-                )));
-            }
-            None => {}
-        }
-        db(|| crate::store::items::webhook_received(item_id));
-    }
-    match (
-        job.source.as_str(),
-        job.webhook_type.as_str(),
-        job.webhook_code.as_str(),
-    ) {
-        ("backend", "ITEM", "CREATED" | "UPDATED") => sync::refresh_item(job, client, item_id),
-        ("backend", "ITEM", "WEBHOOK_UPDATE") => sync::update_webhook(job, client, item_id),
-        ("backend", "ITEM", "REMOVE") => sync::remove_at_plaid(client, item_id),
-        (_, "TRANSACTIONS", "RECURRING_TRANSACTIONS_UPDATE") => {
-            sync::snapshot::snapshot(job, ctx, item_id, &sync::snapshot::RECURRING)
-        }
-        ("backend", "TRANSACTIONS", "REFRESH") => {
-            sync::refresh::refresh_transactions(job, client, item_id)
-        }
-        (_, "TRANSACTIONS", _) => {
-            coalesce(job, ctx);
-            sync::transactions(job, client, item_id)
-        }
-        (_, "HOLDINGS", "DEFAULT_UPDATE") => {
-            sync::snapshot::snapshot(job, ctx, item_id, &sync::investments::HOLDINGS)
-        }
-        (_, "INVESTMENTS_TRANSACTIONS", "DEFAULT_UPDATE" | "HISTORICAL_UPDATE") => {
-            sync::investments::investment_transactions(job, ctx, item_id)
-        }
-        (_, "LIABILITIES", "DEFAULT_UPDATE") => {
-            sync::snapshot::snapshot(job, ctx, item_id, &sync::snapshot::LIABILITIES)
-        }
-        ("plaid", "ITEM", _) => sync::item_webhook(job, item_id),
-        // A job made to panic, for the tests of how a bug in a job ends (debug builds only).
-        #[cfg(debug_assertions)]
-        ("backend", "PLAID_SYNC_TEST", "PANIC") => panic!("a job made to panic (src/jobs.rs:1:1)"),
-        (_, t, c) => Outcome::Done(Some(format!(
-            "ignored: {t}/{c} is not a code plaid_sync acts on"
-        ))),
-    }
-}
-
 /// `plaid_process_inbox`: up to `max_jobs` due jobs, in this transaction. A paid call is left
 /// to the workers: this transaction could roll back its booking after Plaid billed it.
 pub fn process_inbox_in_transaction(max_jobs: i32) -> i32 {
@@ -200,7 +99,7 @@ pub fn process_inbox_in_transaction(max_jobs: i32) -> i32 {
             });
         }
         crate::pace::set_lane(job.lane);
-        let outcome = run(&job, ctx.as_ref().unwrap());
+        let outcome = crate::route::run(&job, ctx.as_ref().unwrap());
         record(&job, &outcome);
         ran += 1;
     }
@@ -301,7 +200,7 @@ pub fn next(lanes: &[i16]) -> Next {
 /// the worker.
 pub fn run_claimed(job: &Job, ctx: &Ctx) -> Outcome {
     crate::pace::set_lane(job.lane);
-    match std::panic::catch_unwind(AssertUnwindSafe(|| run(job, ctx))) {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| crate::route::run(job, ctx))) {
         Ok(o) => o,
         Err(payload) => Outcome::Internal(crate::job::internal_error(
             &crate::database::panic_message(payload),

@@ -11,7 +11,7 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use crate::database::bridge::{self, Bell, Task, ToMain};
 use crate::job::{Ctx, Job, Outcome};
 
-pub struct Pool {
+pub struct JobThreads {
     slots: usize,
     running: HashMap<i64, Job>,
     to_main: ToMain,
@@ -20,12 +20,12 @@ pub struct Pool {
     done: Receiver<(i64, Outcome)>,
 }
 
-impl Pool {
-    pub fn new(slots: usize) -> std::io::Result<Pool> {
+impl JobThreads {
+    pub fn new(slots: usize) -> std::io::Result<JobThreads> {
         quiet_job_thread_panics();
         let (tasks_tx, tasks) = channel();
         let (done_tx, done) = channel();
-        Ok(Pool {
+        Ok(JobThreads {
             slots,
             running: HashMap::new(),
             to_main: ToMain {
@@ -82,7 +82,7 @@ impl Pool {
                 block_signals();
                 let bell = to_main.bell.clone();
                 bridge::attach(to_main);
-                let outcome = crate::jobs::run_claimed(&run, &ctx);
+                let outcome = crate::runner::run_claimed(&run, &ctx);
                 let _ = done.send((id, outcome));
                 bell.ring();
             });
@@ -91,7 +91,7 @@ impl Pool {
                 self.running.insert(id, job);
             }
             Err(e) => {
-                crate::jobs::finish(&job, &Outcome::Retry(format!("no thread for the job: {e}")))
+                crate::runner::finish(&job, &Outcome::Retry(format!("no thread for the job: {e}")))
             }
         }
     }
@@ -115,7 +115,7 @@ impl Pool {
         let mut n = 0;
         while let Ok((id, outcome)) = self.done.try_recv() {
             if let Some(job) = self.running.remove(&id) {
-                crate::jobs::finish(&job, &outcome);
+                crate::runner::finish(&job, &outcome);
                 n += 1;
             }
         }
@@ -127,7 +127,7 @@ impl Pool {
 const JOB_THREAD: &str = "plaid_sync job ";
 
 /// A panic on a job thread is a bug in that job: it ends the job `failed` and the main thread
-/// logs it once, with its message and no source paths (src/jobs.rs). Rust's default hook
+/// logs it once, with its message and no source paths (src/runner.rs). Rust's default hook
 /// would also print it to the server log with the build machine's paths, so job threads skip
 /// it; any other thread keeps the hook it had (pgrx's).
 fn quiet_job_thread_panics() {
