@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 
+use super::columns::{TYPED, Typed};
 use super::split::Split;
 
 /// How a column's value is read from the object, as the apply's SQL reads it.
@@ -30,31 +31,59 @@ enum Read {
     Absent,
 }
 
-/// Each line's fields, in order; the other columns take their defaults, as in the apply.
-const LAYOUT: [(&str, Read); 18] = [
-    ("transaction_id", Read::Id),
-    ("item_id", Read::Item),
-    ("account_id", Read::Text),
-    ("amount", Read::Number),
-    ("iso_currency_code", Read::Text),
-    ("unofficial_currency_code", Read::Text),
-    ("date", Read::Text),
-    ("authorized_date", Read::Text),
-    ("datetime", Read::Text),
-    ("name", Read::Text),
-    ("merchant_name", Read::Text),
-    ("payment_channel", Read::Text),
-    ("pending", Read::Flag),
-    ("pending_transaction_id", Read::Text),
-    ("category", Read::TextArray),
-    ("personal_finance_category", Read::Object),
-    ("rest", Read::Rest),
-    ("absent", Read::Absent),
-];
+/// Each line's fields, in order: the key, the Item, every other typed column (`columns.rs`,
+/// the list the apply is made from too), the rest and the absent keys. The other columns
+/// take their defaults, as in the apply.
+const LAYOUT: [(&str, Read); TYPED.len() + 3] = layout();
+
+const fn layout() -> [(&'static str, Read); TYPED.len() + 3] {
+    let mut out = [("", Read::Rest); TYPED.len() + 3];
+    out[0] = ("transaction_id", Read::Id);
+    out[1] = ("item_id", Read::Item);
+    let (mut i, mut n) = (0, 2);
+    while i < TYPED.len() {
+        let (key, kind) = TYPED[i];
+        if !same(key, "transaction_id") {
+            out[n] = (key, read(kind));
+            n += 1;
+        }
+        i += 1;
+    }
+    out[n] = ("rest", Read::Rest);
+    out[n + 1] = ("absent", Read::Absent);
+    out
+}
+
+/// How a line reads a typed column: dates and times go in as sent, and Postgres parses them
+/// as the apply's casts do.
+const fn read(kind: Typed) -> Read {
+    match kind {
+        Typed::Text | Typed::Date | Typed::DateTime => Read::Text,
+        Typed::Number => Read::Number,
+        Typed::Bool => Read::Flag,
+        Typed::TextArray => Read::TextArray,
+        Typed::Object => Read::Object,
+    }
+}
+
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
 
 /// The columns each line fills, in order (for the COPY's column list).
-pub const COLUMNS: [&str; 18] = {
-    let mut names = [""; 18];
+pub const COLUMNS: [&str; LAYOUT.len()] = {
+    let mut names = [""; LAYOUT.len()];
     let mut i = 0;
     while i < names.len() {
         names[i] = LAYOUT[i].0;

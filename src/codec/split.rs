@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde_json::value::RawValue;
 
+pub(super) use super::columns::{TYPED, Typed};
+
 /// The key each marked object carries: `{"rest": {…}, "absent": "{…}"}` (a text[] literal).
 pub const MARK: &str = "plaid_sync:lean";
 
@@ -13,37 +15,6 @@ pub const MARK: &str = "plaid_sync:lean";
 /// rows record their codec, so a new template is a new codec, never an edit of this one.
 /// `sql/schema.sql` holds the same text in `plaid_sync.transaction_template` (a test checks).
 pub const TEMPLATE: &str = r#"{"account_owner": null, "authorized_datetime": null, "check_number": null, "counterparties": [], "location": {"address": null, "city": null, "country": null, "lat": null, "lon": null, "postal_code": null, "region": null, "store_number": null}, "logo_url": null, "merchant_entity_id": null, "payment_meta": {"by_order_of": null, "payee": null, "payer": null, "payment_method": null, "payment_processor": null, "ppd_id": null, "reason": null, "reference_number": null}, "transaction_code": null, "website": null}"#;
-
-/// What a typed column gives back, and so which raw values it can stand for.
-#[derive(Clone, Copy)]
-pub(super) enum Typed {
-    Text,
-    Number,
-    Bool,
-    Date,
-    DateTime,
-    TextArray,
-    Object,
-}
-
-/// The typed columns of `plaid_sync.transaction_rows` that rebuild their key.
-pub(super) const TYPED: [(&str, Typed); 15] = [
-    ("account_id", Typed::Text),
-    ("amount", Typed::Number),
-    ("authorized_date", Typed::Date),
-    ("category", Typed::TextArray),
-    ("date", Typed::Date),
-    ("datetime", Typed::DateTime),
-    ("iso_currency_code", Typed::Text),
-    ("merchant_name", Typed::Text),
-    ("name", Typed::Text),
-    ("payment_channel", Typed::Text),
-    ("pending", Typed::Bool),
-    ("pending_transaction_id", Typed::Text),
-    ("personal_finance_category", Typed::Object),
-    ("transaction_id", Typed::Text),
-    ("unofficial_currency_code", Typed::Text),
-];
 
 /// Whether the column rebuilds `raw` exactly. Nullable columns give `null` back as NULL, except
 /// `pending` (NOT NULL, a missing value is stored as false) and `amount` (NOT NULL).

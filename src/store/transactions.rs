@@ -113,12 +113,15 @@ fn staged_ids(run_id: i64, last: &Last) -> Vec<String> {
 }
 
 /// The apply itself (a kept plan): $1 run, $2 Item, $3 only these ids (all when NULL), $4 not
-/// these, $5–$8 the last page.
-const APPLY: &str = concat!(
+/// these, $5–$8 the last page. `{upsert}` is the upsert of the last word on each transaction,
+/// made from the typed columns' list (`apply`).
+const APPLY_FRAME: &str = concat!(
     "WITH ev AS (
              SELECT p.page, 0 AS phase, k.kind, a.ord, a.e AS obj, a.e ->> 'transaction_id' AS id,
                     p.raw_objects -> 'transactions' ->> (a.e ->> 'transaction_id') AS raw
-               FROM ", pages!(5, 6, 7, 8), " p
+               FROM ",
+    pages!(5, 6, 7, 8),
+    " p
               CROSS JOIN (VALUES (0, 'added'), (1, 'modified')) k(kind, key)
               CROSS JOIN LATERAL jsonb_array_elements(p.body -> k.key) WITH ORDINALITY a(e, ord)
               WHERE true
@@ -126,7 +129,9 @@ const APPLY: &str = concat!(
                 AND coalesce(a.e ->> 'transaction_id', '') <> ALL($4)
              UNION ALL
              SELECT p.page, 1, 2, a.ord, NULL, a.e ->> 'transaction_id', NULL
-               FROM ", pages!(5, 6, 7, 8), " p
+               FROM ",
+    pages!(5, 6, 7, 8),
+    " p
               CROSS JOIN LATERAL jsonb_array_elements(p.body -> 'removed') WITH ORDINALITY a(e, ord)
               WHERE true
                 AND ($3::text[] IS NULL OR coalesce(a.e ->> 'transaction_id', '') = ANY($3))
@@ -142,47 +147,9 @@ const APPLY: &str = concat!(
          posted_over AS (
              SELECT DISTINCT obj ->> 'pending_transaction_id' AS id FROM ev
               WHERE phase = 0 AND obj ->> 'pending_transaction_id' IS NOT NULL),
-         upserted AS (
-             INSERT INTO plaid_sync.transaction_rows AS transactions (transaction_id, item_id, account_id, amount, iso_currency_code,
-    unofficial_currency_code, date, authorized_date, datetime, name, merchant_name,
-    payment_channel, pending, pending_transaction_id, category, personal_finance_category, rest,
-    absent, raw_data, removed_at)
-             SELECT u.id, $2, o ->> 'account_id', (o ->> 'amount')::numeric,
-                    o ->> 'iso_currency_code', o ->> 'unofficial_currency_code',
-                    (o ->> 'date')::date, (o ->> 'authorized_date')::date,
-                    (o ->> 'datetime')::timestamptz, o ->> 'name', o ->> 'merchant_name',
-                    o ->> 'payment_channel', coalesce((o ->> 'pending')::boolean, false),
-                    o ->> 'pending_transaction_id',
-                    CASE WHEN jsonb_typeof(o -> 'category') = 'array'
-                         THEN ARRAY(SELECT jsonb_array_elements_text(o -> 'category')) END,
-                    CASE WHEN jsonb_typeof(o -> 'personal_finance_category') = 'object'
-                         THEN o -> 'personal_finance_category' END,
-                    -- Lean (src/codec/lean.rs): what no column or template holds, and what
-                    -- the object lacked; an object the job thread did not mark is kept whole.
-                    coalesce(o -> 'plaid_sync:lean' -> 'rest', o),
-                    nullif(CASE WHEN o ? 'plaid_sync:lean'
-                                THEN (o -> 'plaid_sync:lean' ->> 'absent')::text[]
-                                ELSE plaid_sync.transaction_absent(o) END, '{}'),
-                    u.raw,
-                    CASE WHEN le.phase = 1 OR u.id IN (SELECT id FROM posted_over) THEN now() END
-               FROM last_upsert u
-               JOIN last_event le USING (id)
-              CROSS JOIN LATERAL (SELECT u.obj AS o) x
-             ON CONFLICT (transaction_id) DO UPDATE SET
-                    account_id = EXCLUDED.account_id, amount = EXCLUDED.amount,
-                    iso_currency_code = EXCLUDED.iso_currency_code,
-                    unofficial_currency_code = EXCLUDED.unofficial_currency_code,
-                    date = EXCLUDED.date, authorized_date = EXCLUDED.authorized_date,
-                    datetime = EXCLUDED.datetime, name = EXCLUDED.name,
-                    merchant_name = EXCLUDED.merchant_name,
-                    payment_channel = EXCLUDED.payment_channel, pending = EXCLUDED.pending,
-                    pending_transaction_id = EXCLUDED.pending_transaction_id,
-                    category = EXCLUDED.category,
-                    personal_finance_category = EXCLUDED.personal_finance_category,
-                    rest = EXCLUDED.rest, absent = EXCLUDED.absent, codec = EXCLUDED.codec,
-                    raw_data = EXCLUDED.raw_data,
-                    removed_at = EXCLUDED.removed_at, updated_at = now()
-              WHERE transactions.item_id = EXCLUDED.item_id
+         upserted AS (",
+    "{upsert}",
+    "
              RETURNING 1),
          removed AS (
              -- Removals, and pending rows a posted row replaced (Plaid also lists them as
@@ -195,12 +162,52 @@ const APPLY: &str = concat!(
           WHERE t.transaction_id = r.id AND t.item_id = $2 AND t.removed_at IS NULL"
 );
 
+/// The apply's SQL, made once: the frame with the upsert of every typed column
+/// (`codec::columns`, the list the COPY layout and the split come from too).
+fn apply_sql() -> &'static str {
+    static SQL: std::sync::LazyLock<&'static str> = std::sync::LazyLock::new(|| {
+        let typed: Vec<_> = crate::codec::columns::applied().collect();
+        let names: Vec<&str> = typed.iter().map(|(k, _)| *k).collect();
+        let reads: Vec<String> = typed.iter().map(|(k, t)| t.sql_read(k)).collect();
+        let sets: Vec<String> = names
+            .iter()
+            .map(|k| format!("{k} = EXCLUDED.{k}"))
+            .collect();
+        let upsert = format!(
+            "INSERT INTO plaid_sync.transaction_rows AS transactions (transaction_id, item_id, {names},
+                    rest, absent, raw_data, removed_at)
+             SELECT u.id, $2, {reads},
+                    -- Lean (src/codec/lean.rs): what no column or template holds, and what
+                    -- the object lacked; an object the job thread did not mark is kept whole.
+                    coalesce(o -> 'plaid_sync:lean' -> 'rest', o),
+                    nullif(CASE WHEN o ? 'plaid_sync:lean'
+                                THEN (o -> 'plaid_sync:lean' ->> 'absent')::text[]
+                                ELSE plaid_sync.transaction_absent(o) END, '{{}}'),
+                    u.raw,
+                    CASE WHEN le.phase = 1 OR u.id IN (SELECT id FROM posted_over) THEN now() END
+               FROM last_upsert u
+               JOIN last_event le USING (id)
+              CROSS JOIN LATERAL (SELECT u.obj AS o) x
+             ON CONFLICT (transaction_id) DO UPDATE SET {sets},
+                    rest = EXCLUDED.rest, absent = EXCLUDED.absent, codec = EXCLUDED.codec,
+                    raw_data = EXCLUDED.raw_data,
+                    removed_at = EXCLUDED.removed_at, updated_at = now()
+              WHERE transactions.item_id = EXCLUDED.item_id",
+            names = names.join(", "),
+            reads = reads.join(",\n                    "),
+            sets = sets.join(", "),
+        );
+        Box::leak(APPLY_FRAME.replace("{upsert}", &upsert).into_boxed_str())
+    });
+    &SQL
+}
+
 /// The apply itself, for the transactions in `only` (all when None) but not in `skip`.
 fn apply(run_id: i64, item_id: &str, only: Option<&[String]>, skip: &[String], last: &Last) {
     use pgrx::pg_sys::{INT4OID, INT8OID, JSONBOID, TEXTARRAYOID, TEXTOID};
     let only: Option<Vec<String>> = only.map(<[String]>::to_vec);
     run_prepared(
-        APPLY,
+        apply_sql(),
         &[
             INT8OID,
             TEXTOID,
