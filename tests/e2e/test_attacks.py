@@ -168,6 +168,7 @@ def test_jobs_in_plaid_process_inbox_ignore_the_callers_formats(emulator, su):
     assert su.execute("SHOW DateStyle").fetchone()[0] == "German, DMY"
 
 
+@pytest.mark.slow
 @pytest.mark.both_ways
 def test_forged_random_kids_cost_one_look_up_each_and_leave_no_rows(emulator, su):
     """100 forged random kids made 200 key calls (each also refreshed every key held)

@@ -230,6 +230,7 @@ def page_text(added, modified, removed, accounts_json, cursor, has_more):
             '"request_id": null, "transactions_update_status": "HISTORICAL_UPDATE_COMPLETE"}')
 
 
+@pytest.mark.slow
 def test_property_generated_pages_mirror_their_net_effect(emulator, su):
     item = emulator("items", count=1, days=1, per_day=0)["items"][0]
     USED_SECRETS.add(item["access_token"])

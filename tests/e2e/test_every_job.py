@@ -65,6 +65,7 @@ def test_a_job_that_panics_fails_alone_and_is_logged_once(cluster, jobs_run_by, 
     su.execute("DELETE FROM plaid_sync.inbox WHERE id = %s", (job,))
 
 
+@pytest.mark.slow
 def test_workers_wait_quietly_for_the_extension(emulator):
     # The workers serve "postgres", which initdb made: a database without the extension.
     c = make_cluster("no_extension", emulator, **{

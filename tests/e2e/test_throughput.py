@@ -11,6 +11,9 @@ import pytest
 
 from conftest import USED_SECRETS, make_cluster, until
 
+# Floods, pacing at the limit and 429s: minutes of wall time, left out of `scripts/test --quick`.
+pytestmark = pytest.mark.slow
+
 DB = "e2e_throughput"
 SLOTS = 6
 

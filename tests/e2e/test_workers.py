@@ -192,6 +192,7 @@ def test_a_webhook_for_an_unannounced_item_waits_for_it(emulator, conn):
     until(lambda: status(conn, item["item_id"]) == "healthy", what="the Item")
 
 
+@pytest.mark.slow
 def test_kill_9_in_the_middle_of_a_multi_page_sync(wc, emulator, conn):
     item = new_item(emulator, days=400, per_day=4)  # 4 pages
     emulator("fault", endpoint="/transactions/sync", kind="slow", page=2, delay_ms=4000, times=1)
@@ -215,6 +216,7 @@ def test_kill_9_in_the_middle_of_a_multi_page_sync(wc, emulator, conn):
         assert c.execute("SELECT count(*) FROM plaid_sync.sync_pages").fetchone()[0] == 0
 
 
+@pytest.mark.slow
 def test_plaid_down_for_30_seconds(wc, emulator, conn):
     items = [new_item(emulator, days=5) for _ in range(5)]
     set_conf(wc, max_attempts=50, retry_base_delay="500ms", retry_max_delay="4s")
@@ -236,6 +238,7 @@ def test_plaid_down_for_30_seconds(wc, emulator, conn):
         assert_matches_emulator(emulator, conn, it["item_id"])
 
 
+@pytest.mark.slow
 def test_fast_shutdown_in_the_middle_of_load(wc, emulator):
     emulator("config", latency_ms=100)
     items = [new_item(emulator, days=30) for _ in range(20)]
@@ -260,6 +263,7 @@ def test_fast_shutdown_in_the_middle_of_load(wc, emulator):
         emulator("config", latency_ms=0)
 
 
+@pytest.mark.slow
 def test_retention_and_self_healing(wc, emulator, conn):
     item = new_item(emulator, days=5)
     announce(conn, item)
