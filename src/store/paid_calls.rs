@@ -75,6 +75,16 @@ pub fn start(inbox_id: i64) -> bool {
     .is_some()
 }
 
+/// Plaid refused the call with an error it does not bill (5xx, 429): the mark is taken back,
+/// so the job's retry may call again. The error is kept until then.
+pub fn unmark(inbox_id: i64, request_id: Option<&str>, error: Option<&str>) {
+    run(
+        "UPDATE plaid_sync.paid_calls SET called_at = NULL, outcome = 'retry', request_id = $2, error = $3
+          WHERE inbox_id = $1",
+        &[inbox_id.into(), request_id.into(), error.into()],
+    );
+}
+
 /// What came of the call a job made: `request_id` when Plaid answered it, the outcome label.
 pub fn record(inbox_id: i64, request_id: Option<&str>, outcome: &str, error: Option<&str>) {
     Spi::run_with_args(

@@ -4,7 +4,7 @@
 use super::{from_plaid, pause_item, prologue};
 use crate::database::db;
 use crate::job::{Job, Outcome};
-use crate::plaid::Client;
+use crate::plaid::{Client, PlaidError};
 use crate::store::paid_calls;
 
 pub fn refresh_transactions(
@@ -33,15 +33,23 @@ pub fn refresh_transactions(
         }
         Err(e) => {
             pause_item(item_id, &e);
+            // Plaid answered with an error: it bills only successful calls, so a retry may
+            // call again. A call with no answer (a timeout) may have been billed: never again.
+            let answered = matches!(e, PlaidError::Api { .. });
             let request_id = e.request_id().map(str::to_string);
             let outcome = from_plaid("/transactions/refresh", e);
+            let again = answered && matches!(outcome, Outcome::Retry(_) | Outcome::Throttled(_));
             db(|| {
-                paid_calls::record(
-                    job.id,
-                    request_id.as_deref(),
-                    outcome.run_label(),
-                    outcome.message(),
-                )
+                if again {
+                    paid_calls::unmark(job.id, request_id.as_deref(), outcome.message());
+                } else {
+                    paid_calls::record(
+                        job.id,
+                        request_id.as_deref(),
+                        outcome.run_label(),
+                        outcome.message(),
+                    )
+                }
             });
             outcome
         }

@@ -3,6 +3,7 @@ makes only when asked (on-demand refresh within its budgets)."""
 
 import contextlib
 import json
+import time
 
 import psycopg
 import pytest
@@ -153,6 +154,33 @@ def test_refresh_is_queued_within_budget_and_then_refused(cluster, emulator, su)
             su.execute("SELECT plaid_sync.plaid_refresh_transactions(%s)", (other,))
         assert e.value.sqlstate == "53400" and "plaid_sync.refreshes_per_day (2)" in str(e.value)
         assert su.execute("SELECT count(*) FROM plaid_sync.paid_calls WHERE item_id = %s", (other,)).fetchone()[0] == 0
+
+
+@pytest.mark.workers_only
+def test_a_refresh_plaid_refused_is_retried_and_one_it_may_have_billed_is_not(cluster, emulator, su):
+    """Plaid bills a refresh it answered 200: a 500 is retried (nothing was billed), but a call
+    that timed out may have been billed by a Plaid that answered late, so it is never made again."""
+    su.autocommit = True
+    item_id = announce(emulator, su, days=2, per_day=1)
+    drain(su)
+    refresh = "SELECT plaid_sync.plaid_refresh_transactions(%s)"
+    calls = lambda: len(requests_of(emulator, item_id, "/transactions/refresh"))  # noqa: E731
+    with settings(cluster, rate_limits="'/transactions/refresh=100/100'", retry_base_delay="'10ms'"):
+        emulator("fault", endpoint="/transactions/refresh", kind="http500", times=1)
+        job = su.execute(refresh, (item_id,)).fetchone()[0]
+        drain(su)
+        assert (calls(), billed(emulator, item_id)) == (2, 1)
+        assert su.execute("SELECT outcome FROM plaid_sync.paid_calls WHERE inbox_id = %s", (job,)).fetchone()[0] == "ok"
+        emulator("clear_faults")
+    with settings(cluster, request_timeout="'1s'", retry_base_delay="'10ms'"):
+        emulator("fault", endpoint="/transactions/refresh", kind="slow", delay_ms=2500, times=1)
+        job = su.execute(refresh, (item_id,)).fetchone()[0]
+        drain(su)
+        time.sleep(2)  # the late answer lands (and is billed) after the client gave up
+        assert calls() == 3 and billed(emulator, item_id) == 2, "one call, billed, never repeated"
+        status, note = su.execute("SELECT status, last_error FROM plaid_sync.inbox WHERE id = %s", (job,)).fetchone()
+        assert status == "done" and note.startswith("skipped: this paid call was started once already"), note
+        emulator("clear_faults")
 
 
 @pytest.mark.parametrize("arg, message", [
