@@ -295,6 +295,17 @@ fn plaid_notify_text(body: Option<&str>) -> i64 {
     ok(notify(body))
 }
 
+/// The symbol the jsonb `plaid_notify` of 0.1.0 and 0.2.0 points at. Until `ALTER EXTENSION
+/// plaid_sync UPDATE` replaces that definition (with the SQL wrapper below), a call names the
+/// fix, as every entry point does while the library and the SQL objects differ. It reads no
+/// argument, so no body is parsed on the way.
+#[pg_extern(sql = false)]
+fn plaid_notify() -> i64 {
+    ok(crate::database::require_current_sql().and(Err(Error::not_configured(
+        "plaid_notify(jsonb) is defined as in an older plaid_sync: run ALTER EXTENSION plaid_sync UPDATE",
+    ))))
+}
+
 // The jsonb form of 0.1.0 and 0.2.0, kept for callers that pass jsonb: the text form does the
 // work (a jsonb number past f64 or nesting past 128 is then 22P02, not a Rust error).
 extension_sql!(
