@@ -51,3 +51,75 @@ BEGIN
         EXECUTE format('ALTER FUNCTION %s SET log_min_error_statement = panic', f);
     END LOOP;
 END $$;
+
+-- Plaid's own freshness (/item/get's status), and the mark a purge leaves.
+ALTER TABLE plaid_sync.items ADD COLUMN plaid_status jsonb;
+ALTER TABLE plaid_sync.items ADD COLUMN purged_at timestamptz;
+
+-- Transactions now goes through the products gate: an Item that synced transactions before
+-- keeps syncing even if no /item/get recorded its products yet (announced before 0.2.0).
+INSERT INTO plaid_sync.item_products (item_id, product, state, last_synced_at)
+SELECT item_id, 'transactions', 'ok', last_synced_at FROM plaid_sync.items
+ WHERE (transactions_cursor IS NOT NULL OR last_synced_at IS NOT NULL) AND status <> 'removed'
+ON CONFLICT (item_id, product) DO NOTHING;
+
+-- An ITEM: ERROR the user need not act on no longer pauses an Item: those 0.2.0 paused go
+-- back to syncing, their error kept.
+UPDATE plaid_sync.items
+   SET status = CASE WHEN last_synced_at IS NULL THEN 'pending' ELSE 'healthy' END, updated_at = now()
+ WHERE status = 'error'
+   AND coalesce(error ->> 'error_code', '') NOT IN ('NO_ACCOUNTS', 'PRODUCTS_NOT_SUPPORTED');
+
+-- item_health: Plaid's freshness beside the mirror's, and each product's consent and Plaid
+-- freshness.
+CREATE OR REPLACE VIEW plaid_sync.item_health AS
+    SELECT i.item_id,
+           i.status,
+           i.institution_name,
+           i.last_synced_at,
+           now() - i.last_synced_at AS sync_lag,
+           i.last_webhook_at,
+           (SELECT count(*) FROM plaid_sync.inbox q
+             WHERE q.item_id = i.item_id AND q.status IN ('pending', 'running')) AS pending_jobs,
+           (SELECT count(*) FROM plaid_sync.inbox q
+             WHERE q.item_id = i.item_id AND q.status = 'failed') AS failed_jobs,
+           coalesce(i.error ->> 'error_code',
+                    (SELECT q.last_error FROM plaid_sync.inbox q
+                      WHERE q.item_id = i.item_id AND q.last_error IS NOT NULL
+                      ORDER BY q.id DESC LIMIT 1)) AS last_error,
+           (SELECT r.outcome FROM plaid_sync.sync_runs r
+             WHERE r.item_id = i.item_id ORDER BY r.id DESC LIMIT 1) AS last_sync_outcome,
+           i.initial_update_complete,
+           i.historical_update_complete,
+           (SELECT count(*) FROM plaid_sync.sync_rejects s
+             WHERE s.item_id = i.item_id AND s.resolved_at IS NULL) AS rejected_transactions,
+           (SELECT jsonb_object_agg(p.product, jsonb_build_object('state', p.state,
+                       'last_synced_at', p.last_synced_at, 'last_error', p.last_error ->> 'error_code',
+                       'consented_only', p.consented_only,
+                       'plaid_last_successful_update', i.plaid_status -> p.product ->> 'last_successful_update'))
+              FROM plaid_sync.item_products p WHERE p.item_id = i.item_id) AS products,
+           (i.plaid_status -> 'transactions' ->> 'last_successful_update')::timestamptz AS plaid_last_successful_update,
+           (i.plaid_status -> 'transactions' ->> 'last_failed_update')::timestamptz AS plaid_last_failed_update,
+           (i.plaid_status -> 'last_webhook' ->> 'sent_at')::timestamptz AS plaid_last_webhook_at,
+           i.plaid_status -> 'last_webhook' ->> 'code_sent' AS plaid_last_webhook_code,
+           i.purged_at
+      FROM plaid_sync.items i;
+
+-- plaid_purge_item: a user's deletion request. Granted to whoever may remove Items.
+CREATE FUNCTION plaid_sync."plaid_purge_item"("item_id" TEXT) RETURNS void
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO plaid_sync, pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'plaid_purge_item_wrapper';
+REVOKE ALL ON FUNCTION plaid_sync.plaid_purge_item(text) FROM PUBLIC;
+ALTER FUNCTION plaid_sync.plaid_purge_item(text) SET log_min_error_statement = panic;
+DO $$
+DECLARE grantee regrole;
+BEGIN
+    FOR grantee IN SELECT a.grantee::regrole
+                     FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+                    WHERE p.oid = 'plaid_sync.plaid_remove_item(text, boolean)'::regprocedure
+                      AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION plaid_sync.plaid_purge_item(text) TO %s', grantee);
+    END LOOP;
+END $$;

@@ -47,7 +47,12 @@ CREATE TABLE plaid_sync.items (
     historical_update_complete boolean NOT NULL DEFAULT false,
     data                       jsonb,
     created_at                 timestamptz NOT NULL DEFAULT now(),
-    updated_at                 timestamptz NOT NULL DEFAULT now()
+    updated_at                 timestamptz NOT NULL DEFAULT now(),
+    -- /item/get's `status`: Plaid's own last successful and failed update per product, and
+    -- its last webhook (item_health shows them beside the mirror's last sync).
+    plaid_status               jsonb,
+    -- Set by plaid_purge_item: the row keeps only the id (a late webhook is then ignored).
+    purged_at                  timestamptz
 );
 -- The self-healing scan looks for Items whose last sync is old.
 CREATE INDEX items_last_synced_at_idx ON plaid_sync.items (last_synced_at) WHERE status IN ('healthy', 'pending_expiration', 'pending_disconnect');
@@ -221,7 +226,7 @@ CREATE INDEX inbox_due_idx ON plaid_sync.inbox (lane, run_after, id) WHERE statu
 -- of a repeated backend notice (src/inbox.rs). No unique index does that fold: every index
 -- here is paid by every notice and webhook, and the Item's row lock already orders them.
 CREATE INDEX inbox_item_open_idx ON plaid_sync.inbox (item_id) WHERE status IN ('pending', 'running');
--- The Items with a job running, which a claim reads once (src/inbox/queue.rs). Rows enter it
+-- The Items with a job running, which a claim reads once (src/inbox.rs). Rows enter it
 -- only when claimed, so a notice or webhook never pays for it.
 CREATE INDEX inbox_running_idx ON plaid_sync.inbox (item_id) WHERE status = 'running';
 -- Retention deletes old done and rejected rows (a flood of forged webhooks cannot fill the disk).
@@ -376,6 +381,13 @@ CREATE VIEW plaid_sync.item_health AS
            (SELECT count(*) FROM plaid_sync.sync_rejects s
              WHERE s.item_id = i.item_id AND s.resolved_at IS NULL) AS rejected_transactions,
            (SELECT jsonb_object_agg(p.product, jsonb_build_object('state', p.state,
-                       'last_synced_at', p.last_synced_at, 'last_error', p.last_error ->> 'error_code'))
-              FROM plaid_sync.item_products p WHERE p.item_id = i.item_id) AS products
+                       'last_synced_at', p.last_synced_at, 'last_error', p.last_error ->> 'error_code',
+                       'consented_only', p.consented_only,
+                       'plaid_last_successful_update', i.plaid_status -> p.product ->> 'last_successful_update'))
+              FROM plaid_sync.item_products p WHERE p.item_id = i.item_id) AS products,
+           (i.plaid_status -> 'transactions' ->> 'last_successful_update')::timestamptz AS plaid_last_successful_update,
+           (i.plaid_status -> 'transactions' ->> 'last_failed_update')::timestamptz AS plaid_last_failed_update,
+           (i.plaid_status -> 'last_webhook' ->> 'sent_at')::timestamptz AS plaid_last_webhook_at,
+           i.plaid_status -> 'last_webhook' ->> 'code_sent' AS plaid_last_webhook_code,
+           i.purged_at
       FROM plaid_sync.items i;

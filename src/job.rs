@@ -44,6 +44,10 @@ pub struct JobSettings {
     pub add_consented_products: bool,
     /// `plaid_sync.verify_webhooks`.
     pub verify_webhooks: bool,
+    /// What `/transactions/sync` asks for (`plaid_sync.include_original_description`, ...).
+    pub sync: crate::plaid::SyncOptions,
+    /// `plaid_sync.purge_on_revoke`: a revoked Item or account is purged, not marked.
+    pub purge_on_revoke: bool,
 }
 
 /// What a job runs with: the Plaid client and the settings, both made on the main thread.
@@ -131,6 +135,74 @@ fn is_location(word: &str) -> bool {
         || word.ends_with(".rs")
         || word.contains("/.cargo/")
         || word.contains("/src/")
+}
+
+/// When a recorded job is due again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Not at all (it ended), or when it was due (a job given back).
+    Keep,
+    /// In so many milliseconds.
+    In(i64),
+    /// When the grace for its Item to be announced ends (`plaid_sync.unknown_item_grace`).
+    GraceEnd,
+}
+
+/// How a job's end is written on its inbox row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disposition {
+    pub status: &'static str,
+    pub due: Due,
+    /// 1 when the run does not count as an attempt (rate-limited, waiting for its Item).
+    pub undo_attempt: i32,
+    /// `inbox.last_error`.
+    pub error: Option<String>,
+}
+
+/// `plaid_sync.max_attempts`, `.retry_base_delay`, `.retry_max_delay`.
+pub struct RetryPolicy {
+    pub max_attempts: i32,
+    pub base_ms: i64,
+    pub max_ms: i64,
+}
+
+impl Outcome {
+    /// The row's new state after its `attempts`-th run ended this way.
+    pub fn disposition(
+        &self,
+        attempts: i32,
+        p: &RetryPolicy,
+        rng: &mut impl rand::Rng,
+    ) -> Disposition {
+        let (status, due, undo_attempt) = match self {
+            Outcome::Done(_) | Outcome::ItemPaused(_) => ("done", Due::Keep, 0),
+            Outcome::Rejected(_) => ("rejected", Due::Keep, 0),
+            Outcome::Failed(_) | Outcome::Internal(_) => ("failed", Due::Keep, 0),
+            Outcome::Retry(_) if attempts >= p.max_attempts => ("failed", Due::Keep, 0),
+            Outcome::Retry(_) => (
+                "pending",
+                Due::In(backoff_ms(attempts, p.base_ms, p.max_ms, rng)),
+                0,
+            ),
+            // Rate-limited: soon, spread out, and not an attempt.
+            Outcome::Throttled(_) => ("pending", Due::In(rng.gen_range(5_000..15_000)), 1),
+            // Asleep until its Item is announced (announcing wakes it) or the grace ends.
+            Outcome::Wait(_) => ("pending", Due::GraceEnd, 1),
+        };
+        let error = match self {
+            Outcome::Retry(m) if status == "failed" => {
+                Some(format!("{m} (gave up after {attempts} attempts)"))
+            }
+            Outcome::Done(None) => None,
+            other => Some(other.to_string()),
+        };
+        Disposition {
+            status,
+            due,
+            undo_attempt,
+            error,
+        }
+    }
 }
 
 /// Capped exponential backoff with jitter, in milliseconds: `base` doubled per attempt, at

@@ -60,3 +60,40 @@ fn backoff_doubles_and_is_capped() {
         assert!((300_000..=600_000).contains(&d30));
     }
 }
+
+#[test]
+fn each_outcome_is_recorded_as_its_disposition_says() {
+    let p = RetryPolicy {
+        max_attempts: 3,
+        base_ms: 1_000,
+        max_ms: 60_000,
+    };
+    let mut rng = rand::thread_rng();
+    let mut d = |o: Outcome, attempts| o.disposition(attempts, &p, &mut rng);
+    let done = d(Outcome::Done(None), 1);
+    assert_eq!(
+        (done.status, done.due, done.undo_attempt, done.error),
+        ("done", Due::Keep, 0, None)
+    );
+    let retry = d(Outcome::Retry("Plaid down".into()), 2);
+    assert_eq!(retry.status, "pending");
+    assert!(matches!(retry.due, Due::In(ms) if (1_000..=2_000).contains(&ms)));
+    let gave_up = d(Outcome::Retry("Plaid down".into()), 3);
+    assert_eq!(
+        (gave_up.status, gave_up.error.as_deref()),
+        ("failed", Some("Plaid down (gave up after 3 attempts)"))
+    );
+    let throttled = d(Outcome::Throttled("429".into()), 3);
+    assert_eq!((throttled.status, throttled.undo_attempt), ("pending", 1));
+    assert!(matches!(throttled.due, Due::In(ms) if (5_000..15_000).contains(&ms)));
+    assert_eq!(d(Outcome::Wait("w".into()), 1).due, Due::GraceEnd);
+    assert_eq!(d(Outcome::Rejected("forged".into()), 1).status, "rejected");
+    assert_eq!(
+        d(Outcome::Internal("internal error: x".into()), 1).status,
+        "failed"
+    );
+    assert_eq!(
+        d(Outcome::ItemPaused("login".into()), 1).error.as_deref(),
+        Some("Item paused: login")
+    );
+}

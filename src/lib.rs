@@ -5,7 +5,7 @@
 //! - what jobs do: `runner.rs` (claim, Item lock, record, `plaid_process_inbox`), `route.rs`
 //!   (which job takes which row), `job_threads.rs` (jobs in flight, a thread each), `sync/` (Items,
 //!   transactions, recurring streams, refreshes), `webhook.rs` (verification glue);
-//! - the rows: `inbox/` (notices and webhooks in, jobs out), `store/` (Items, accounts,
+//! - the rows: `inbox.rs` (notices and webhooks in, jobs out), `store/` (Items, accounts,
 //!   transactions, products, recurring streams, paid calls, change notices);
 //! - the wake-up and pacing: `wake.rs` (shared-memory latches), `pace.rs` (the shared rate limiter);
 //! - the database layer: `database/` (SPI, kept plans, the step wrapper `db`, SQLSTATEs), `gucs/` (settings);

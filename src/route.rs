@@ -3,7 +3,7 @@
 //! job in `sync/`. Running it (claim, lock, record) is `runner.rs`'s.
 
 use crate::database::db;
-use crate::inbox::queue::{mark_coalesced, queued_triggers, record, waiting_for_item};
+use crate::inbox::{mark_coalesced, queued_triggers, record, waiting_for_item};
 use crate::job::{Ctx, Job, Outcome};
 use crate::sync;
 
@@ -66,6 +66,10 @@ pub fn run(job: &Job, ctx: &Ctx) -> Outcome {
             }
             None => {}
         }
+        // A purged Item keeps only its id: nothing Plaid says of it is kept.
+        if db(|| crate::store::items::purged(item_id)) {
+            return Outcome::Done(Some(format!("ignored: Item {item_id} was purged")));
+        }
         db(|| crate::store::items::webhook_received(item_id));
     }
     match (
@@ -73,9 +77,9 @@ pub fn run(job: &Job, ctx: &Ctx) -> Outcome {
         job.webhook_type.as_str(),
         job.webhook_code.as_str(),
     ) {
-        ("backend", "ITEM", "CREATED" | "UPDATED") => sync::reread_item(job, client, item_id),
+        ("backend", "ITEM", "CREATED" | "UPDATED") => sync::reread_item(job, ctx, item_id),
         ("backend", "ITEM", "WEBHOOK_UPDATE") => sync::update_webhook(job, client, item_id),
-        ("backend", "ITEM", "REMOVE") => sync::remove_at_plaid(client, item_id),
+        ("backend", "ITEM", "REMOVE") => sync::remove_at_plaid(job, client, item_id),
         (_, "TRANSACTIONS", "RECURRING_TRANSACTIONS_UPDATE") => {
             sync::snapshot::snapshot(job, ctx, item_id, &sync::snapshot::RECURRING)
         }
@@ -95,7 +99,7 @@ pub fn run(job: &Job, ctx: &Ctx) -> Outcome {
         (_, "LIABILITIES", "DEFAULT_UPDATE") => {
             sync::snapshot::snapshot(job, ctx, item_id, &sync::snapshot::LIABILITIES)
         }
-        ("plaid", "ITEM", _) => sync::item_webhook(job, item_id),
+        ("plaid", "ITEM", _) => sync::item_webhook(job, item_id, &ctx.settings),
         // A job made to panic, for the tests of how a bug in a job ends (debug builds only).
         #[cfg(debug_assertions)]
         ("backend", "PLAID_SYNC_TEST", "PANIC") => panic!("a job made to panic (src/route.rs:1:1)"),

@@ -1,7 +1,7 @@
 //! Claim, run and record inbox jobs. `plaid_process_inbox` runs them one by one inside the
 //! caller's transaction; a worker runs many at once (src/job_threads.rs), each on a job thread whose
 //! database steps run on the main thread in short transactions of their own (`db`), so no
-//! transaction is open while Plaid is called.
+//! transaction is open while Plaid is called. Which handler a job goes to is `route.rs`'s.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use pgrx::prelude::*;
 
 use crate::database::{one, try_db};
 use crate::gucs;
-use crate::inbox::queue::{claim, record, release};
+use crate::inbox::{claim, record, release};
 use crate::job::{Ctx, Job, Outcome};
 use crate::plaid::{Client, Config};
 

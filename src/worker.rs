@@ -229,7 +229,7 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
             && last_maintenance.is_none_or(|t| t.elapsed() >= MAINTENANCE_EVERY)
         {
             if let Err(e) = try_db(|| {
-                crate::inbox::maintenance::maintenance();
+                crate::inbox::maintenance();
                 crate::store::webhook_keys::prune();
             }) {
                 crate::database::sql_version_unknown();

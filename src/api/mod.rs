@@ -1,5 +1,5 @@
 //! The SQL functions of the public contract (README "SQL reference") and their dispatch. Each
-//! checks its input (src/validate.rs), then writes the rows (src/store/, src/inbox/); work that
+//! checks its input (src/validate.rs), then writes the rows (src/store/, src/inbox.rs); work that
 //! needs Plaid goes into the inbox.
 //!
 //! All are SECURITY DEFINER with a pinned search_path; sql/finalize.sql revokes EXECUTE from
@@ -17,6 +17,7 @@ use crate::store::token;
 use crate::validate;
 
 mod paid_refresh;
+mod purge;
 mod status;
 
 /// The Item's current status, or 22023 when there is no such Item.
@@ -74,7 +75,10 @@ fn notify_item_updated(item_id: Option<&str>, access_token: Option<&str>) -> Res
             gucs::environment().as_str(),
         )?),
     };
-    live_item(item_id)?;
+    if live_item(item_id)? == "revoked" {
+        items::regranted(item_id);
+        crate::store::products::read_again(item_id);
+    }
     if let Some(token) = token {
         token::replace(item_id, token)?;
     }
@@ -209,8 +213,7 @@ fn remove_item(item_id: Option<&str>, remove_at_plaid: Option<bool>) -> Result<(
     // Nothing queued runs any more; the Item and its rows are marked (and kept).
     inbox::cancel_item_jobs(item_id);
     items::mark_removed(item_id);
-    crate::store::accounts::mark_item_removed(item_id);
-    crate::store::transactions::mark_item_removed(item_id);
+    crate::store::consent::mark_removed(item_id, None);
     if !remove_at_plaid {
         token::destroy(item_id);
     } else {
@@ -239,7 +242,7 @@ fn retry_failed(item_id: Option<&str>) -> Result<i32> {
         None => None,
         Some(i) => Some(validate::item_id(Some(i))?),
     };
-    let n = inbox::queue::retry_failed(item_id);
+    let n = inbox::retry_failed(item_id);
     if n > 0 {
         crate::wake::wake_on_commit();
     }

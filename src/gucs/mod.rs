@@ -50,6 +50,7 @@ static PREV_KEYS: Mutex<Option<String>> = Mutex::new(None);
 
 mod hooks;
 mod numbers;
+mod plaid_data;
 use hooks::{
     assign_key, assign_prev_keys, assign_secret, check_key, check_prev_keys, check_rate_limits,
     check_secret,
@@ -59,6 +60,7 @@ pub use numbers::{
     max_attempts, poll_interval_ms, refreshes_per_day, refreshes_per_item_per_day,
     request_timeout_ms, resync_interval_s, retry_base_ms, retry_max_ms, unknown_item_grace_s,
 };
+pub use plaid_data::{purge_on_revoke, sync_options};
 
 pub fn init() {
     let secret_flags = GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL;
@@ -146,6 +148,7 @@ pub fn init() {
         GucFlags::default(),
     );
     numbers::define();
+    plaid_data::define();
     unsafe { pg_sys::MarkGUCPrefixReserved(c"plaid_sync".as_ptr()) };
 }
 
@@ -190,6 +193,8 @@ pub fn job_settings() -> crate::job::JobSettings {
     crate::job::JobSettings {
         add_consented_products: add_consented_products(),
         verify_webhooks: verify_webhooks(),
+        sync: sync_options(),
+        purge_on_revoke: purge_on_revoke(),
     }
 }
 

@@ -222,16 +222,16 @@ impl Client {
         )
     }
 
+    /// `initialises`: this sync is the first of an Item that only consented to Transactions.
     pub fn transactions_sync(
         &self,
         access_token: &str,
         cursor: Option<&str>,
         count: u32,
+        opts: &super::SyncOptions,
+        initialises: bool,
     ) -> Result<Response, PlaidError> {
-        let mut body = json!({ "access_token": access_token, "count": count });
-        if let Some(c) = cursor.filter(|c| !c.is_empty()) {
-            body["cursor"] = Value::String(c.to_string());
-        }
+        let body = super::sync_request::sync_body(access_token, cursor, count, opts, initialises);
         self.call("/transactions/sync", body)
     }
 

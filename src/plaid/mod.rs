@@ -6,6 +6,8 @@ pub mod client;
 pub mod error;
 pub mod jwt;
 pub mod limits;
+pub mod sync_request;
 
 pub use client::{Client, Config, Pacer, Response};
 pub use error::{Class, PlaidError, ProductState};
+pub use sync_request::SyncOptions;

@@ -1,4 +1,5 @@
-//! Accounts, and a balance snapshot whenever an account's balances change.
+//! Accounts, and a balance snapshot whenever an account's balances change; both marked
+//! removed or deleted when consent ends.
 
 use pgrx::pg_sys::{BOOLOID, TEXTOID};
 
@@ -63,20 +64,24 @@ pub fn upsert_accounts(item_id: &str, accounts_json: &str, complete: bool, raw: 
     );
 }
 
-/// ITEM/USER_ACCOUNT_REVOKED: the account the body names is marked removed (its rows stay).
-pub fn revoke(item_id: &str, body: &str) {
+/// Consent ended for the Item (`account_id` None) or one account: its live accounts are
+/// marked removed (and kept, with their balance history).
+pub fn mark_removed(item_id: &str, account_id: Option<&str>) {
     crate::database::run(
         "UPDATE plaid_sync.accounts SET removed_at = now(), updated_at = now()
-          WHERE item_id = $1 AND account_id = $2::jsonb ->> 'account_id' AND removed_at IS NULL",
-        &[item_id.into(), body.into()],
+          WHERE item_id = $1 AND ($2::text IS NULL OR account_id = $2) AND removed_at IS NULL",
+        &[item_id.into(), account_id.into()],
     );
 }
 
-/// The Item is removed: its accounts are marked removed (and kept).
-pub fn mark_item_removed(item_id: &str) {
+/// The Item's (or one account's) accounts and balance history deleted: a purge.
+pub fn purge(item_id: &str, account_id: Option<&str>) {
     crate::database::run(
-        "UPDATE plaid_sync.accounts SET removed_at = now(), updated_at = now()
-          WHERE item_id = $1 AND removed_at IS NULL",
-        &[item_id.into()],
+        "DELETE FROM plaid_sync.balance_snapshots WHERE item_id = $1 AND ($2::text IS NULL OR account_id = $2)",
+        &[item_id.into(), account_id.into()],
+    );
+    crate::database::run(
+        "DELETE FROM plaid_sync.accounts WHERE item_id = $1 AND ($2::text IS NULL OR account_id = $2)",
+        &[item_id.into(), account_id.into()],
     );
 }

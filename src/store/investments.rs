@@ -129,3 +129,39 @@ pub fn apply_transactions(run_id: i64, item_id: &str, start: &str, end: &str) ->
         &[run_id.into(), item_id.into(), start.into(), end.into()],
     )
 }
+
+/// Consent ended for the Item (`account_id` None) or one account: its live holdings are marked
+/// removed (and kept).
+pub fn mark_removed_holdings(item_id: &str, account_id: Option<&str>) {
+    crate::database::run(
+        "UPDATE plaid_sync.holdings SET removed_at = now(), updated_at = now()
+          WHERE item_id = $1 AND ($2::text IS NULL OR account_id = $2) AND removed_at IS NULL",
+        &[item_id.into(), account_id.into()],
+    );
+}
+
+/// The Item's (or one account's) holdings deleted: a purge.
+pub fn purge_holdings(item_id: &str, account_id: Option<&str>) {
+    crate::database::run(
+        "DELETE FROM plaid_sync.holdings WHERE item_id = $1 AND ($2::text IS NULL OR account_id = $2)",
+        &[item_id.into(), account_id.into()],
+    );
+}
+
+/// Consent ended for the Item (`account_id` None) or one account: its live investment transactions are marked
+/// removed (and kept).
+pub fn mark_removed_investment_transactions(item_id: &str, account_id: Option<&str>) {
+    crate::database::run(
+        "UPDATE plaid_sync.investment_transactions SET removed_at = now(), updated_at = now()
+          WHERE item_id = $1 AND ($2::text IS NULL OR account_id = $2) AND removed_at IS NULL",
+        &[item_id.into(), account_id.into()],
+    );
+}
+
+/// The Item's (or one account's) investment transactions deleted: a purge.
+pub fn purge_investment_transactions(item_id: &str, account_id: Option<&str>) {
+    crate::database::run(
+        "DELETE FROM plaid_sync.investment_transactions WHERE item_id = $1 AND ($2::text IS NULL OR account_id = $2)",
+        &[item_id.into(), account_id.into()],
+    );
+}

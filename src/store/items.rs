@@ -19,6 +19,14 @@ pub fn update_item(item_id: &str, item_json: &str) {
     );
 }
 
+/// `/item/get`'s `status` (Plaid's last update per product, its last webhook), kept as sent.
+pub fn store_plaid_status(item_id: &str, status_json: &str) {
+    run(
+        "UPDATE plaid_sync.items SET plaid_status = nullif($2::jsonb, 'null') WHERE item_id = $1",
+        &[item_id.into(), status_json.into()],
+    );
+}
+
 pub fn name_institution(item_id: &str) {
     run(
         "UPDATE plaid_sync.items i SET institution_name = n.name
@@ -86,6 +94,37 @@ pub fn error_webhook(item_id: &str, status: &str, body: &str) {
     );
 }
 
+/// ITEM/ERROR with a code the user need not act on: the error kept, the status left as it
+/// is, so the scheduled resync goes on (a successful sync clears it).
+pub fn record_error(item_id: &str, body: &str) {
+    run(
+        "UPDATE plaid_sync.items SET error = $2::jsonb -> 'error', updated_at = now()
+          WHERE item_id = $1 AND status <> 'removed'",
+        &[item_id.into(), body.into()],
+    );
+}
+
+/// `/item/get` and `/accounts/get` answered for an Item without Transactions (which no sync
+/// marks healthy): healthy, unless the user must act.
+pub fn reachable(item_id: &str) {
+    run(
+        "UPDATE plaid_sync.items SET status = 'healthy', error = NULL, updated_at = now()
+          WHERE item_id = $1 AND status IN ('pending', 'error', 'login_required', 'invalid_token')",
+        &[item_id.into()],
+    );
+}
+
+/// The backend says a revoked Item was updated (the user granted access again in update
+/// mode): it syncs again from the start, which brings back live what Plaid still has.
+pub fn regranted(item_id: &str) {
+    run(
+        "UPDATE plaid_sync.items SET status = 'pending', error = NULL, transactions_cursor = NULL,
+                updated_at = now()
+          WHERE item_id = $1 AND status = 'revoked'",
+        &[item_id.into()],
+    );
+}
+
 /// ITEM/LOGIN_REPAIRED: healthy again, from any state the user's login explains.
 pub fn login_repaired(item_id: &str) {
     run(
@@ -126,6 +165,17 @@ pub fn status_for_update(item_id: &str) -> Option<String> {
     )
 }
 
+/// Locks the Item's row for an apply; false when it was removed, revoked or purged while the
+/// job called Plaid (then nothing the job read may be applied).
+pub fn lock_live(item_id: &str) -> bool {
+    one::<bool>(
+        "SELECT true FROM plaid_sync.items
+          WHERE item_id = $1 AND status NOT IN ('removed', 'revoked') FOR UPDATE",
+        &[item_id.into()],
+    )
+    .unwrap_or(false)
+}
+
 /// True when the Item still holds an access token.
 pub fn has_token(item_id: &str) -> bool {
     one::<bool>(
@@ -159,18 +209,24 @@ pub fn destroy_sealed_token(item_id: &str) {
     );
 }
 
-/// The Item's status and transactions cursor; None for an Item nobody announced.
-pub fn status_and_cursor(item_id: &str) -> Option<(String, Option<String>)> {
+/// What a job reads of the Item in one statement: its status, transactions cursor and
+/// sealed token; None for an Item nobody announced.
+pub fn for_job(item_id: &str) -> Option<(String, Option<String>, Option<Vec<u8>>)> {
     pgrx::spi::Spi::connect(|c| {
         let t = c
             .select(
-                "SELECT status, transactions_cursor FROM plaid_sync.items WHERE item_id = $1",
+                "SELECT status, transactions_cursor, access_token_encrypted
+                   FROM plaid_sync.items WHERE item_id = $1",
                 None,
                 &[item_id.into()],
             )
             .ok()?;
         let r = t.first();
-        Some((r.get::<String>(1).ok()??, r.get::<String>(2).ok()?))
+        Some((
+            r.get::<String>(1).ok()??,
+            r.get::<String>(2).ok()?,
+            r.get::<Vec<u8>>(3).ok()?,
+        ))
     })
 }
 
@@ -227,7 +283,7 @@ pub fn announce(
         crate::wake::wake_on_commit();
         return Announced::New(id);
     }
-    // The row lock taken here orders the notice's fold (src/inbox/mod.rs).
+    // The row lock taken here orders the notice's fold (src/inbox.rs, `enqueue_notice`).
     let relinked = crate::database::one_prepared::<i16>(
         "UPDATE plaid_sync.items SET
              client_user_id = coalesce($2, client_user_id),
@@ -237,9 +293,10 @@ pub fn announce(
                            THEN status ELSE 'pending' END,
              error = CASE WHEN status IN ('healthy', 'pending_expiration', 'pending_disconnect')
                           THEN error END,
-             -- A removed Item's rows are all marked removed: it syncs again from the start,
-             -- which brings back what Plaid still reports.
-             transactions_cursor = CASE WHEN status = 'removed' THEN NULL ELSE transactions_cursor END,
+             -- A removed or revoked Item's rows are all marked removed: it syncs again from
+             -- the start, which brings back what Plaid still reports.
+             transactions_cursor = CASE WHEN status IN ('removed', 'revoked') THEN NULL ELSE transactions_cursor END,
+             purged_at = NULL,
              updated_at = now()
           WHERE item_id = $1
           RETURNING CASE WHEN last_synced_at IS NULL OR transactions_cursor IS NULL THEN 1::int2 ELSE 0::int2 END",
@@ -279,4 +336,27 @@ pub fn sealed_tokens_for_update() -> Vec<(String, Vec<u8>)> {
         })
         .collect()
     })
+}
+
+/// A purge: the Item keeps only its id, that it was purged and when, and (until the job that
+/// removes it at Plaid has run) its sealed token; every other column is cleared.
+pub fn mark_purged(item_id: &str) {
+    run(
+        "UPDATE plaid_sync.items SET status = 'removed', purged_at = now(), client_user_id = NULL,
+                institution_id = NULL, institution_name = NULL, transactions_cursor = NULL,
+                error = NULL, consent_expiration_time = NULL, webhook = NULL, last_synced_at = NULL,
+                last_webhook_at = NULL, initial_update_complete = false,
+                historical_update_complete = false, data = NULL, plaid_status = NULL, updated_at = now()
+          WHERE item_id = $1",
+        &[item_id.into()],
+    );
+}
+
+/// True when the Item was purged (a late webhook for it is ignored).
+pub fn purged(item_id: &str) -> bool {
+    one::<bool>(
+        "SELECT purged_at IS NOT NULL FROM plaid_sync.items WHERE item_id = $1",
+        &[item_id.into()],
+    )
+    .unwrap_or(false)
 }

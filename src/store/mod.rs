@@ -4,14 +4,16 @@
 //! opened, rotated, destroyed), `institutions.rs` the institutions cache, `accounts.rs`
 //! accounts and balance snapshots, `pages.rs` a sync's staged pages and its last,
 //! `transactions.rs` `transaction_rows` (the apply by SQL, or by COPY for a run of new
-//! transactions), `runs.rs` `sync_runs`, `paid_calls.rs` the calls Plaid bills per request,
+//! transactions), `rejects.rs` what an apply left out, `runs.rs` `sync_runs`, `paid_calls.rs` the calls Plaid bills per request,
 //! `changes.rs` the NOTIFY sent when an apply commits, `products.rs` each Item's products,
 //! `recurring.rs` recurring streams, `liabilities.rs` liabilities, `investments.rs`
 //! securities, holdings and investment transactions, `webhook_keys.rs` Plaid's verification
-//! keys. (The inbox's rows are `crate::inbox`'s.)
+//! keys, `consent.rs` what ending consent does across them (marked removed, or purged). (The
+//! inbox's rows are `crate::inbox`'s.)
 
 pub mod accounts;
 pub mod changes;
+pub mod consent;
 pub mod institutions;
 pub mod investments;
 pub mod items;
@@ -20,6 +22,7 @@ pub mod pages;
 pub mod paid_calls;
 pub mod products;
 pub mod recurring;
+pub mod rejects;
 pub mod runs;
 pub mod token;
 pub mod transactions;
@@ -29,7 +32,8 @@ pub use accounts::upsert_accounts;
 pub use institutions::{institution_cached, store_institution};
 pub use items::{name_institution, update_item};
 pub use pages::{Last, LastPage, discard_pages, stage_page};
-pub use transactions::{Reject, apply_accounts, apply_pages, record_rejects, remove_unseen};
+pub use rejects::{Reject, record_rejects};
+pub use transactions::{apply_accounts, apply_pages, remove_unseen};
 
 /// Runs an apply whose final SELECT is `COUNTS` (over CTEs `up`, whose rows say `inserted`,
 /// and `gone`): rows added, changed and removed.

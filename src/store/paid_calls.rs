@@ -94,3 +94,11 @@ pub fn record(inbox_id: i64, request_id: Option<&str>, outcome: &str, error: Opt
     )
     .expect("record paid call");
 }
+
+/// The Item's paid calls deleted: a purge (the server's budget forgets them too).
+pub fn purge(item_id: &str) {
+    run(
+        "DELETE FROM plaid_sync.paid_calls WHERE item_id = $1",
+        &[item_id.into()],
+    );
+}

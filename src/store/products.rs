@@ -8,7 +8,8 @@ use pgrx::prelude::*;
 
 use crate::database::one;
 
-/// The products plaid_sync mirrors, by Plaid's names (Transactions is synced for every Item).
+/// The products plaid_sync mirrors, by Plaid's names. Transactions too goes through the gate:
+/// a `/transactions/sync` on an Item without it would add it, and its billing.
 pub const MIRRORED: [&str; 4] = [
     "transactions",
     "recurring_transactions",
@@ -47,20 +48,27 @@ pub fn record(item_id: &str, item_json: &str) {
         &[item_id.into(), item_json.into(), mirrored.into()],
     )
     .expect("record products");
+    // An Item linked without Transactions still gets its row, saying why it is not synced.
+    Spi::run_with_args(
+        "INSERT INTO plaid_sync.item_products (item_id, product, state)
+         VALUES ($1, 'transactions', 'absent') ON CONFLICT DO NOTHING",
+        &[item_id.into()],
+    )
+    .expect("record transactions");
 }
 
 /// Whether plaid_sync may call `product`'s endpoints for the Item now: the Item has it, and
 /// neither Plaid nor the user ruled it out (a product `unsupported` or `needs_consent` waits
-/// for the Item to be updated, which reads `/item/get` again and resets it).
-pub fn callable(item_id: &str, product: &str, add_consented: bool) -> bool {
+/// for the Item to be updated, which reads `/item/get` again and resets it). `Some(true)`:
+/// callable, and the call adds the product (listed only in `consented_products`).
+pub fn callable(item_id: &str, product: &str, add_consented: bool) -> Option<bool> {
     one::<bool>(
-        "SELECT true FROM plaid_sync.item_products
+        "SELECT consented_only FROM plaid_sync.item_products
           WHERE item_id = $1 AND product = $2
             AND state NOT IN ('absent', 'unsupported', 'needs_consent')
             AND (NOT consented_only OR $3)",
         &[item_id.into(), product.into(), add_consented.into()],
     )
-    .unwrap_or(false)
 }
 
 /// A product's endpoint answered and its rows are applied.
@@ -95,6 +103,17 @@ pub fn reset_ruled_out(item_id: &str) {
         &[item_id.into()],
     )
     .expect("reset products");
+}
+
+/// Access granted again after a revocation marked every row removed: each product is read
+/// again from scratch after the next transactions sync (`queue_first_reads`).
+pub fn read_again(item_id: &str) {
+    Spi::run_with_args(
+        "UPDATE plaid_sync.item_products SET state = 'pending', last_synced_at = NULL, updated_at = now()
+          WHERE item_id = $1 AND product <> 'transactions' AND state <> 'absent'",
+        &[item_id.into()],
+    )
+    .expect("read products again");
 }
 
 /// The products read by notices, and the notices that read them: Plaid's webhooks for them.
@@ -152,4 +171,13 @@ pub fn queue_first_reads(item_id: &str) {
             );
         }
     }
+}
+
+/// The Item's products deleted: a purge.
+pub fn purge(item_id: &str) {
+    Spi::run_with_args(
+        "DELETE FROM plaid_sync.item_products WHERE item_id = $1",
+        &[item_id.into()],
+    )
+    .expect("purge products");
 }

@@ -59,3 +59,21 @@ pub fn apply(item_id: &str, body: &str) -> (i32, i32, i32) {
     );
     counted(&sql, &[item_id.into(), body.into()])
 }
+
+/// Consent ended for the Item (`account_id` None) or one account: its live streams are marked
+/// removed (and kept).
+pub fn mark_removed(item_id: &str, account_id: Option<&str>) {
+    crate::database::run(
+        "UPDATE plaid_sync.recurring_streams SET removed_at = now(), updated_at = now()
+          WHERE item_id = $1 AND ($2::text IS NULL OR account_id = $2) AND removed_at IS NULL",
+        &[item_id.into(), account_id.into()],
+    );
+}
+
+/// The Item's (or one account's) streams deleted: a purge.
+pub fn purge(item_id: &str, account_id: Option<&str>) {
+    crate::database::run(
+        "DELETE FROM plaid_sync.recurring_streams WHERE item_id = $1 AND ($2::text IS NULL OR account_id = $2)",
+        &[item_id.into(), account_id.into()],
+    );
+}

@@ -92,3 +92,11 @@ fn abandoned(inbox_id: i64) -> Vec<i64> {
         .collect()
     })
 }
+
+/// The Item's sync runs deleted (their staged pages with them): a purge.
+pub fn purge(item_id: &str) {
+    run(
+        "DELETE FROM plaid_sync.sync_runs WHERE item_id = $1",
+        &[item_id.into()],
+    );
+}

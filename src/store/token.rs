@@ -51,9 +51,14 @@ pub fn replace(item_id: &str, token: &str) -> Result<()> {
 /// The Item's token, opened for a call; None when it has none (it was removed). 55000 when no
 /// key can open it.
 pub fn open(item_id: &str) -> Result<Option<String>> {
-    match items::sealed_token(item_id) {
+    open_envelope(item_id, items::sealed_token(item_id).as_deref())
+}
+
+/// The same, for an envelope the caller read with the rest of the Item's row.
+pub fn open_envelope(item_id: &str, envelope: Option<&[u8]>) -> Result<Option<String>> {
+    match envelope {
         None => Ok(None),
-        Some(envelope) => keyring()?.decrypt(item_id, &envelope).map(Some),
+        Some(envelope) => keyring()?.decrypt(item_id, envelope).map(Some),
     }
 }
 

@@ -1,7 +1,7 @@
 //! `plaid_sync.transaction_rows`: every statement that writes it. The apply of a run's pages
 //! (src/store/pages.rs), in which the last thing the pages said about each transaction wins,
-//! and what it could not apply; a run that only adds new transactions loaded by COPY (below);
-//! an Item's rows marked removed.
+//! and what it could not apply (kept by `rejects.rs`); a run that only adds new transactions
+//! loaded by COPY (below); an Item's or account's rows marked removed, or purged.
 
 use pgrx::pg_sys;
 
@@ -10,12 +10,7 @@ use super::pages::{Last, pages};
 use crate::codec::copy_text::{COLUMNS, Rows};
 use crate::database::{copy_in, one, run, run_prepared, subtransaction};
 
-/// A transaction (or a page's accounts, `transaction_id` None) our code could not apply.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reject {
-    pub transaction_id: Option<String>,
-    pub error: String,
-}
+pub use super::rejects::Reject;
 
 /// Applies every staged page of a run, in order: for each transaction the last thing the
 /// pages said about it wins (an upsert, or a removal). A transaction the apply cannot take
@@ -227,66 +222,6 @@ fn apply(run_id: i64, item_id: &str, only: Option<&[String]>, skip: &[String], l
     );
 }
 
-/// Keeps what the apply left out, with the page it came from and that page's request_id,
-/// and marks older rejects of transactions this run applied as resolved.
-pub fn record_rejects(run_id: i64, item_id: &str, rejects: &[Reject], last: &Last) {
-    let open = one::<bool>(
-        "SELECT EXISTS (SELECT FROM plaid_sync.sync_rejects WHERE item_id = $1 AND resolved_at IS NULL)",
-        &[item_id.into()],
-    );
-    if rejects.is_empty() && open != Some(true) {
-        return; // nothing to keep and nothing to resolve
-    }
-    for r in rejects {
-        run(
-            &format!("INSERT INTO plaid_sync.sync_rejects (sync_run_id, item_id, transaction_id, page, request_id, error, data)
-             SELECT $1, $2, $3, p.page, p.request_id, $4,
-                    -- A marked object (src/codec/lean.rs) as Plaid sent it.
-                    CASE WHEN x.e ? 'plaid_sync:lean'
-                         THEN ($5::jsonb - coalesce((x.e -> 'plaid_sync:lean' ->> 'absent')::text[], '{{}}'))
-                              || (x.e - 'plaid_sync:lean') || (x.e -> 'plaid_sync:lean' -> 'rest')
-                         ELSE x.e END::text
-               FROM {} p
-               LEFT JOIN LATERAL (
-                    SELECT e FROM jsonb_array_elements(
-                              CASE WHEN jsonb_typeof(p.body -> 'added') = 'array' THEN p.body -> 'added' ELSE '[]' END
-                           || CASE WHEN jsonb_typeof(p.body -> 'modified') = 'array' THEN p.body -> 'modified' ELSE '[]' END
-                           || CASE WHEN jsonb_typeof(p.body -> 'removed') = 'array' THEN p.body -> 'removed' ELSE '[]' END)
-                           WITH ORDINALITY y(e, ord)
-                     WHERE $3 IS NOT NULL AND coalesce(e ->> 'transaction_id', '') = $3
-                     ORDER BY ord DESC LIMIT 1) x ON true
-              WHERE ($3 IS NULL OR x.e IS NOT NULL)
-              ORDER BY p.page DESC LIMIT 1", pages!(6, 7, 8, 9)),
-            &last.with(vec![
-                run_id.into(),
-                item_id.into(),
-                r.transaction_id.as_deref().into(),
-                r.error.as_str().into(),
-                crate::codec::split::TEMPLATE.into(),
-            ]),
-        );
-    }
-    let kept: Vec<String> = rejects
-        .iter()
-        .filter_map(|r| r.transaction_id.clone())
-        .collect();
-    run(
-        &format!("UPDATE plaid_sync.sync_rejects s SET resolved_at = now()
-          WHERE s.item_id = $2 AND s.resolved_at IS NULL AND s.sync_run_id <> $1
-            AND (s.transaction_id IS NULL AND NOT EXISTS (
-                     SELECT FROM plaid_sync.sync_rejects n
-                      WHERE n.sync_run_id = $1 AND n.transaction_id IS NULL)
-                 OR s.transaction_id <> ALL($3) AND s.transaction_id IN (
-                     SELECT coalesce(a.e ->> 'transaction_id', '')
-                       FROM {} p
-                      CROSS JOIN (VALUES ('added'), ('modified'), ('removed')) k(key)
-                      CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(p.body -> k.key) = 'array'
-                                                                    THEN p.body -> k.key ELSE '[]' END) a(e)
-                      ))", pages!(4, 5, 6, 7)),
-        &last.with(vec![run_id.into(), item_id.into(), kept.into()]),
-    );
-}
-
 /// A backfill saw the whole history: live rows of the Item that no page mentioned are gone.
 pub fn remove_unseen(run_id: i64, item_id: &str, last: &Last) -> i64 {
     one::<i64>(
@@ -310,12 +245,21 @@ pub fn remove_unseen(run_id: i64, item_id: &str, last: &Last) -> i64 {
     .unwrap_or(0)
 }
 
-/// The Item is removed: its transactions are marked removed (and kept).
-pub fn mark_item_removed(item_id: &str) {
+/// Consent ended for the Item (`account_id` None) or one account: its live rows are marked
+/// removed (and kept).
+pub fn mark_removed(item_id: &str, account_id: Option<&str>) {
     run(
         "UPDATE plaid_sync.transaction_rows SET removed_at = now(), updated_at = now()
-          WHERE item_id = $1 AND removed_at IS NULL",
-        &[item_id.into()],
+          WHERE item_id = $1 AND ($2::text IS NULL OR account_id = $2) AND removed_at IS NULL",
+        &[item_id.into(), account_id.into()],
+    );
+}
+
+/// The Item's (or one account's) rows deleted: a purge.
+pub fn purge(item_id: &str, account_id: Option<&str>) {
+    run(
+        "DELETE FROM plaid_sync.transaction_rows WHERE item_id = $1 AND ($2::text IS NULL OR account_id = $2)",
+        &[item_id.into(), account_id.into()],
     );
 }
 

@@ -72,7 +72,7 @@ fn read_window(
             page += 1;
             db(|| {
                 store::stage_page(run_id, page as i32, &r.body, &r.request_id, None, None);
-                crate::inbox::queue::renew_lease(job_id);
+                crate::inbox::renew_lease(job_id);
             });
             offset += n;
             if n == 0 || offset >= t {
@@ -93,7 +93,7 @@ fn read_window(
 /// INVESTMENTS_TRANSACTIONS webhooks, and the first read.
 pub fn investment_transactions(job: &Job, ctx: &Ctx, item_id: &str) -> Outcome {
     let client = ctx.client.as_ref();
-    let token = match super::prologue(item_id, Some(PRODUCT), &ctx.settings) {
+    let token = match super::prologue(item_id, PRODUCT, &ctx.settings) {
         Ok(c) => c.token,
         Err(o) => return o,
     };
@@ -115,6 +115,11 @@ pub fn investment_transactions(job: &Job, ctx: &Ctx, item_id: &str) -> Outcome {
             restarts,
             request_ids,
         } => {
+            if let Some(end) = super::withdrawn(item_id) {
+                store::discard_pages(run_id);
+                snapshot::finish_run(run_id, (0, 0, 0), &request_ids, &end);
+                return end;
+            }
             let counts = store::investments::apply_transactions(run_id, item_id, &start, &end);
             store::discard_pages(run_id);
             products::synced(item_id, PRODUCT);

@@ -10,8 +10,11 @@ use crate::plaid::{Class, Client, PlaidError};
 use crate::store;
 
 /// ITEM/CREATED and ITEM/UPDATED from the backend: re-read the Item, its institution and
-/// accounts, then sync transactions (Plaid only sends SYNC_UPDATES_AVAILABLE after one sync).
-pub fn reread_item(job: &Job, client: &Client, item_id: &str) -> Outcome {
+/// accounts, then sync transactions when the Item has them (Plaid only sends
+/// SYNC_UPDATES_AVAILABLE after one sync); an Item without them gets its other products'
+/// first reads queued here instead.
+pub fn reread_item(job: &Job, ctx: &crate::job::Ctx, item_id: &str) -> Outcome {
+    let client = ctx.client.as_ref();
     let (_, cursor, token) = match load_item(item_id) {
         Ok(x) => x,
         Err(o) => return o,
@@ -24,9 +27,11 @@ pub fn reread_item(job: &Job, client: &Client, item_id: &str) -> Outcome {
         }
     };
     let obj = item["item"].to_string();
+    let status = item["status"].to_string();
     let updated = job.webhook_code == "UPDATED";
     db(|| {
         store::update_item(item_id, &obj);
+        store::items::store_plaid_status(item_id, &status);
         crate::inbox::wake_waiting_webhooks(item_id);
         // Link update mode may have added consent or accounts: ruled-out products are retried.
         if updated {
@@ -72,26 +77,68 @@ pub fn reread_item(job: &Job, client: &Client, item_id: &str) -> Outcome {
             return from_plaid("/accounts/get", e);
         }
     }
-    sync_transactions(job, client, item_id, &token, cursor, "item_refresh", false)
+    let Some(adds_product) = super::gate(item_id, "transactions", &ctx.settings) else {
+        db(|| {
+            store::items::reachable(item_id);
+            store::products::queue_first_reads(item_id);
+        });
+        return super::not_callable("transactions");
+    };
+    let ask = super::Ask {
+        options: &ctx.settings.sync,
+        adds_product,
+    };
+    sync_transactions(
+        job,
+        client,
+        item_id,
+        &token,
+        cursor,
+        "item_refresh",
+        false,
+        &ask,
+    )
 }
 
 /// ITEM webhooks from Plaid: each moves the Item's state as docs/plaid.md, Webhooks, lists.
-pub fn item_webhook(job: &Job, item_id: &str) -> Outcome {
-    db(|| item_webhook_in_db(job, item_id))
+pub fn item_webhook(job: &Job, item_id: &str, settings: &crate::job::JobSettings) -> Outcome {
+    let purge_on_revoke = settings.purge_on_revoke;
+    db(|| item_webhook_in_db(job, item_id, purge_on_revoke))
 }
 
-fn item_webhook_in_db(job: &Job, item_id: &str) -> Outcome {
+fn item_webhook_in_db(job: &Job, item_id: &str, purge_on_revoke: bool) -> Outcome {
     let body = job.body.to_string();
     match job.webhook_code.as_str() {
         "ERROR" => {
             let e = PlaidError::from_response(400, &job.body["error"].to_string());
-            let status = match e.class() {
-                Class::ItemState(s) => s,
-                _ => "error",
-            };
-            store::items::error_webhook(item_id, status, &body);
+            match e.class() {
+                // The user must act (update mode): paused until then.
+                Class::ItemState(status) => store::items::error_webhook(item_id, status, &body),
+                // Plaid's side or the bank's: recorded, and the scheduled resync goes on.
+                _ => store::items::record_error(item_id, &body),
+            }
         }
-        "USER_ACCOUNT_REVOKED" => store::accounts::revoke(item_id, &body),
+        "USER_ACCOUNT_REVOKED" => {
+            let Some(account_id) = job.body["account_id"].as_str() else {
+                return Outcome::Done(Some(
+                    "ignored: USER_ACCOUNT_REVOKED names no account_id".into(),
+                ));
+            };
+            if purge_on_revoke {
+                store::consent::purge(item_id, Some(account_id));
+            } else {
+                store::consent::mark_removed(item_id, Some(account_id));
+            }
+        }
+        "USER_PERMISSION_REVOKED" => {
+            store::items::item_webhook(item_id, "USER_PERMISSION_REVOKED", &body);
+            if purge_on_revoke {
+                // Plaid asks for a revoked Item to be removed: the purge's job does it.
+                store::consent::purge_item(item_id, true);
+            } else {
+                store::consent::mark_removed(item_id, None);
+            }
+        }
         "LOGIN_REPAIRED" => {
             store::items::login_repaired(item_id);
             let reason = r#"{"reason": "LOGIN_REPAIRED"}"#;
@@ -135,8 +182,9 @@ pub fn update_webhook(job: &Job, client: &Client, item_id: &str) -> Outcome {
     }
 }
 
-/// `/item/remove`, then the token is destroyed (the Item was already marked removed).
-pub fn remove_at_plaid(client: &Client, item_id: &str) -> Outcome {
+/// `/item/remove`, then the token is destroyed (the Item was already marked removed, or
+/// purged: then its inbox rows, this job's too, are deleted once Plaid has removed it).
+pub fn remove_at_plaid(job: &Job, client: &Client, item_id: &str) -> Outcome {
     let (status, _, token) = match load_item(item_id) {
         Ok(x) => x,
         Err(o) => return o,
@@ -153,6 +201,12 @@ pub fn remove_at_plaid(client: &Client, item_id: &str) -> Outcome {
         }
         Err(e) => return from_plaid("/item/remove", e),
     };
-    db(|| crate::store::token::destroy(item_id));
+    let purge = job.body["purge"].as_bool() == Some(true);
+    db(|| {
+        crate::store::token::destroy(item_id);
+        if purge && store::items::purged(item_id) {
+            crate::inbox::forget_item(item_id);
+        }
+    });
     outcome
 }

@@ -14,7 +14,7 @@ pub mod snapshot;
 pub mod transactions;
 
 pub use item::{item_webhook, remove_at_plaid, reread_item, update_webhook};
-pub use transactions::{sync_transactions, transactions};
+pub use transactions::{Ask, sync_transactions, transactions};
 
 use crate::database::db;
 use crate::job::Outcome;
@@ -45,33 +45,62 @@ pub(crate) fn pause_item(item_id: &str, e: &PlaidError) {
 pub(crate) struct Callable {
     pub cursor: Option<String>,
     pub token: String,
+    /// The Item lists the product only in `consented_products`: this call adds it.
+    pub adds_product: bool,
 }
 
 /// What every product's job does first (transactions, recurring streams, liabilities,
 /// investments, the paid refresh): load the Item and open its token; leave a paused Item
-/// alone; and, for a product other than Transactions, call only when the Item has it
-/// (`/item/get`), since a first call adds the product to Plaid's bill. `Err` ends the job.
+/// alone; and call only when the Item has the product (`/item/get`), since a first call adds
+/// the product to Plaid's bill. `Err` ends the job.
 pub(crate) fn prologue(
     item_id: &str,
-    product: Option<&str>,
+    product: &str,
     settings: &crate::job::JobSettings,
 ) -> Result<Callable, Outcome> {
     let (status, cursor, token) = load_item(item_id)?;
     if PAUSED.contains(&status.as_str()) {
         return Err(Outcome::Done(Some(format!("skipped: Item is {status}"))));
     }
+    let Some(adds_product) = gate(item_id, product, settings) else {
+        return Err(not_callable(product));
+    };
+    Ok(Callable {
+        cursor,
+        token,
+        adds_product,
+    })
+}
+
+/// `store::products::callable`, with the job's settings.
+pub(crate) fn gate(
+    item_id: &str,
+    product: &str,
+    settings: &crate::job::JobSettings,
+) -> Option<bool> {
     let add_consented = settings.add_consented_products;
-    if let Some(p) = product
-        && !db(|| crate::store::products::callable(item_id, p, add_consented))
-    {
-        return Err(Outcome::Done(Some(format!(
-            "ignored: the Item does not have {p} (by /item/get), or Plaid ruled it out"
-        ))));
-    }
-    Ok(Callable { cursor, token })
+    db(|| crate::store::products::callable(item_id, product, add_consented))
+}
+
+pub(crate) fn not_callable(product: &str) -> Outcome {
+    Outcome::Done(Some(format!(
+        "ignored: the Item does not have {product} (by /item/get), or Plaid ruled it out"
+    )))
+}
+
+/// Run first in a job's apply step: `Some` (the job's end) when the Item was removed, revoked
+/// or purged while the job called Plaid, so nothing it read comes back live.
+pub(crate) fn withdrawn(item_id: &str) -> Option<Outcome> {
+    (!crate::store::items::lock_live(item_id)).then(|| {
+        Outcome::Done(Some(
+            "skipped: the Item was removed or revoked while the job ran; nothing applied".into(),
+        ))
+    })
 }
 
 /// Statuses in which syncs are paused until the backend (or Plaid) says the Item is repaired.
+/// `error` is only for errors the user must act on (NO_ACCOUNTS, PRODUCTS_NOT_SUPPORTED); any
+/// other ITEM: ERROR is recorded and the Item keeps syncing (README, Item states).
 pub const PAUSED: &[&str] = &[
     "login_required",
     "revoked",
@@ -82,13 +111,15 @@ pub const PAUSED: &[&str] = &[
 
 /// Item, its status and its decrypted token; `Err` ends the job.
 pub(crate) fn load_item(item_id: &str) -> Result<(String, Option<String>, String), Outcome> {
-    // One step: the Item's state and its token read in the same transaction.
-    let (item, token) = db(|| {
-        let item = crate::store::items::status_and_cursor(item_id);
-        let token = item.as_ref().map(|_| crate::store::token::open(item_id));
-        (item, token)
+    // One statement reads the state and the token; opened on the main thread (the key is a
+    // setting).
+    let read = db(|| {
+        crate::store::items::for_job(item_id).map(|(status, cursor, envelope)| {
+            let token = crate::store::token::open_envelope(item_id, envelope.as_deref());
+            (status, cursor, token)
+        })
     });
-    let (Some((status, cursor)), Some(token)) = (item, token) else {
+    let Some((status, cursor, token)) = read else {
         return Err(Outcome::Done(Some(format!("Item {item_id} is not known"))));
     };
     match token {

@@ -13,7 +13,7 @@ pub fn refresh_transactions(
     item_id: &str,
     settings: &crate::job::JobSettings,
 ) -> Outcome {
-    let token = match prologue(item_id, None, settings) {
+    let token = match prologue(item_id, "transactions", settings) {
         Ok(c) => c.token,
         Err(ended) => {
             // Not made (a paused Item, or no token any more): the booking says why.

@@ -36,7 +36,7 @@ pub const LIABILITIES: Snapshot = Snapshot {
 
 pub fn snapshot(job: &Job, ctx: &Ctx, item_id: &str, p: &Snapshot) -> Outcome {
     let client = ctx.client.as_ref();
-    let token = match prologue(item_id, Some(p.product), &ctx.settings) {
+    let token = match prologue(item_id, p.product, &ctx.settings) {
         Ok(c) => c.token,
         Err(o) => return o,
     };
@@ -44,6 +44,10 @@ pub fn snapshot(job: &Job, ctx: &Ctx, item_id: &str, p: &Snapshot) -> Outcome {
     let run_id = db(|| runs::start(item_id, job.id, &trigger, Some(p.product)));
     match (p.call)(client, &token) {
         Ok(r) => db(|| {
+            if let Some(end) = super::withdrawn(item_id) {
+                finish_run(run_id, (0, 0, 0), std::slice::from_ref(&r.request_id), &end);
+                return end;
+            }
             let counts = (p.apply)(item_id, &r.body);
             products::synced(item_id, p.product);
             changes::notify(item_id, p.product, run_id, counts.0, counts.1, counts.2);

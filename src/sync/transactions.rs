@@ -10,6 +10,7 @@ use crate::store;
 struct Fetch<'a> {
     client: &'a Client,
     token: &'a str,
+    ask: &'a Ask<'a>,
 }
 impl pagination::FetchPage for Fetch<'_> {
     fn fetch(
@@ -17,7 +18,13 @@ impl pagination::FetchPage for Fetch<'_> {
         cursor: Option<&str>,
         count: u32,
     ) -> Result<crate::plaid::Response, PlaidError> {
-        self.client.transactions_sync(self.token, cursor, count)
+        self.client.transactions_sync(
+            self.token,
+            cursor,
+            count,
+            self.ask.options,
+            self.ask.adds_product,
+        )
     }
 }
 struct Stage {
@@ -69,7 +76,7 @@ impl pagination::Pages for Stage {
                     page.raw_objects.as_deref(),
                     page.copy.as_ref().map(|c| c.text.as_str()),
                 );
-                crate::inbox::queue::renew_lease(self.job_id);
+                crate::inbox::renew_lease(self.job_id);
             });
         }
     }
@@ -98,7 +105,15 @@ pub fn raw_objects(response: &crate::plaid::Response) -> Option<String> {
     Some(serde_json::json!({"transactions": transactions, "accounts": accounts}).to_string())
 }
 
+/// What a sync asks Plaid for: the settings' options, and whether it adds Transactions to
+/// the Item (then `days_requested` goes with its first call).
+pub struct Ask<'a> {
+    pub options: &'a crate::plaid::SyncOptions,
+    pub adds_product: bool,
+}
+
 /// Any sync: pages staged as they come, then applied with the new cursor in one step.
+#[allow(clippy::too_many_arguments)]
 pub fn sync_transactions(
     job: &Job,
     client: &Client,
@@ -107,6 +122,7 @@ pub fn sync_transactions(
     cursor: Option<String>,
     trigger: &str,
     backfill: bool,
+    ask: &Ask,
 ) -> Outcome {
     let run_id = db(|| store::runs::start(item_id, job.id, trigger, None));
     let start = if backfill { None } else { cursor };
@@ -117,7 +133,11 @@ pub fn sync_transactions(
         held: None,
         copyable: Default::default(),
     };
-    let result = pagination::sync_pages(&mut Fetch { client, token }, &mut stage, start.as_deref());
+    let result = pagination::sync_pages(
+        &mut Fetch { client, token, ask },
+        &mut stage,
+        start.as_deref(),
+    );
     // Everything below is one transaction: the pages, the cursor and the run's record
     // become visible together.
     // A backfill sees stored transactions again: only the SQL apply takes those.
@@ -136,6 +156,7 @@ fn finish_sync(
     let mut rejected = 0;
     let mut applied_by = None;
     let (summary, outcome) = match result {
+        Ok(s) if let Some(end) = super::withdrawn(item_id) => (s, end),
         Ok(s) => {
             // A run of new transactions only is loaded by COPY; if that fails for any reason
             // (an id already stored, a value a column refuses) the SQL apply takes the run.
@@ -224,13 +245,21 @@ pub fn transactions(
     item_id: &str,
     settings: &crate::job::JobSettings,
 ) -> Outcome {
-    let (cursor, token) = match super::prologue(item_id, None, settings) {
-        Ok(c) => (c.cursor, c.token),
+    let c = match super::prologue(item_id, "transactions", settings) {
+        Ok(c) => c,
         Err(o) => return o,
     };
     if job.webhook_code == "SYNC_UPDATES_AVAILABLE" {
         let body = job.body.to_string();
         db(|| store::items::store_update_flags(item_id, &body));
+    }
+    // The daily resync also reads Plaid's own freshness (/item/get is free); a failure here
+    // is the sync's to meet.
+    if job.body["reason"] == "resync_interval"
+        && let Ok(v) = client.item_get(&c.token).and_then(|r| r.json())
+    {
+        let status = v["status"].to_string();
+        db(|| store::items::store_plaid_status(item_id, &status));
     }
     let backfill = job.source == "backend" && job.webhook_code == "HISTORICAL_UPDATE";
     let trigger = if backfill {
@@ -238,5 +267,11 @@ pub fn transactions(
     } else {
         format!("{}/{}", job.webhook_type, job.webhook_code)
     };
-    sync_transactions(job, client, item_id, &token, cursor, &trigger, backfill)
+    let ask = Ask {
+        options: &settings.sync,
+        adds_product: c.adds_product,
+    };
+    sync_transactions(
+        job, client, item_id, &c.token, c.cursor, &trigger, backfill, &ask,
+    )
 }

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+import plaid_item_state
 import plaid_products
 
 CLIENT_ID = "emulator-client-id"
@@ -113,6 +114,7 @@ class Item:
         self.txns = {}          # live transactions by id
         self.accounts = []
         self.synced_once = False
+        self.last_update, self.last_failed, self.last_webhook = time.time(), None, None
         plaid_products.init_item(self)
         for i, (name, sub, typ) in enumerate([("Plaid Checking", "checking", "depository"),
                                               ("Plaid Saving", "savings", "depository"),
@@ -174,6 +176,7 @@ class Item:
                                       pending_ok and self.rng.random() < 0.3, merchant, pfc))
 
     def advance(self, days, per_day):
+        self.last_update = time.time()
         for _ in range(days):
             self.today += dt.timedelta(days=1)
             # Pending transactions older than a day post: remove the pending, add the posted.
@@ -255,6 +258,7 @@ class World:
     def webhook(self, item, webhook_type, webhook_code, **extra):
         body = {"webhook_type": webhook_type, "webhook_code": webhook_code, "item_id": item.item_id,
                 "environment": "sandbox", **extra}
+        item.last_webhook = (time.time(), webhook_code)
         if webhook_code == "SYNC_UPDATES_AVAILABLE":
             body.setdefault("initial_update_complete", True)
             body.setdefault("historical_update_complete", True)
@@ -337,7 +341,9 @@ class Handler(BaseHTTPRequestHandler):
             w.requests.append({"path": path, "cursor": body.get("cursor"), "count": body.get("count"),
                                "key_id": body.get("key_id"),
                                "access_token_hash": hashlib.sha256(str(body.get("access_token")).encode()).hexdigest()[:12],
-                               "plaid_version": self.headers.get("Plaid-Version"), "at": time.time()})
+                               "plaid_version": self.headers.get("Plaid-Version"), "at": time.time(),
+                               "item_id": getattr(w.by_token.get(body.get("access_token")), "item_id", None),
+                               "options": body.get("options")})
             fault = None
             for f in w.faults:
                 if f["endpoint"] == path and f["times"] != 0 and (f.get("page") is None or self._page_of(body) == f["page"]):
@@ -516,7 +522,7 @@ def handle(w, path, body):
         e = PlaidFault(item.error["error_code"])
         raise e
     if path == "/item/get":
-        return 200, {"item": item_json(item, consent=True), "status": {"transactions": {"last_successful_update": None, "last_failed_update": None}, "last_webhook": None}, "request_id": rid}
+        return 200, {"item": item_json(item, consent=True), "status": plaid_item_state.status(item), "request_id": rid}
     if path == "/accounts/get":
         return 200, {"accounts": item.accounts, "item": item_json(item), "request_id": rid}
     product = plaid_products.handle(w, item, path, body, rid, money, PlaidFault, item_json)
@@ -533,6 +539,7 @@ def handle(w, path, body):
     if path == "/transactions/refresh":
         # An on-demand bank check: today's new transactions appear, and Plaid says so.
         before = len(item.events)
+        item.last_update = time.time()
         item.generate_day(item.today, 2, pending_ok=True)
         if item.webhook and item.synced_once and len(item.events) > before:
             deliver(item.webhook, *w.webhook(item, "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE"))
@@ -541,10 +548,13 @@ def handle(w, path, body):
         count = body.get("count", 100)
         if not isinstance(count, int) or not 1 <= count <= 500:
             raise PlaidFault("INVALID_FIELD", "count must be between 1 and 500")
+        opts = plaid_item_state.check_options(body.get("options"), PlaidFault)
+        if not body.get("cursor"):
+            plaid_item_state.initialise(item, opts, PlaidFault)
         if item.scripted:
             # Pages a test wrote as JSON text, served as they are (request_id filled in).
             return 200, item.scripted.pop(0).replace('"request_id": null', f'"request_id": "{rid}"')
-        key = (item.item_id, body.get("cursor"), count, w.version)
+        key = (item.item_id, body.get("cursor"), count, w.version, json.dumps(opts, sort_keys=True))
         if key in w.page_cache:
             item.synced_once = True
             head, tail = w.page_cache[key]
@@ -574,7 +584,8 @@ def handle(w, path, body):
         has_more = new_pos < end
         item.synced_once = True
         text = dumps({
-            "accounts": item.accounts, "added": list(added.values()), "modified": list(modified.values()),
+            "accounts": item.accounts, "added": [plaid_item_state.shape(t, opts) for t in added.values()],
+            "modified": [plaid_item_state.shape(t, opts) for t in modified.values()],
             "removed": list(removed.values()),
             "next_cursor": cursor_for(item, new_pos, {"end": end, "page": page} if has_more else None),
             "has_more": has_more, "request_id": RID_SLOT, "transactions_update_status": "HISTORICAL_UPDATE_COMPLETE"})
@@ -649,7 +660,12 @@ def control(w, what, body):
             product = plaid_products.ENDPOINT_PRODUCT.get(path)
             if product:
                 by_product[product] = by_product.get(product, 0) + n
-        return {"calls": w.calls, "products": by_product, "billed": w.billed}
+        by_item = {}   # item_id -> endpoint -> requests received (answered or not)
+        for r in w.requests:
+            if r.get("item_id"):
+                per = by_item.setdefault(r["item_id"], {})
+                per[r["path"]] = per.get(r["path"], 0) + 1
+        return {"calls": w.calls, "products": by_product, "billed": w.billed, "by_item": by_item}
     if what == "rate_limit_stats":
         return {"throttled": w.throttled, "connections_opened": w.connections_opened}
     if what == "config":
@@ -712,6 +728,10 @@ def control(w, what, body):
         return product
     if what == "break_login":
         item.error = PlaidFault("ITEM_LOGIN_REQUIRED").body
+        item.last_failed = time.time()
+        return {"ok": True}
+    if what == "revoke_permission":  # the user revoked access at my.plaid.com
+        item.error = PlaidFault("USER_PERMISSION_REVOKED", "the holder of this account has revoked their permission for your application to access it", error_type="INVALID_INPUT").body
         return {"ok": True}
     if what == "repair_login":
         item.error = None

@@ -361,3 +361,44 @@ def test_version_skew_workers_wait_and_resume_after_update(builds, emulator):
             assert "the workers run jobs again" in c.log_text()
     finally:
         c.stop()
+
+
+@pytest.mark.skipif(not built(LAST), reason=f"scripts/build-release {LAST} has not run")
+def test_upgrade_to_0_3_0_unpauses_errors_the_user_need_not_fix_and_keeps_transactions(builds, emulator):
+    """0.3.0 gates Transactions by item_products and no longer pauses an Item on an ITEM: ERROR
+    the user need not fix: the upgrade gives every Item that synced its transactions row, and
+    puts Items 0.2.0 paused that way back to syncing (one the user must fix stays paused)."""
+    builds.use(LAST)
+    c = cluster("upgrade_consent", emulator, **{"plaid_sync.workers": 0})
+    c.start()
+    try:
+        c.create_database("app")
+        with c.connect("app") as conn:
+            items = emulator("items", count=3, days=5, per_day=1)["items"]
+            for it in items:
+                conn.execute("SELECT plaid_sync.plaid_notify_item_created(%s, %s)", (it["item_id"], it["access_token"]))
+            drain(conn)
+            down, no_accounts, old = (it["item_id"] for it in items)
+            conn.execute("""UPDATE plaid_sync.items SET status = 'error', error = '{"error_code": "INSTITUTION_DOWN"}'
+                             WHERE item_id = %s""", (down,))
+            conn.execute("""UPDATE plaid_sync.items SET status = 'error', error = '{"error_code": "NO_ACCOUNTS"}'
+                             WHERE item_id = %s""", (no_accounts,))
+            # An Item announced before item_products existed, never re-read since.
+            conn.execute("DELETE FROM plaid_sync.item_products WHERE item_id = %s", (old,))
+        c.stop()
+        builds.use("new")
+        c.start()
+        with c.connect("app") as conn:
+            conn.execute("ALTER EXTENSION plaid_sync UPDATE")
+            status = dict(conn.execute("SELECT item_id, status FROM plaid_sync.items").fetchall())
+            assert status == {down: "healthy", no_accounts: "error", old: "healthy"}
+            assert conn.execute("SELECT state FROM plaid_sync.item_products WHERE item_id = %s "
+                                "AND product = 'transactions'", (old,)).fetchone() == ("ok",)
+            before = conn.execute("SELECT count(*) FROM plaid_sync.transactions WHERE item_id = %s", (old,)).fetchone()[0]
+            emulator("advance", item_id=old, days=1, per_day=2)
+            webhook(emulator, conn, old)
+            drain(conn)
+            assert conn.execute("SELECT count(*) FROM plaid_sync.transactions WHERE item_id = %s",
+                                (old,)).fetchone()[0] > before
+    finally:
+        c.stop()

@@ -1,13 +1,153 @@
-//! The SQL that takes jobs out of the inbox: claim under a lease, renew it, give a job back,
-//! fold queued triggers into a running sync, and record how a job ended.
+//! `plaid_sync.inbox`, the table's one home: every notice and webhook is a row, and jobs are
+//! claimed from it under a lease. In the order a row lives: queued (a notice, folded into an
+//! identical one still waiting; a webhook, stored as received), claimed, renewed, recorded
+//! (`Outcome::disposition` says how), and dropped by retention or a purge.
 
+use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
 use crate::database::{one, with_prepared};
 use crate::gucs;
-use rand::Rng;
+use crate::job::{Due, Job, Outcome, RetryPolicy};
 
-use crate::job::{Job, Outcome, backoff_ms};
+/// The statement that queues a new Item's first sync, to end a statement whose CTE `$cte`
+/// returns the new Item's `item_id` (`store::items::announce`: the Item and its first job in
+/// one statement, the common case of a notice).
+#[macro_export]
+macro_rules! queue_first_sync_from {
+    ($cte:literal) => {
+        concat!(
+            "INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id, lane)
+         SELECT 'backend', 'ITEM', 'CREATED', item_id, 1 FROM ",
+            $cte,
+            " RETURNING id"
+        )
+    };
+}
+
+/// A backend notice. While an earlier identical notice for the Item still waits, this one is
+/// folded into it (its body, e.g. a webhook URL, replaced by the newer one), so repeating a
+/// notice never queues the same work twice (the fold keeps the fresher of the two lanes).
+/// Returns the inbox id.
+///
+/// The fold is a lookup, not a unique index (see sql/schema.sql), so it needs the Item's row
+/// lock: two notices for one Item then run one after the other, and the second one's lookup,
+/// a later statement, sees the first one's row. A claim that takes the queued row meanwhile
+/// makes the lookup skip it (FOR UPDATE re-checks the row), and a new row is queued.
+pub fn enqueue_notice(
+    webhook_type: &str,
+    webhook_code: &str,
+    item_id: &str,
+    body: &str,
+    lane: i16,
+) -> i64 {
+    crate::database::one::<bool>(
+        "SELECT true FROM plaid_sync.items WHERE item_id = $1 FOR UPDATE",
+        &[item_id.into()],
+    );
+    let args: [DatumWithOid; 5] = [
+        webhook_type.into(),
+        webhook_code.into(),
+        item_id.into(),
+        body.into(),
+        lane.into(),
+    ];
+    let id = crate::database::one::<i64>(
+        "WITH queued AS (
+             SELECT id FROM plaid_sync.inbox
+              WHERE item_id = $3 AND webhook_type = $1 AND webhook_code = $2
+                AND source = 'backend' AND status = 'pending' AND attempts = 0
+              ORDER BY id LIMIT 1
+              FOR UPDATE),
+         folded AS (
+             UPDATE plaid_sync.inbox q SET body = $4::jsonb, lane = least(q.lane, $5) FROM queued
+              WHERE q.id = queued.id RETURNING q.id),
+         added AS (
+             INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id, body, lane)
+             SELECT 'backend', $1, $2, $3, $4::jsonb, $5 WHERE NOT EXISTS (SELECT FROM queued)
+             RETURNING id)
+         SELECT id FROM folded UNION ALL SELECT id FROM added",
+        &args,
+    )
+    .expect("enqueue returns an id");
+    crate::wake::wake_on_commit();
+    id
+}
+
+/// A webhook from Plaid, stored exactly as received; verified before it is acted on. Its
+/// `body` stays NULL until then (`webhook::verify_job` fills it in): parsing and storing the
+/// JSON twice was a fifth of this entry point's cost, and an unverified body is not data.
+pub fn enqueue_webhook(
+    webhook_type: &str,
+    webhook_code: &str,
+    item_id: Option<&str>,
+    raw_body: &str,
+    plaid_verification: Option<&str>,
+) -> i64 {
+    let args: [DatumWithOid; 5] = [
+        webhook_type.into(),
+        webhook_code.into(),
+        item_id.into(),
+        raw_body.into(),
+        plaid_verification.into(),
+    ];
+    // Until ALTER EXTENSION UPDATE, the 0.1.0 table needs the body as jsonb too: webhooks
+    // keep being queued while the workers wait for the update.
+    let sql = if crate::database::sql_is_current() {
+        "INSERT INTO plaid_sync.inbox
+             (source, webhook_type, webhook_code, item_id, body, raw_body, plaid_verification)
+         VALUES ('plaid', $1, $2, $3, NULL, $4, $5)
+         RETURNING id"
+    } else {
+        "INSERT INTO plaid_sync.inbox
+             (source, webhook_type, webhook_code, item_id, body, raw_body, plaid_verification)
+         VALUES ('plaid', $1, $2, $3, $4::jsonb, $4, $5)
+         RETURNING id"
+    };
+    let id = crate::database::one_prepared::<i64>(sql, &[pg_sys::TEXTOID; 5], &args)
+        .expect("insert returns an id");
+    crate::wake::wake_on_commit();
+    id
+}
+
+/// Verified webhooks that came before their Item was announced sleep until it is: the Item's
+/// first job wakes them (the notice itself stays the two rows it must write).
+pub fn wake_waiting_webhooks(item_id: &str) {
+    crate::database::run(
+        "UPDATE plaid_sync.inbox SET run_after = now()
+          WHERE item_id = $1 AND status = 'pending' AND source = 'plaid' AND run_after > now()",
+        &[item_id.into()],
+    );
+}
+
+/// The Item is removed: nothing queued for it runs, and a job running for it is done.
+pub fn cancel_item_jobs(item_id: &str) {
+    crate::database::run(
+        "UPDATE plaid_sync.inbox SET status = 'done', finished_at = now(),
+                last_error = 'cancelled: Item removed'
+          WHERE item_id = $1 AND status IN ('pending', 'running')",
+        &[item_id.into()],
+    );
+}
+
+/// A Plaid-origin row verified: it may run, and its body, kept as text until now, becomes its
+/// `jsonb`.
+pub fn mark_verified(id: i64, verification: &str) {
+    crate::database::run(
+        "UPDATE plaid_sync.inbox SET verification = $2, body = coalesce(body, raw_body::jsonb)
+          WHERE id = $1",
+        &[id.into(), verification.into()],
+    );
+}
+
+/// Every inbox row of the Item deleted, whatever its state: a purge (webhook bodies and
+/// notices hold the Item's data). A job running for it records into nothing.
+pub fn forget_item(item_id: &str) {
+    crate::database::run(
+        "DELETE FROM plaid_sync.inbox WHERE item_id = $1",
+        &[item_id.into()],
+    );
+}
 
 /// Claims the next due job of the lanes `first..=last` (lower lanes first) whose Item has no
 /// other job running, under a lease, and
@@ -17,7 +157,7 @@ use crate::job::{Job, Outcome, backoff_ms};
 /// starve the others.
 pub fn claim(first: i16, last: i16) -> Option<(Job, bool)> {
     // Kept plans: an idle worker woken by a commit runs this and nothing else.
-    let job = with_prepared(
+    with_prepared(
         "WITH busy AS MATERIALIZED (
              -- Items with a job running in a live process: found once, not once per row the
              -- scan passes (a pile of thousands of rows for one busy Item is skipped at the
@@ -65,8 +205,7 @@ pub fn claim(first: i16, last: i16) -> Option<(Job, bool)> {
             };
             Some((job, r.get::<bool>(8).ok().flatten().unwrap_or(false)))
         },
-    );
-    job
+    )
 }
 
 /// A long sync keeps its job's lease alive page by page.
@@ -151,39 +290,13 @@ pub fn waiting_for_item(job_id: i64, item_id: &str) -> Option<bool> {
 /// 100: a pile of thousands would make every job rewrite it) behind the rest of the queue
 /// (fair share between Items).
 pub fn record(job: &Job, outcome: &Outcome) {
-    // (status, when it is due again, attempts given back)
-    let (status, due, undo_attempt): (&str, Due, i32) = match outcome {
-        Outcome::Done(_) | Outcome::ItemPaused(_) => ("done", Due::Keep, 0),
-        Outcome::Rejected(_) => ("rejected", Due::Keep, 0),
-        Outcome::Failed(_) | Outcome::Internal(_) => ("failed", Due::Keep, 0),
-        Outcome::Retry(_) if job.attempts >= gucs::max_attempts() => ("failed", Due::Keep, 0),
-        Outcome::Retry(_) => (
-            "pending",
-            Due::In(backoff_ms(
-                job.attempts,
-                gucs::retry_base_ms(),
-                gucs::retry_max_ms(),
-                &mut rand::thread_rng(),
-            )),
-            0,
-        ),
-        // Rate-limited: soon, spread out, and not an attempt.
-        Outcome::Throttled(_) => (
-            "pending",
-            Due::In(rand::thread_rng().gen_range(5_000..15_000)),
-            1,
-        ),
-        // Asleep until its Item is announced (announcing wakes it) or the grace ends.
-        Outcome::Wait(_) => ("pending", Due::GraceEnd, 1),
+    let policy = RetryPolicy {
+        max_attempts: gucs::max_attempts(),
+        base_ms: gucs::retry_base_ms(),
+        max_ms: gucs::retry_max_ms(),
     };
-    let error = match outcome {
-        Outcome::Retry(m) if status == "failed" => {
-            Some(format!("{m} (gave up after {} attempts)", job.attempts))
-        }
-        Outcome::Done(None) => None,
-        other => Some(other.to_string()),
-    };
-    let (due_kind, delay_ms) = match due {
+    let d = outcome.disposition(job.attempts, &policy, &mut rand::thread_rng());
+    let (due_kind, delay_ms) = match d.due {
         Due::Keep => (0, 0),
         Due::In(ms) => (1, ms),
         Due::GraceEnd => (2, 0),
@@ -205,21 +318,15 @@ pub fn record(job: &Job, outcome: &Outcome) {
                           ORDER BY p.run_after LIMIT 100)",
         &[
             job.id.into(),
-            status.into(),
-            error.into(),
+            d.status.into(),
+            d.error.into(),
             (delay_ms as f64).into(),
-            undo_attempt.into(),
+            d.undo_attempt.into(),
             due_kind.into(),
             gucs::unknown_item_grace_s().into(),
         ],
     )
     .expect("record job");
-}
-
-enum Due {
-    Keep,
-    In(i64),
-    GraceEnd,
 }
 
 /// Puts failed jobs (of one Item, or all) back in the queue; returns how many. A failed
@@ -245,4 +352,45 @@ pub fn retry_failed(item_id: Option<&str>) -> i64 {
         &[item_id.into()],
     )
     .unwrap_or(0)
+}
+
+/// Worker 0's housekeeping: drop old done and rejected rows, and queue a sync for Items nobody
+/// has synced for `plaid_sync.resync_interval` (webhooks can be lost: Plaid gives up after a day).
+pub fn maintenance() {
+    let retention = gucs::done_retention_s();
+    if retention > 0 {
+        Spi::run_with_args(
+            "DELETE FROM plaid_sync.inbox WHERE id IN (
+                 SELECT id FROM plaid_sync.inbox
+                  WHERE status IN ('done', 'rejected') AND finished_at < now() - make_interval(secs => $1)
+                  ORDER BY finished_at LIMIT 1000)",
+            &[retention.into()],
+        )
+        .expect("inbox retention");
+    }
+    let resync = gucs::resync_interval_s();
+    if resync > 0 {
+        let queued = one::<i64>(
+            "WITH stale AS (
+                 SELECT i.item_id FROM plaid_sync.items i
+                  WHERE i.status IN ('healthy', 'pending_expiration', 'pending_disconnect')
+                    AND i.last_synced_at < now() - make_interval(secs => $1)
+                    AND NOT EXISTS (SELECT 1 FROM plaid_sync.inbox q
+                                     WHERE q.item_id = i.item_id AND q.status IN ('pending', 'running'))
+                  ORDER BY i.last_synced_at LIMIT 100),
+             queued AS (
+                 INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id, body, lane)
+                 SELECT 'backend', 'TRANSACTIONS', 'SYNC_UPDATES_AVAILABLE', item_id,
+                        '{\"reason\": \"resync_interval\"}', 1
+                   FROM stale RETURNING 1)
+             SELECT count(*) FROM queued",
+            &[resync.into()],
+        )
+        .unwrap_or(0);
+        if queued > 0 {
+            log!(
+                "plaid_sync: queued a sync for {queued} Items not synced within plaid_sync.resync_interval"
+            );
+        }
+    }
 }
