@@ -1,7 +1,10 @@
-//! The access-token envelope: AES-256-GCM, one fresh nonce per value, the Item id bound in as
-//! associated data, and a key fingerprint so the right key is found after a rotation.
+//! The access-token envelope. New tokens are OpenPGP symmetric messages (`openpgp.rs`), which
+//! pgcrypto's `pgp_sym_decrypt(access_token_encrypted, '<encryption_key>')` opens; the literal
+//! data's file name is the `item_id`, checked here, so an envelope copied onto another Item
+//! does not decrypt in plaid_sync. The passphrase is the key as configured (its text).
 //!
-//! Layout (all of it is stored in `items.access_token_encrypted`):
+//! 0.2.0's envelopes (still read, rewritten by `plaid_rotate_encryption_key`): AES-256-GCM, one
+//! fresh nonce per value, the Item id bound in as associated data, and a key fingerprint:
 //!
 //! ```text
 //! offset  size  field
@@ -12,10 +15,11 @@
 //! AAD = bytes 0..9 of the envelope || UTF-8 bytes of the item_id
 //! ```
 
+pub mod openpgp;
+
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
-use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
@@ -26,11 +30,13 @@ const NONCE_LEN: usize = 12;
 const HEADER_LEN: usize = 1 + FINGERPRINT_LEN;
 const TAG_LEN: usize = 16;
 
-/// A 256-bit key and its fingerprint. Debug output never shows the key.
+/// A 256-bit key, its fingerprint, and its text as configured (the OpenPGP passphrase).
+/// Debug output never shows the key.
 #[derive(Clone)]
 pub struct Key {
     bytes: [u8; 32],
     fingerprint: [u8; FINGERPRINT_LEN],
+    passphrase: String,
 }
 
 impl std::fmt::Debug for Key {
@@ -40,11 +46,15 @@ impl std::fmt::Debug for Key {
 }
 
 impl Key {
-    pub fn from_bytes(bytes: [u8; 32]) -> Key {
+    fn new(bytes: [u8; 32], passphrase: &str) -> Key {
         let digest = Sha256::digest(bytes);
         let mut fingerprint = [0u8; FINGERPRINT_LEN];
         fingerprint.copy_from_slice(&digest[..FINGERPRINT_LEN]);
-        Key { bytes, fingerprint }
+        Key {
+            bytes,
+            fingerprint,
+            passphrase: passphrase.to_string(),
+        }
     }
 
     /// Parses 64 hex characters or standard base64 of exactly 32 bytes. The error names the
@@ -60,7 +70,7 @@ impl Key {
             Some(v) if v.len() == 32 => {
                 let mut bytes = [0u8; 32];
                 bytes.copy_from_slice(&v);
-                Ok(Key::from_bytes(bytes))
+                Ok(Key::new(bytes, text))
             }
             _ => Err(Error::invalid(format!(
                 "{setting} is malformed: expected 64 hexadecimal characters or the base64 encoding of 32 bytes"
@@ -115,12 +125,57 @@ impl Keyring {
             .find(|k| k.fingerprint[..] == *fingerprint)
     }
 
+    /// A new envelope: an OpenPGP message under the current key, its file name the Item's id.
     pub fn encrypt(&self, item_id: &str, token: &str) -> Vec<u8> {
-        encrypt_with(&self.current, item_id, token)
+        openpgp::encrypt(
+            self.current.passphrase.as_bytes(),
+            item_id,
+            token.as_bytes(),
+        )
     }
 
     pub fn decrypt(&self, item_id: &str, envelope: &[u8]) -> Result<String> {
-        if envelope.len() < HEADER_LEN + NONCE_LEN + TAG_LEN || envelope[0] != VERSION {
+        let plain = if envelope.first() == Some(&VERSION) {
+            self.decrypt_gcm(item_id, envelope)?
+        } else if openpgp::looks_like(envelope) {
+            self.decrypt_pgp(item_id, envelope)?
+        } else {
+            return Err(Error::invalid(
+                "stored access token is not a plaid_sync envelope of a known version",
+            ));
+        };
+        String::from_utf8(plain).map_err(|_| Error::invalid("decrypted access token is not UTF-8"))
+    }
+
+    /// Each key in turn, the current one first: the message's quick check tells a wrong key.
+    fn decrypt_pgp(&self, item_id: &str, envelope: &[u8]) -> Result<Vec<u8>> {
+        let tampered = || {
+            Error::invalid(format!(
+                "the stored access token does not decrypt for Item {item_id} (tampered, or copied from another Item)"
+            ))
+        };
+        for key in std::iter::once(&self.current).chain(self.previous.iter()) {
+            match openpgp::decrypt(key.passphrase.as_bytes(), envelope) {
+                // pgcrypto writes no file name; ours is the Item's id.
+                Ok(lit) if lit.file_name.is_empty() || lit.file_name == item_id.as_bytes() => {
+                    return Ok(lit.data);
+                }
+                Ok(_) | Err(openpgp::Fail::Tampered) => return Err(tampered()),
+                Err(openpgp::Fail::WrongKey) => continue,
+                Err(openpgp::Fail::Format(why)) => {
+                    return Err(Error::invalid(format!(
+                        "the stored access token of Item {item_id} is not an envelope plaid_sync reads: {why}"
+                    )));
+                }
+            }
+        }
+        Err(Error::not_configured(format!(
+            "the stored access token of Item {item_id} was encrypted with a key that is neither plaid_sync.encryption_key nor in plaid_sync.previous_encryption_keys"
+        )))
+    }
+
+    fn decrypt_gcm(&self, item_id: &str, envelope: &[u8]) -> Result<Vec<u8>> {
+        if envelope.len() < HEADER_LEN + NONCE_LEN + TAG_LEN {
             return Err(Error::invalid(
                 "stored access token is not a plaid_sync envelope of a known version",
             ));
@@ -133,22 +188,21 @@ impl Keyring {
         })?;
         let nonce = Nonce::from_slice(&envelope[HEADER_LEN..HEADER_LEN + NONCE_LEN]);
         let aad = aad(&envelope[..HEADER_LEN], item_id);
-        let plain = key
-            .cipher()
+        key.cipher()
             .decrypt(nonce, Payload { msg: &envelope[HEADER_LEN + NONCE_LEN..], aad: &aad })
             .map_err(|_| {
                 Error::invalid(format!(
                     "the stored access token does not decrypt for Item {item_id} (tampered, or copied from another Item)"
                 ))
-            })?;
-        String::from_utf8(plain).map_err(|_| Error::invalid("decrypted access token is not UTF-8"))
+            })
     }
 
-    /// True when this envelope is already under the current key (rotation skips it).
-    pub fn is_current(&self, envelope: &[u8]) -> bool {
-        envelope.len() > HEADER_LEN
-            && envelope[0] == VERSION
-            && envelope[1..HEADER_LEN] == self.current.fingerprint
+    /// True when this envelope is already what `encrypt` writes now: an OpenPGP message under
+    /// the current key, bound to its Item (rotation skips it; pgcrypto's, unbound, it rewrites).
+    pub fn is_current(&self, item_id: &str, envelope: &[u8]) -> bool {
+        openpgp::looks_like(envelope)
+            && openpgp::decrypt(self.current.passphrase.as_bytes(), envelope)
+                .is_ok_and(|lit| lit.file_name == item_id.as_bytes())
     }
 }
 
@@ -159,7 +213,10 @@ fn aad(header: &[u8], item_id: &str) -> Vec<u8> {
     aad
 }
 
+/// 0.2.0's envelope, written only by the tests that check it still opens.
+#[cfg(test)]
 fn encrypt_with(key: &Key, item_id: &str, token: &str) -> Vec<u8> {
+    use rand::RngCore;
     let mut nonce = [0u8; NONCE_LEN];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let mut out = Vec::with_capacity(HEADER_LEN + NONCE_LEN + token.len() + TAG_LEN);

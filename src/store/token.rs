@@ -68,7 +68,7 @@ pub fn rotate() -> Result<i32> {
     let ring = keyring()?;
     let mut resealed = Vec::new();
     for (item_id, envelope) in items::sealed_tokens_for_update() {
-        if !ring.is_current(&envelope) {
+        if !ring.is_current(&item_id, &envelope) {
             let token = ring.decrypt(&item_id, &envelope)?;
             resealed.push((item_id.clone(), ring.encrypt(&item_id, &token)));
         }

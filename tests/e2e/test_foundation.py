@@ -24,6 +24,7 @@ GRANT EXECUTE ON FUNCTION
     plaid_sync.plaid_receive_webhook(text, text),
     plaid_sync.plaid_notify(jsonb),
     plaid_sync.plaid_remove_item(text, boolean),
+    plaid_sync.plaid_purge_item(text),
     plaid_sync.plaid_update_item_webhook(text, text),
     plaid_sync.plaid_process_inbox(integer),
     plaid_sync.plaid_retry_failed(text),
@@ -49,12 +50,19 @@ def snapshot(conn):
     ).fetchone() for t in tables}
 
 
-def decrypt_per_readme(envelope: bytes, item_id: str, key: bytes) -> str:
-    """The README's envelope description, implemented with Python's `cryptography`."""
-    assert envelope[0] == 1, "version byte"
-    assert envelope[1:9] == hashlib.sha256(key).digest()[:8], "key fingerprint"
-    nonce, sealed = envelope[9:21], envelope[21:]
-    return AESGCM(key).decrypt(nonce, sealed, envelope[:9] + item_id.encode()).decode()
+def gcm_envelope_of_0_2_0(token: str, item_id: str, key: bytes) -> bytes:
+    """0.2.0's envelope as the README described it, made with Python's `cryptography`."""
+    head = b"\x01" + hashlib.sha256(key).digest()[:8]
+    nonce = os.urandom(12)
+    return head + nonce + AESGCM(key).encrypt(nonce, token.encode(), head + item_id.encode())
+
+
+def pgcrypto(su):
+    su.execute("CREATE EXTENSION IF NOT EXISTS pgcrypto")
+
+
+def pgp_open(su, env, key):
+    return su.execute("SELECT pgp_sym_decrypt(%s::bytea, %s)", (env, key)).fetchone()[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,17 +111,37 @@ def test_secret_settings_are_hidden_from_everyone(cluster, su, db):
         su.execute("DROP ROLE monitor")
 
 
-def test_envelope_decrypts_with_an_independent_aes_gcm(su):
+def test_pgcrypto_reads_a_stored_token_with_one_statement(su):
+    pgcrypto(su)
     t = token(2)
     su.execute("SELECT plaid_sync.plaid_notify_item_created('env-item', %s)", (t,))
+    got, raw = su.execute("SELECT pgp_sym_decrypt(access_token_encrypted, %s), "
+                          "pgp_sym_decrypt_bytea(access_token_encrypted, %s) "
+                          "FROM plaid_sync.items WHERE item_id = 'env-item'", (KEY1_HEX, KEY1_HEX)).fetchone()
+    assert got == t and bytes(raw) == t.encode()
+    # A changed byte fails pgcrypto's integrity check, and plaid_sync's.
+    su.execute("""UPDATE plaid_sync.items SET access_token_encrypted =
+                    set_byte(access_token_encrypted, length(access_token_encrypted) - 5,
+                             get_byte(access_token_encrypted, length(access_token_encrypted) - 5) # 1)
+                  WHERE item_id = 'env-item'""")
     env = su.execute("SELECT access_token_encrypted FROM plaid_sync.items WHERE item_id = 'env-item'").fetchone()[0]
-    assert decrypt_per_readme(bytes(env), "env-item", bytes.fromhex(KEY1_HEX)) == t
-    # Bound to the Item: the same bytes under another item id do not authenticate.
-    with pytest.raises(Exception):
-        decrypt_per_readme(bytes(env), "other-item", bytes.fromhex(KEY1_HEX))
+    with pytest.raises(psycopg.Error):
+        with su.transaction():
+            pgp_open(su, env, KEY1_HEX)
+    assert sqlstate_of(su, "SELECT plaid_sync.plaid_decrypt_access_token('env-item')") == "22023"
+
+
+def test_pgcrypto_written_tokens_are_accepted(su):
+    pgcrypto(su)
+    su.execute("SELECT plaid_sync.plaid_notify_item_created('pgc-item', %s)", (token(8),))
+    su.execute("""UPDATE plaid_sync.items SET access_token_encrypted =
+                    pgp_sym_encrypt(%s, %s, 'cipher-algo=aes256, s2k-digest-algo=sha256')
+                  WHERE item_id = 'pgc-item'""", (token(9), KEY1_HEX))
+    assert su.execute("SELECT plaid_sync.plaid_decrypt_access_token('pgc-item')").fetchone()[0] == token(9)
 
 
 def test_copied_ciphertext_does_not_decrypt_on_another_item(su):
+    pgcrypto(su)
     su.execute("SELECT plaid_sync.plaid_notify_item_created('a-item', %s)", (token(3),))
     su.execute("SELECT plaid_sync.plaid_notify_item_created('b-item', %s)", (token(4),))
     su.execute("""UPDATE plaid_sync.items SET access_token_encrypted =
@@ -121,6 +149,9 @@ def test_copied_ciphertext_does_not_decrypt_on_another_item(su):
                   WHERE item_id = 'b-item'""")
     assert sqlstate_of(su, "SELECT plaid_sync.plaid_decrypt_access_token('b-item')") == "22023"
     assert su.execute("SELECT plaid_sync.plaid_decrypt_access_token('a-item')").fetchone()[0] == token(3)
+    # pgcrypto knows nothing of Items: it still reads the copy.
+    env = su.execute("SELECT access_token_encrypted FROM plaid_sync.items WHERE item_id = 'b-item'").fetchone()[0]
+    assert pgp_open(su, env, KEY1_HEX) == token(3)
 
 
 def set_keys(cluster, current, previous):
@@ -134,25 +165,40 @@ def set_keys(cluster, current, previous):
 
 
 def test_key_rotation(cluster, su):
+    pgcrypto(su)
     items = {f"rot-{i}": token(f"r{i}") for i in range(5)}
     for item, t in items.items():
         su.execute("SELECT plaid_sync.plaid_notify_item_created(%s, %s)", (item, t))
+    # Two of 0.2.0's AES-GCM envelopes: still read, and rotated to the new format.
+    for item in ("rot-0", "rot-1"):
+        su.execute("UPDATE plaid_sync.items SET access_token_encrypted = %s WHERE item_id = %s",
+                   (gcm_envelope_of_0_2_0(items[item], item, bytes.fromhex(KEY1_HEX)), item))
+    assert su.execute("SELECT plaid_sync.plaid_decrypt_access_token('rot-0')").fetchone()[0] == items["rot-0"]
     try:
         set_keys(cluster, KEY2_B64, KEY1_HEX)
         with cluster.connect(su.info.dbname) as c:
-            for item, t in items.items():  # old tokens still decrypt
+            for item, t in items.items():  # old tokens still decrypt, in both formats
                 assert c.execute("SELECT plaid_sync.plaid_decrypt_access_token(%s)", (item,)).fetchone()[0] == t
             assert c.execute("SELECT plaid_sync.plaid_rotate_encryption_key()").fetchone()[0] == 5
             assert c.execute("SELECT plaid_sync.plaid_rotate_encryption_key()").fetchone()[0] == 0
-            new_key = base64.b64decode(KEY2_B64)
             for item, env in c.execute("SELECT item_id, access_token_encrypted FROM plaid_sync.items"):
-                assert decrypt_per_readme(bytes(env), item, new_key) == items[item]
+                assert pgp_open(c, env, KEY2_B64) == items[item]
         set_keys(cluster, KEY2_B64, None)  # the old key can go now
         with cluster.connect(su.info.dbname) as c:
             for item, t in items.items():
                 assert c.execute("SELECT plaid_sync.plaid_decrypt_access_token(%s)", (item,)).fetchone()[0] == t
     finally:
         set_keys(cluster, KEY1_HEX, None)
+
+
+def test_rotation_with_the_same_key_moves_0_2_0_envelopes(su):
+    pgcrypto(su)
+    su.execute("SELECT plaid_sync.plaid_notify_item_created('same-key', %s)", (token(11),))
+    su.execute("UPDATE plaid_sync.items SET access_token_encrypted = %s WHERE item_id = 'same-key'",
+               (gcm_envelope_of_0_2_0(token(11), "same-key", bytes.fromhex(KEY1_HEX)),))
+    assert su.execute("SELECT plaid_sync.plaid_rotate_encryption_key()").fetchone()[0] == 1
+    env = su.execute("SELECT access_token_encrypted FROM plaid_sync.items WHERE item_id = 'same-key'").fetchone()[0]
+    assert pgp_open(su, env, KEY1_HEX) == token(11)
 
 
 @pytest.mark.parametrize("key,state", [(None, "55000"), ("not-a-key", "22023"), ("abcd" * 15, "22023")])
@@ -238,6 +284,7 @@ def test_application_role_with_only_the_readme_grants(cluster, su, db):
     try:
         with cluster.connect(db, user="stranger") as s:
             assert sqlstate_of(s, "SELECT plaid_sync.plaid_notify_item_created('x', %s)", (token(8),)) == "42501"
+            assert sqlstate_of(s, "SELECT plaid_sync.plaid_purge_item('x')") == "42501"
         with cluster.connect(db, user="app_backend") as app:
             app.execute("SELECT plaid_sync.plaid_notify_item_created('app-item', %s, 'user-42')", (token(9),))
             app.execute("SELECT plaid_sync.plaid_notify_item_updated('app-item')")
@@ -252,6 +299,9 @@ def test_application_role_with_only_the_readme_grants(cluster, su, db):
             app.execute("SELECT plaid_sync.plaid_remove_item('app-item2')")
             assert app.execute("SELECT count(*) FROM plaid_sync.items").fetchone()[0] == 2
             assert app.execute("SELECT status FROM plaid_sync.item_health WHERE item_id = 'app-item2'").fetchone()[0] == "removed"
+            app.execute("SELECT plaid_sync.plaid_purge_item('app-item2')")
+            assert app.execute("SELECT purged_at IS NOT NULL FROM plaid_sync.item_health "
+                               "WHERE item_id = 'app-item2'").fetchone()[0]
             # Reading the tables is allowed; writing them directly and decrypting are not.
             assert sqlstate_of(app, "DELETE FROM plaid_sync.items") == "42501"
             assert sqlstate_of(app, "SELECT plaid_sync.plaid_decrypt_access_token('app-item')") == "42501"
