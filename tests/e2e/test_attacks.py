@@ -223,7 +223,14 @@ def test_a_forged_flood_for_one_item_does_not_hold_up_another(cluster, emulator,
     # Nothing of the pile became failed; let the test's teardown find no job running.
     assert su.execute("SELECT count(*) FROM plaid_sync.inbox WHERE item_id = %s AND status = 'failed'",
                       (flooded,)).fetchone()[0] == 0
-    su.execute("DELETE FROM plaid_sync.inbox WHERE item_id = %s AND status = 'pending'", (flooded,))
+    # The rest of the pile goes, without waiting on rows a worker holds: a plain DELETE and a
+    # worker moving the Item's due rows lock them in different orders, and could deadlock.
+    until(lambda: su.execute(
+        "WITH gone AS (DELETE FROM plaid_sync.inbox WHERE id IN (SELECT id FROM plaid_sync.inbox "
+        "WHERE item_id = %s AND status = 'pending' FOR UPDATE SKIP LOCKED) RETURNING 1) "
+        "SELECT NOT EXISTS (SELECT FROM plaid_sync.inbox WHERE item_id = %s AND status = 'pending')",
+        (flooded, flooded)).fetchone()[0],
+          timeout=30, every=0.05, what="the forged pile to be cleared")
 
 
 test_a_forged_flood_for_one_item_does_not_hold_up_another = pytest.mark.both_ways(
