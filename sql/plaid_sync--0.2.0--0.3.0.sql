@@ -123,3 +123,81 @@ BEGIN
         EXECUTE format('GRANT EXECUTE ON FUNCTION plaid_sync.plaid_purge_item(text) TO %s', grantee);
     END LOOP;
 END $$;
+
+-- Items the same user linked twice at the same bank (Plaid bills each): a live Item listed
+-- against each older live one of the same client_user_id and institution whose live accounts
+-- have the same types and masks, or that shares an account's persistent_account_id.
+CREATE VIEW plaid_sync.duplicate_items AS
+    WITH live AS (
+        SELECT i.item_id, i.client_user_id, i.institution_id, i.created_at,
+               (SELECT array_agg(coalesce(a.type, '') || ':' || coalesce(a.mask, '')
+                                 ORDER BY coalesce(a.type, '') || ':' || coalesce(a.mask, '') COLLATE "C")
+                  FROM plaid_sync.accounts a
+                 WHERE a.item_id = i.item_id AND a.removed_at IS NULL) AS accounts,
+               (SELECT array_agg(a.data ->> 'persistent_account_id')
+                  FROM plaid_sync.accounts a
+                 WHERE a.item_id = i.item_id AND a.removed_at IS NULL
+                   AND a.data ->> 'persistent_account_id' IS NOT NULL) AS persistent_account_ids
+          FROM plaid_sync.items i
+         WHERE i.status <> 'removed' AND i.purged_at IS NULL
+           AND i.client_user_id IS NOT NULL AND i.institution_id IS NOT NULL)
+    SELECT n.item_id,
+           o.item_id AS duplicate_of,
+           n.client_user_id,
+           n.institution_id,
+           CASE WHEN n.accounts = o.accounts THEN 'account_masks'
+                ELSE 'persistent_account_id' END AS matched_on,
+           n.created_at,
+           o.created_at AS duplicate_of_created_at
+      FROM live n
+      JOIN live o ON o.client_user_id = n.client_user_id
+                 AND o.institution_id = n.institution_id
+                 AND (o.created_at, o.item_id) < (n.created_at, n.item_id)
+     WHERE n.accounts = o.accounts OR n.persistent_account_ids && o.persistent_account_ids;
+
+-- Link from SQL (plaid_create_link_token, plaid_exchange_public_token): granted to whoever may
+-- announce Items, which is what they do without handing the backend a token.
+CREATE FUNCTION plaid_sync."plaid_create_link_token"(
+	"client_user_id" TEXT,
+	"products" TEXT[] DEFAULT ARRAY['transactions'],
+	"item_id" TEXT DEFAULT NULL,
+	"options" jsonb DEFAULT '{}'
+) RETURNS jsonb
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO plaid_sync, pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'plaid_create_link_token_wrapper';
+CREATE FUNCTION plaid_sync."plaid_exchange_public_token"(
+	"public_token" TEXT,
+	"client_user_id" TEXT DEFAULT NULL,
+	"metadata" jsonb DEFAULT NULL
+) RETURNS TEXT
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO plaid_sync, pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'plaid_exchange_public_token_wrapper';
+REVOKE ALL ON FUNCTION plaid_sync.plaid_create_link_token(text, text[], text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION plaid_sync.plaid_exchange_public_token(text, text, jsonb) FROM PUBLIC;
+ALTER FUNCTION plaid_sync.plaid_create_link_token(text, text[], text, jsonb) SET log_min_error_statement = panic;
+ALTER FUNCTION plaid_sync.plaid_exchange_public_token(text, text, jsonb) SET log_min_error_statement = panic;
+DO $$
+DECLARE grantee regrole;
+BEGIN
+    FOR grantee IN SELECT a.grantee::regrole
+                     FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+                    WHERE p.oid = 'plaid_sync.plaid_notify_item_created(text, text, text)'::regprocedure
+                      AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION plaid_sync.plaid_create_link_token(text, text[], text, jsonb) TO %s', grantee);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION plaid_sync.plaid_exchange_public_token(text, text, jsonb) TO %s', grantee);
+    END LOOP;
+END $$;
+
+-- plaid_update_item_webhook's URL may be left out (plaid_sync.webhook_url is used). REPLACE
+-- keeps the grants but not the settings, so the statement-logging guard is set again.
+CREATE OR REPLACE FUNCTION plaid_sync."plaid_update_item_webhook"(
+	"item_id" TEXT,
+	"webhook_url" TEXT DEFAULT NULL
+) RETURNS bigint
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO plaid_sync, pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'plaid_update_item_webhook_wrapper';
+ALTER FUNCTION plaid_sync.plaid_update_item_webhook(text, text) SET log_min_error_statement = panic;

@@ -391,3 +391,34 @@ CREATE VIEW plaid_sync.item_health AS
            i.plaid_status -> 'last_webhook' ->> 'code_sent' AS plaid_last_webhook_code,
            i.purged_at
       FROM plaid_sync.items i;
+
+-- Items the same user linked twice at the same bank (Plaid bills each): a live Item listed
+-- against each older live one of the same client_user_id and institution whose live accounts
+-- have the same types and masks, or that shares an account's persistent_account_id.
+CREATE VIEW plaid_sync.duplicate_items AS
+    WITH live AS (
+        SELECT i.item_id, i.client_user_id, i.institution_id, i.created_at,
+               (SELECT array_agg(coalesce(a.type, '') || ':' || coalesce(a.mask, '')
+                                 ORDER BY coalesce(a.type, '') || ':' || coalesce(a.mask, '') COLLATE "C")
+                  FROM plaid_sync.accounts a
+                 WHERE a.item_id = i.item_id AND a.removed_at IS NULL) AS accounts,
+               (SELECT array_agg(a.data ->> 'persistent_account_id')
+                  FROM plaid_sync.accounts a
+                 WHERE a.item_id = i.item_id AND a.removed_at IS NULL
+                   AND a.data ->> 'persistent_account_id' IS NOT NULL) AS persistent_account_ids
+          FROM plaid_sync.items i
+         WHERE i.status <> 'removed' AND i.purged_at IS NULL
+           AND i.client_user_id IS NOT NULL AND i.institution_id IS NOT NULL)
+    SELECT n.item_id,
+           o.item_id AS duplicate_of,
+           n.client_user_id,
+           n.institution_id,
+           CASE WHEN n.accounts = o.accounts THEN 'account_masks'
+                ELSE 'persistent_account_id' END AS matched_on,
+           n.created_at,
+           o.created_at AS duplicate_of_created_at
+      FROM live n
+      JOIN live o ON o.client_user_id = n.client_user_id
+                 AND o.institution_id = n.institution_id
+                 AND (o.created_at, o.item_id) < (n.created_at, n.item_id)
+     WHERE n.accounts = o.accounts OR n.persistent_account_ids && o.persistent_account_ids;

@@ -24,6 +24,17 @@ pub enum Error {
     /// 53400: a budget the settings give is spent (paid Plaid calls per day).
     #[error("{0}")]
     OverBudget(String),
+    /// 25001: the call must not run inside a transaction block (what it did could be rolled
+    /// back after Plaid acted on it).
+    #[error("{0}")]
+    InTransactionBlock(String),
+    /// 23505: what the call would create exists already (its message names it).
+    #[error("{0}")]
+    Duplicate(String),
+    /// 58000: Plaid failed a call made while the caller waits (its error_code, message and
+    /// request_id are in the message), or could not be reached.
+    #[error("{0}")]
+    Plaid(String),
 }
 
 impl Error {
@@ -44,6 +55,9 @@ impl Error {
             Error::NotConfigured(_) => "55000",
             Error::Retry(_) => "40001",
             Error::OverBudget(_) => "53400",
+            Error::InTransactionBlock(_) => "25001",
+            Error::Duplicate(_) => "23505",
+            Error::Plaid(_) => "58000",
         }
     }
 
@@ -54,7 +68,20 @@ impl Error {
             | Error::Privilege(m)
             | Error::NotConfigured(m)
             | Error::Retry(m)
-            | Error::OverBudget(m) => m,
+            | Error::OverBudget(m)
+            | Error::InTransactionBlock(m)
+            | Error::Duplicate(m)
+            | Error::Plaid(m) => m,
+        }
+    }
+
+    /// What to do about it, when the message alone does not say.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Error::InTransactionBlock(_) => {
+                Some("call it on its own, outside BEGIN ... COMMIT, so its work commits at once")
+            }
+            _ => None,
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::store::items::{self, Announced};
 use crate::store::token;
 use crate::validate;
 
+mod link;
 mod paid_refresh;
 mod purge;
 mod status;
@@ -223,9 +224,16 @@ fn remove_item(item_id: Option<&str>, remove_at_plaid: Option<bool>) -> Result<(
     Ok(())
 }
 
+/// Without a URL, the one `plaid_sync.webhook_url` names.
 fn update_item_webhook(item_id: Option<&str>, webhook_url: Option<&str>) -> Result<i64> {
     let item_id = validate::item_id(item_id)?;
-    let url = validate::webhook_url(webhook_url)?;
+    let setting = match webhook_url {
+        Some(_) => None,
+        None => Some(gucs::webhook_url().ok_or_else(|| {
+            Error::invalid("webhook_url is NULL and plaid_sync.webhook_url is not set")
+        })?),
+    };
+    let url = validate::webhook_url(webhook_url.or(setting.as_deref()))?;
     crate::database::require_current_sql()?;
     live_item(item_id)?;
     Ok(enqueue_notice(
@@ -330,7 +338,10 @@ fn plaid_remove_item(item_id: Option<&str>, remove_at_plaid: default!(Option<boo
 
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
 #[search_path(@extschema@, pg_catalog, pg_temp)]
-fn plaid_update_item_webhook(item_id: Option<&str>, webhook_url: Option<&str>) -> i64 {
+fn plaid_update_item_webhook(
+    item_id: Option<&str>,
+    webhook_url: default!(Option<&str>, "NULL"),
+) -> i64 {
     ok(update_item_webhook(item_id, webhook_url))
 }
 

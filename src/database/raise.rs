@@ -7,8 +7,11 @@ use crate::error::{Error, Result};
 
 /// Raises `e` as an ERROR with its documented SQLSTATE (`Error::sqlstate`).
 pub fn raise(e: Error) -> ! {
-    ErrorReport::new(code(e.sqlstate()), e.message().to_string(), "plaid_sync")
-        .report(PgLogLevel::ERROR);
+    let mut report = ErrorReport::new(code(e.sqlstate()), e.message().to_string(), "plaid_sync");
+    if let Some(hint) = e.hint() {
+        report = report.set_hint(hint);
+    }
+    report.report(PgLogLevel::ERROR);
     unreachable!("ERROR does not return")
 }
 

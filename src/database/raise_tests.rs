@@ -25,6 +25,12 @@ fn each_documented_sqlstate_is_postgres_own_code() {
             Error::OverBudget(m()),
             C::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
         ),
+        (
+            Error::InTransactionBlock(m()),
+            C::ERRCODE_ACTIVE_SQL_TRANSACTION,
+        ),
+        (Error::Duplicate(m()), C::ERRCODE_UNIQUE_VIOLATION),
+        (Error::Plaid(m()), C::ERRCODE_SYSTEM_ERROR),
     ] {
         assert_eq!(code(e.sqlstate()), want, "{}", e.sqlstate());
         assert_eq!(e.to_string(), "m");

@@ -89,13 +89,11 @@ secret_hooks!(check_secret, assign_secret, SECRET);
 secret_hooks!(check_key, assign_key, KEY);
 secret_hooks!(check_prev_keys, assign_prev_keys, PREV_KEYS);
 
-/// `plaid_sync.rate_limits` must parse: a bad value is refused with the reason, and the old
-/// one stays in force.
-#[pg_guard]
-pub(super) unsafe extern "C-unwind" fn check_rate_limits(
+/// The shape of every check hook on a text setting: a value `check` refuses is refused with
+/// its reason (shown as the error's DETAIL), and the old value stays in force.
+pub(super) unsafe fn check_text(
     newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    _source: pg_sys::GucSource::Type,
+    check: impl Fn(&str) -> Result<(), String>,
 ) -> bool {
     let text = unsafe {
         let v = *newval;
@@ -104,12 +102,22 @@ pub(super) unsafe extern "C-unwind" fn check_rate_limits(
         }
         CStr::from_ptr(v).to_string_lossy().into_owned()
     };
-    match crate::plaid::limits::parse(&text) {
-        Ok(_) => true,
+    match check(text.trim()) {
+        Ok(()) => true,
         Err(why) => {
             let why = CString::new(why).unwrap_or_default();
             unsafe { pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(why.as_ptr()) };
             false
         }
     }
+}
+
+/// `plaid_sync.rate_limits` must parse.
+#[pg_guard]
+pub(super) unsafe extern "C-unwind" fn check_rate_limits(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    unsafe { check_text(newval, |t| crate::plaid::limits::parse(t).map(|_| ())) }
 }

@@ -49,12 +49,14 @@ static KEY: Mutex<Option<String>> = Mutex::new(None);
 static PREV_KEYS: Mutex<Option<String>> = Mutex::new(None);
 
 mod hooks;
+mod link;
 mod numbers;
 mod plaid_data;
 use hooks::{
     assign_key, assign_prev_keys, assign_secret, check_key, check_prev_keys, check_rate_limits,
     check_secret,
 };
+pub use link::{link_settings, webhook_url};
 pub use numbers::{
     add_consented_products, calls_in_flight, connect_timeout_ms, done_retention_s, job_lease_s,
     max_attempts, poll_interval_ms, refreshes_per_day, refreshes_per_item_per_day,
@@ -149,6 +151,7 @@ pub fn init() {
     );
     numbers::define();
     plaid_data::define();
+    link::define();
     unsafe { pg_sys::MarkGUCPrefixReserved(c"plaid_sync".as_ptr()) };
 }
 

@@ -2,7 +2,7 @@
 //! the options of `/transactions/sync` and `plaid_sync.purge_on_revoke`. All `sighup`, all in
 //! the README's GUC table; jobs get them in `JobSettings`.
 
-use std::ffi::{CStr, CString, c_char, c_void};
+use std::ffi::{CString, c_char, c_void};
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::{pg_guard, pg_sys};
@@ -54,28 +54,14 @@ pub(super) fn define() {
     );
 }
 
-/// A taxonomy Plaid does not know is refused with the reason; the old value stays in force.
+/// A taxonomy Plaid does not know is refused with the reason.
 #[pg_guard]
 unsafe extern "C-unwind" fn check_pfc_version(
     newval: *mut *mut c_char,
     _extra: *mut *mut c_void,
     _source: pg_sys::GucSource::Type,
 ) -> bool {
-    let text = unsafe {
-        let v = *newval;
-        if v.is_null() {
-            return true;
-        }
-        CStr::from_ptr(v).to_string_lossy().into_owned()
-    };
-    match crate::plaid::sync_request::check_pfc_version(&text) {
-        Ok(()) => true,
-        Err(why) => {
-            let why = CString::new(why).unwrap_or_default();
-            unsafe { pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(why.as_ptr()) };
-            false
-        }
-    }
+    unsafe { super::hooks::check_text(newval, crate::plaid::sync_request::check_pfc_version) }
 }
 
 /// The `/transactions/sync` options, read on the main thread.

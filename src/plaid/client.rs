@@ -140,6 +140,11 @@ impl Client {
         Client { config, agent }
     }
 
+    /// The secret the client sends: errors shown to a caller are checked for it.
+    pub fn secret(&self) -> &str {
+        &self.config.secret
+    }
+
     /// POSTs `body` (plus credentials) to `path` and returns the raw success body, paced by
     /// the rate limiter. Blocks the calling thread: workers call from their job threads.
     pub fn call(&self, path: &str, body: Value) -> Result<Response, PlaidError> {
@@ -292,6 +297,19 @@ impl Client {
 
     pub fn item_remove(&self, access_token: &str) -> Result<Response, PlaidError> {
         self.call("/item/remove", json!({ "access_token": access_token }))
+    }
+
+    /// A Link token; `body` is `link_request::link_token_body`'s.
+    pub fn link_token_create(&self, body: Value) -> Result<Response, PlaidError> {
+        self.call("/link/token/create", body)
+    }
+
+    /// Trades Link's one-time public token for the Item's access token.
+    pub fn item_public_token_exchange(&self, public_token: &str) -> Result<Response, PlaidError> {
+        self.call(
+            "/item/public_token/exchange",
+            json!({ "public_token": public_token }),
+        )
     }
 
     pub fn webhook_verification_key_get(&self, key_id: &str) -> Result<Response, PlaidError> {

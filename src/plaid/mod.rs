@@ -6,8 +6,10 @@ pub mod client;
 pub mod error;
 pub mod jwt;
 pub mod limits;
+pub mod link_request;
 pub mod sync_request;
 
 pub use client::{Client, Config, Pacer, Response};
 pub use error::{Class, PlaidError, ProductState};
+pub use link_request::LinkSettings;
 pub use sync_request::SyncOptions;

@@ -165,6 +165,27 @@ pub fn status_for_update(item_id: &str) -> Option<String> {
     )
 }
 
+/// Who the Item belongs to and whether Link may still open it (Link's update mode checks
+/// both); None when there is no such Item.
+pub struct Owner {
+    pub status: String,
+    pub client_user_id: Option<String>,
+    pub purged: bool,
+}
+
+pub fn owner(item_id: &str) -> Option<Owner> {
+    let row = one::<pgrx::JsonB>(
+        "SELECT jsonb_build_array(status, client_user_id, purged_at IS NOT NULL)
+           FROM plaid_sync.items WHERE item_id = $1",
+        &[item_id.into()],
+    )?;
+    Some(Owner {
+        status: row.0[0].as_str().unwrap_or_default().to_string(),
+        client_user_id: row.0[1].as_str().map(str::to_string),
+        purged: row.0[2].as_bool().unwrap_or(false),
+    })
+}
+
 /// Locks the Item's row for an apply; false when it was removed, revoked or purged while the
 /// job called Plaid (then nothing the job read may be applied).
 pub fn lock_live(item_id: &str) -> bool {

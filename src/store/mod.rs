@@ -14,6 +14,7 @@
 pub mod accounts;
 pub mod changes;
 pub mod consent;
+pub mod duplicates;
 pub mod institutions;
 pub mod investments;
 pub mod items;

@@ -18,6 +18,8 @@ APP_GRANTS = """
 GRANT USAGE ON SCHEMA plaid_sync TO {role};
 GRANT SELECT ON ALL TABLES IN SCHEMA plaid_sync TO {role};
 GRANT EXECUTE ON FUNCTION
+    plaid_sync.plaid_create_link_token(text, text[], text, jsonb),
+    plaid_sync.plaid_exchange_public_token(text, text, jsonb),
     plaid_sync.plaid_notify_item_created(text, text, text),
     plaid_sync.plaid_notify_item_updated(text, text),
     plaid_sync.plaid_request_backfill(text),

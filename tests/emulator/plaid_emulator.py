@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 import plaid_item_state
+import plaid_link
 import plaid_products
 
 CLIENT_ID = "emulator-client-id"
@@ -57,6 +58,7 @@ FIELDS = {  # endpoint -> (required, optional) request fields, as the spec lists
     "/item/remove": ({"access_token"}, {"reason_code", "reason_note"}),
     "/webhook_verification_key/get": ({"key_id"}, set()),
     "/sandbox/public_token/create": ({"institution_id", "initial_products"}, {"options", "user_token"}),
+    "/link/token/create": plaid_link.LINK_FIELDS,
     "/item/public_token/exchange": ({"public_token"}, set()),
     "/sandbox/item/fire_webhook": ({"access_token", "webhook_code"}, {"webhook_type"}),
     "/sandbox/item/reset_login": ({"access_token"}, set()),
@@ -205,7 +207,9 @@ class World:
         self.today = dt.datetime.now(dt.timezone.utc).date()
         self.items = {}
         self.by_token = {}
-        self.public_tokens = {}
+        self.public_tokens = {}    # public token -> (Item, created at)
+        self.link_tokens = {}      # link token -> what it was made with (no credentials)
+        self.exchanged = 0
         self.requests = []
         self.faults = []           # dicts: endpoint, kind, page, times, delay_ms
         self.latency_ms = 0        # a number, or {endpoint: ms, "default": ms}
@@ -481,17 +485,11 @@ def handle(w, path, body):
     check_request(w, path, body)
     rid = request_id()
     if path == "/sandbox/public_token/create":
-        item = w.new_item(body["institution_id"])
-        if isinstance(body.get("options"), dict) and body["options"].get("webhook"):
-            item.webhook = body["options"]["webhook"]
-        pt = f"public-sandbox-{uuid.uuid4()}"
-        w.public_tokens[pt] = item
-        return 200, {"public_token": pt, "request_id": rid}
+        return 200, plaid_link.sandbox_public_token(w, body, PlaidFault, rid)
     if path == "/item/public_token/exchange":
-        item = w.public_tokens.pop(body["public_token"], None)
-        if item is None:
-            raise PlaidFault("INVALID_PUBLIC_TOKEN", "could not find matching public token", error_type="INVALID_INPUT")
-        return 200, {"access_token": item.access_token, "item_id": item.item_id, "request_id": rid}
+        return 200, plaid_link.exchange(w, body, PlaidFault, rid)
+    if path == "/link/token/create":
+        return 200, plaid_link.create_link_token(w, body, PlaidFault, item_for, rid)
     if path == "/institutions/get_by_id":
         inst = INSTITUTIONS.get(body["institution_id"])
         if not inst:
@@ -679,6 +677,9 @@ def control(w, what, body):
             it = w.new_item(body.get("institution_id", "ins_109508"), body.get("days"), body.get("per_day"))
             out.append({"item_id": it.item_id, "access_token": it.access_token})
         return {"items": out}
+    link = plaid_link.control(w, what, body, INSTITUTIONS)
+    if link is not None:
+        return link
     item = w.items[body["item_id"]] if "item_id" in body else None
     if what == "advance":
         for it in ([item] if item else list(w.items.values())):
