@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""The main job, end to end, on a throwaway PostgreSQL 15 with the local Plaid emulator:
-link a sandbox Item, announce it, sync it, let Plaid (the emulator) send a signed
-SYNC_UPDATES_AVAILABLE webhook to an application route that hands it to the database, verify
-it, sync again, and print what landed.
+"""The main job, end to end, on a throwaway PostgreSQL 15 with the local Plaid emulator: a
+Link token from SQL, Link simulated with /sandbox/public_token/create, the public token
+exchanged from SQL (the backend never holds Plaid's secret or an access token), the Item
+synced; Plaid (the emulator) sends a signed SYNC_UPDATES_AVAILABLE webhook to an application
+route that hands it to the database, which verifies it and syncs again; the same bank linked
+again is refused as a duplicate, and Link's update mode opens on the Item from SQL.
 
 With PLAID_CLIENT_ID and PLAID_SECRET set (and network access) Plaid's real sandbox is used
 instead of the emulator; Plaid cannot reach a webhook route on this machine, so that run asks
@@ -10,6 +12,7 @@ for the second sync with plaid_notify_item_updated.
 """
 
 import argparse
+import json
 import os
 import sys
 import threading
@@ -20,6 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "emulator"))
 from harness import Cluster, free_port, post_json  # noqa: E402
+import psycopg  # noqa: E402
 import plaid_emulator  # noqa: E402
 
 KEY = os.urandom(32).hex()
@@ -117,13 +121,22 @@ def main():
         hook = webhook_route({"host": cluster.sock, "port": cluster.port, "dbname": "demo", "user": "postgres"})
         step(f"application webhook route on {hook}")
 
-        step("Plaid Link (sandbox): create a public token, exchange it for an access token")
-        pt = plaid(base, "/sandbox/public_token/create", {"institution_id": "ins_109508", "initial_products": ["transactions"], "options": {"webhook": hook}}, client_id, secret)["public_token"]
-        ex = plaid(base, "/item/public_token/exchange", {"public_token": pt}, client_id, secret)
-        item_id, token = ex["item_id"], ex["access_token"]
+        conn.execute("ALTER SYSTEM SET plaid_sync.client_name = 'plaid_sync demo'")
+        conn.execute(f"ALTER SYSTEM SET plaid_sync.webhook_url = '{hook}'")
+        conn.execute("SELECT pg_reload_conf()")
+        time.sleep(0.2)
+        step("SELECT plaid_sync.plaid_create_link_token('demo-user'): the backend's Link token, from SQL")
+        link = conn.execute("SELECT plaid_sync.plaid_create_link_token('demo-user')").fetchone()[0]
+        print(f"    link_token {link['link_token'][:18]}..., expires {link['expiration']}")
 
-        step(f"SELECT plaid_sync.plaid_notify_item_created('{item_id}', <access token>)")
-        conn.execute("SELECT plaid_sync.plaid_notify_item_created(%s, %s, 'demo-user')", (item_id, token))
+        step("Plaid Link, simulated with /sandbox/public_token/create: the user picks a bank and logs in")
+        pt = plaid(base, "/sandbox/public_token/create", {"institution_id": "ins_109508", "initial_products": ["transactions"], "options": {"webhook": hook}}, client_id, secret)["public_token"]
+        metadata = None if real else post_json(f"{base}/_emulator/link_metadata", {"public_token": pt})[1]
+
+        step("SELECT plaid_sync.plaid_exchange_public_token(<public token>, 'demo-user', <Link's metadata>)")
+        item_id = conn.execute("SELECT plaid_sync.plaid_exchange_public_token(%s, 'demo-user', %s::jsonb)",
+                               (pt, json.dumps(metadata) if metadata else None)).fetchone()[0]
+        print(f"    item {item_id}: its access token was sealed inside the database and never left it")
         wait_for_workers(conn, "first sync (item, institution, accounts, transactions)")
         n = conn.execute("SELECT count(*) FROM plaid_sync.live_transactions").fetchone()[0]
         step(f"first sync done: {n} transactions")
@@ -135,7 +148,8 @@ def main():
             step("three days pass at the bank: new transactions, pending ones post")
             post_json(f"{base}/_emulator/advance", {"item_id": item_id, "days": 3})
             step("Plaid fires SYNC_UPDATES_AVAILABLE (signed) at the webhook route")
-            plaid(base, "/sandbox/item/fire_webhook", {"access_token": token, "webhook_code": "SYNC_UPDATES_AVAILABLE"}, client_id, secret)
+            post_json(f"{base}/_emulator/webhook", {"item_id": item_id, "webhook_type": "TRANSACTIONS",
+                                                    "webhook_code": "SYNC_UPDATES_AVAILABLE", "deliver_to": hook})
             for _ in range(100):
                 if conn.execute("SELECT count(*) FROM plaid_sync.inbox WHERE source = 'plaid'").fetchone()[0]:
                     break
@@ -152,6 +166,23 @@ def main():
         table(conn, "item_health", "SELECT item_id, status, institution_name, last_sync_outcome, pending_jobs, failed_jobs FROM plaid_sync.item_health")
         if m <= n and not real:
             raise SystemExit("the webhook sync brought no new transactions")
+
+        if not real:
+            step("the user links the same bank again: refused as a duplicate before anything is exchanged")
+            pt2 = plaid(base, "/sandbox/public_token/create", {"institution_id": "ins_109508", "initial_products": ["transactions"]}, client_id, secret)["public_token"]
+            meta2 = post_json(f"{base}/_emulator/link_metadata", {"public_token": pt2})[1]
+            try:
+                conn.execute("SELECT plaid_sync.plaid_exchange_public_token(%s, 'demo-user', %s::jsonb)", (pt2, json.dumps(meta2)))
+                raise SystemExit("the duplicate Item was not refused")
+            except psycopg.errors.UniqueViolation as e:
+                print(f"    {e.sqlstate}: {e.diag.message_primary[:110]}...")
+        step(f"Link update mode for {item_id}, from SQL: plaid_create_link_token('demo-user', item_id => ...)")
+        upd = conn.execute("SELECT plaid_sync.plaid_create_link_token('demo-user', item_id => %s)", (item_id,)).fetchone()[0]
+        print(f"    link_token {upd['link_token'][:18]}... opens Link on the Item; its token stayed in the database")
+        step("Link finished in update mode: SELECT plaid_sync.plaid_notify_item_updated(...)")
+        conn.execute("SELECT plaid_sync.plaid_notify_item_updated(%s)", (item_id,))
+        wait_for_workers(conn, "the Item read again after update mode")
+        table(conn, "item_health after update mode", "SELECT item_id, status, last_sync_outcome, failed_jobs FROM plaid_sync.item_health")
         print()
         if a.keep:
             print(f"The server is still running. Connect with:\n  psql -h {cluster.sock} -p {cluster.port} -U postgres demo")

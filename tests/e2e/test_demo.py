@@ -16,5 +16,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "verified (kid" in out
     assert "healthy" in out and "First Platypus Bank" in out
     assert "access-sandbox-" not in out, "the demo must not print the access token"
+    assert "plaid_exchange_public_token" in out and "23505: duplicate Item" in out
+    assert "Link update mode" in out and "the Item read again after update mode: done" in out
     # The throwaway server is gone afterwards.
     assert not os.path.exists(os.path.join(root, "data", "postmaster.pid"))
