@@ -3,7 +3,7 @@
 //! `'<endpoint>=<per client per minute>/<per Item per minute>, …'`, `-` for no limit.
 
 /// Every endpoint plaid_sync calls, in a fixed order (shared memory is indexed by it).
-pub const ENDPOINTS: [&str; 14] = [
+pub const ENDPOINTS: [&str; 16] = [
     "/transactions/sync",
     "/transactions/get",
     "/transactions/refresh",
@@ -18,6 +18,9 @@ pub const ENDPOINTS: [&str; 14] = [
     "/investments/holdings/get",
     "/investments/transactions/get",
     "/liabilities/get",
+    // Called by a backend while its caller waits (Link from SQL).
+    "/link/token/create",
+    "/item/public_token/exchange",
 ];
 
 /// Calls per minute: per client, per Item (None = no limit).

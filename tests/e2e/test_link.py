@@ -188,6 +188,10 @@ def test_plaid_errors_and_429s(emulator, su, cluster):
         code, message = error_of(su, "SELECT plaid_sync.plaid_create_link_token('u')")
         assert code == "58000" and "RATE_LIMIT" in message, message
         emulator("clear_faults")
+        # Through the shared limiter: its calls and 429s are counted with the workers'.
+        calls, throttled = su.execute("SELECT calls_last_minute, throttled_last_hour FROM plaid_sync.plaid_rate_status() "
+                                      "WHERE endpoint = '/link/token/create'").fetchone()
+        assert calls >= 6 and throttled >= 4, (calls, throttled)
 
         before = counts(su)
         pt, _ = finish_link(emulator, username="errors")
