@@ -201,3 +201,6 @@ VOLATILE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path TO plaid_sync, pg_catalog, pg_temp
 LANGUAGE c AS 'MODULE_PATHNAME', 'plaid_update_item_webhook_wrapper';
 ALTER FUNCTION plaid_sync.plaid_update_item_webhook(text, text) SET log_min_error_statement = panic;
+
+-- plaid_sync.history_retention deletes old sync runs, which checks each one for rejects.
+CREATE INDEX sync_rejects_run_idx ON plaid_sync.sync_rejects (sync_run_id);

@@ -299,6 +299,8 @@ CREATE TABLE plaid_sync.sync_rejects (
     resolved_at    timestamptz
 );
 CREATE INDEX sync_rejects_open_idx ON plaid_sync.sync_rejects (item_id) WHERE resolved_at IS NULL;
+-- Deleting an old sync run checks for its rejects (plaid_sync.history_retention).
+CREATE INDEX sync_rejects_run_idx ON plaid_sync.sync_rejects (sync_run_id);
 
 -- Calls Plaid bills per request (/transactions/refresh), one row per plaid_refresh_transactions
 -- the budgets allowed: the daily budgets count them, and they show what was spent.

@@ -231,6 +231,7 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
             if let Err(e) = try_db(|| {
                 crate::inbox::maintenance();
                 crate::store::webhook_keys::prune();
+                crate::store::history::prune();
             }) {
                 crate::database::sql_version_unknown();
                 installed = None; // look again before the next round

@@ -58,9 +58,10 @@ use hooks::{
 };
 pub use link::{link_settings, webhook_url};
 pub use numbers::{
-    add_consented_products, calls_in_flight, connect_timeout_ms, done_retention_s, job_lease_s,
-    max_attempts, poll_interval_ms, refreshes_per_day, refreshes_per_item_per_day,
-    request_timeout_ms, resync_interval_s, retry_base_ms, retry_max_ms, unknown_item_grace_s,
+    add_consented_products, calls_in_flight, connect_timeout_ms, done_retention_s,
+    history_retention_s, job_lease_s, max_attempts, poll_interval_ms, refreshes_per_day,
+    refreshes_per_item_per_day, request_timeout_ms, resync_interval_s, retry_base_ms, retry_max_ms,
+    unknown_item_grace_s,
 };
 pub use plaid_data::{purge_on_revoke, sync_options};
 

@@ -14,6 +14,7 @@ static JOB_LEASE_S: GucSetting<i32> = GucSetting::<i32>::new(300);
 static POLL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 static DONE_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
 static RESYNC_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(86_400);
+static HISTORY_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
 static UNKNOWN_ITEM_GRACE_S: GucSetting<i32> = GucSetting::<i32>::new(3_600);
 static CALLS_IN_FLIGHT: GucSetting<i32> = GucSetting::<i32>::new(32);
 static REFRESHES_PER_ITEM_PER_DAY: GucSetting<i32> = GucSetting::<i32>::new(4);
@@ -30,7 +31,7 @@ type IntGuc = (
 );
 
 pub(super) fn define() {
-    let ints: [IntGuc; 13] = [
+    let ints: [IntGuc; 14] = [
         (
             c"plaid_sync.connect_timeout",
             c"Timeout to connect to Plaid.",
@@ -91,6 +92,14 @@ pub(super) fn define() {
             c"plaid_sync.done_retention",
             c"How long done inbox rows are kept (failed rows are kept).",
             &DONE_RETENTION_S,
+            0,
+            i32::MAX,
+            GucFlags::UNIT_S,
+        ),
+        (
+            c"plaid_sync.history_retention",
+            c"How long sync runs, resolved rejects and paid calls are kept (0 = forever).",
+            &HISTORY_RETENTION_S,
             0,
             i32::MAX,
             GucFlags::UNIT_S,
@@ -189,6 +198,10 @@ pub fn poll_interval_ms() -> u64 {
 pub fn done_retention_s() -> i32 {
     super::main_thread_only();
     DONE_RETENTION_S.get()
+}
+pub fn history_retention_s() -> i32 {
+    super::main_thread_only();
+    HISTORY_RETENTION_S.get()
 }
 pub fn resync_interval_s() -> i32 {
     super::main_thread_only();

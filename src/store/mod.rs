@@ -15,6 +15,7 @@ pub mod accounts;
 pub mod changes;
 pub mod consent;
 pub mod duplicates;
+pub mod history;
 pub mod institutions;
 pub mod investments;
 pub mod items;

@@ -102,3 +102,20 @@ pub fn purge(item_id: &str) {
         &[item_id.into()],
     );
 }
+
+/// Deletes paid calls older than both `retention_s` and the budgets' 24-hour window whose job
+/// is over, at most `batch`; how many. The budgets count only the last 24 hours.
+pub fn prune(retention_s: i32, batch: i32) -> i64 {
+    crate::database::one::<i64>(
+        "WITH gone AS (
+             DELETE FROM plaid_sync.paid_calls WHERE id IN (
+                 SELECT id FROM plaid_sync.paid_calls
+                  WHERE requested_at < now() - greatest(make_interval(secs => $1), interval '24 hours')
+                    AND outcome IS NOT NULL AND outcome <> 'calling'
+                  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
+             RETURNING 1)
+         SELECT count(*) FROM gone",
+        &[retention_s.into(), batch.into()],
+    )
+    .unwrap_or(0)
+}

@@ -79,3 +79,19 @@ pub fn purge(item_id: &str, account_id: Option<&str>) {
         &[item_id.into(), account_id.into()],
     );
 }
+
+/// Deletes rejects resolved more than `retention_s` ago, at most `batch`; how many. Open
+/// rejects stay whatever their age: they are what a person still has to look at.
+pub fn prune_resolved(retention_s: i32, batch: i32) -> i64 {
+    crate::database::one::<i64>(
+        "WITH gone AS (
+             DELETE FROM plaid_sync.sync_rejects WHERE id IN (
+                 SELECT id FROM plaid_sync.sync_rejects
+                  WHERE resolved_at < now() - make_interval(secs => $1)
+                  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
+             RETURNING 1)
+         SELECT count(*) FROM gone",
+        &[retention_s.into(), batch.into()],
+    )
+    .unwrap_or(0)
+}

@@ -100,3 +100,24 @@ pub fn purge(item_id: &str) {
         &[item_id.into()],
     );
 }
+
+/// Deletes finished runs older than `retention_s`, at most `batch`: never an Item's latest
+/// run of a product (item_health and a listener catching up read it), nor one a reject still
+/// points at (`rejects::prune_resolved` goes first). Staged pages go with their run (ON DELETE
+/// CASCADE). Rows a sync holds are skipped, not waited for. How many went.
+pub fn prune(retention_s: i32, batch: i32) -> i64 {
+    one::<i64>(
+        "WITH old AS (
+             SELECT r.id FROM plaid_sync.sync_runs r
+              WHERE r.finished_at < now() - make_interval(secs => $1)
+                AND EXISTS (SELECT 1 FROM plaid_sync.sync_runs l
+                             WHERE l.item_id = r.item_id AND l.product = r.product AND l.id > r.id)
+                AND NOT EXISTS (SELECT 1 FROM plaid_sync.sync_rejects s WHERE s.sync_run_id = r.id)
+              ORDER BY r.id LIMIT $2
+              FOR UPDATE SKIP LOCKED),
+         gone AS (DELETE FROM plaid_sync.sync_runs r USING old WHERE r.id = old.id RETURNING 1)
+         SELECT count(*) FROM gone",
+        &[retention_s.into(), batch.into()],
+    )
+    .unwrap_or(0)
+}

@@ -1,0 +1,60 @@
+"""Year two (issue 32): the record of what plaid_sync did is kept as long as
+plaid_sync.history_retention asks and no longer, by worker 0's maintenance; data rows stay."""
+
+import pytest
+
+from conftest import until
+from test_products import settings
+from test_sync import announce, drain, webhook
+
+
+def ids(su, sql, *args):
+    return {r[0] for r in su.execute(sql, args)}
+
+
+@pytest.mark.workers_only
+def test_history_is_kept_as_long_as_asked_and_data_stays(emulator, su, cluster):
+    su.autocommit = True
+    item_id = announce(emulator, su, days=5)
+    drain(su)
+    for _ in range(4):
+        emulator("advance", item_id=item_id, days=1)
+        webhook(emulator, su, item_id)
+        drain(su)
+    runs = sorted(ids(su, "SELECT id FROM plaid_sync.sync_runs WHERE item_id = %s", item_id))
+    assert len(runs) >= 5
+    latest = ids(su, "SELECT max(id) FROM plaid_sync.sync_runs GROUP BY item_id, product")
+    older = [r for r in runs if r not in latest]
+    # A reject resolved long ago, and one still open, each on an older run.
+    su.execute("INSERT INTO plaid_sync.sync_rejects (sync_run_id, item_id, transaction_id, error, resolved_at) "
+               "VALUES (%s, %s, 'tx-resolved', 'test', now() - interval '1 day'), (%s, %s, 'tx-open', 'test', NULL)",
+               (older[0], item_id, older[1], item_id))
+    # Paid calls: two days old (gone), an hour old (within the budgets' 24 hours: kept), and
+    # two days old but never finished (kept).
+    su.execute("INSERT INTO plaid_sync.paid_calls (item_id, endpoint, requested_at, outcome) VALUES "
+               "(%s, '/transactions/refresh', now() - interval '2 days', 'ok'), "
+               "(%s, '/transactions/refresh', now() - interval '1 hour', 'ok'), "
+               "(%s, '/transactions/refresh', now() - interval '2 days', NULL)", (item_id,) * 3)
+    data = su.execute("SELECT (SELECT count(*) FROM plaid_sync.transaction_rows), (SELECT count(*) FROM plaid_sync.accounts), "
+                      "(SELECT count(*) FROM plaid_sync.balance_snapshots), (SELECT count(*) FROM plaid_sync.item_products)").fetchone()
+
+    with settings(cluster, history_retention=1):
+        keep = latest | {older[1]}
+        until(lambda: ids(su, "SELECT id FROM plaid_sync.sync_runs") == keep, timeout=30,
+              what="old runs deleted by the maintenance")
+        until(lambda: su.execute("SELECT count(*) FROM plaid_sync.paid_calls").fetchone()[0] == 2, timeout=15,
+              what="the old paid call deleted")
+    assert ids(su, "SELECT transaction_id FROM plaid_sync.sync_rejects") == {"tx-open"}
+    assert su.execute("SELECT count(*) FROM plaid_sync.paid_calls WHERE requested_at < now() - interval '1 day'").fetchone()[0] == 1
+    assert su.execute("SELECT (SELECT count(*) FROM plaid_sync.transaction_rows), (SELECT count(*) FROM plaid_sync.accounts), "
+                      "(SELECT count(*) FROM plaid_sync.balance_snapshots), (SELECT count(*) FROM plaid_sync.item_products)").fetchone() == data
+    assert su.execute("SELECT last_sync_outcome FROM plaid_sync.item_health WHERE item_id = %s", (item_id,)).fetchone()[0] == "ok"
+
+    # 0 keeps everything: a new run is not deleted however old it gets.
+    with settings(cluster, history_retention=0):
+        webhook(emulator, su, item_id)
+        drain(su)
+        su.execute("UPDATE plaid_sync.sync_runs SET finished_at = finished_at - interval '1 year'")
+        import time
+        time.sleep(6)  # longer than one maintenance round
+        assert len(ids(su, "SELECT id FROM plaid_sync.sync_runs")) == len(keep) + 1
