@@ -204,3 +204,12 @@ ALTER FUNCTION plaid_sync.plaid_update_item_webhook(text, text) SET log_min_erro
 
 -- plaid_sync.history_retention deletes old sync runs, which checks each one for rejects.
 CREATE INDEX sync_rejects_run_idx ON plaid_sync.sync_rejects (sync_run_id);
+
+-- A sync's update of its Item stays HOT: the resync scan's index moves from last_synced_at
+-- (which every sync changes) to its UTC day, and each page keeps room for new row versions
+-- (existing pages get it as they are rewritten).
+ALTER TABLE plaid_sync.items ADD COLUMN synced_on date;
+UPDATE plaid_sync.items SET synced_on = (last_synced_at AT TIME ZONE 'UTC')::date WHERE last_synced_at IS NOT NULL;
+DROP INDEX plaid_sync.items_last_synced_at_idx;
+CREATE INDEX items_synced_on_idx ON plaid_sync.items (synced_on) WHERE status IN ('healthy', 'pending_expiration', 'pending_disconnect');
+ALTER TABLE plaid_sync.items SET (fillfactor = 80);

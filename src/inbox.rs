@@ -374,10 +374,11 @@ pub fn maintenance() {
             "WITH stale AS (
                  SELECT i.item_id FROM plaid_sync.items i
                   WHERE i.status IN ('healthy', 'pending_expiration', 'pending_disconnect')
+                    AND i.synced_on <= ((now() - make_interval(secs => $1)) AT TIME ZONE 'UTC')::date
                     AND i.last_synced_at < now() - make_interval(secs => $1)
                     AND NOT EXISTS (SELECT 1 FROM plaid_sync.inbox q
                                      WHERE q.item_id = i.item_id AND q.status IN ('pending', 'running'))
-                  ORDER BY i.last_synced_at LIMIT 100),
+                  ORDER BY i.synced_on, i.last_synced_at LIMIT 100),
              queued AS (
                  INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id, body, lane)
                  SELECT 'backend', 'TRANSACTIONS', 'SYNC_UPDATES_AVAILABLE', item_id,

@@ -79,7 +79,8 @@ pub fn synced(item_id: &str, next_cursor: Option<&str>, update_status: Option<&s
                     OR $3 IN ('INITIAL_UPDATE_COMPLETE', 'HISTORICAL_UPDATE_COMPLETE'),
                 historical_update_complete = historical_update_complete
                     OR $3 = 'HISTORICAL_UPDATE_COMPLETE',
-                last_synced_at = now(), updated_at = now()
+                last_synced_at = now(), synced_on = (now() AT TIME ZONE 'UTC')::date,
+                updated_at = now()
           WHERE item_id = $1",
         &[item_id.into(), next_cursor.into(), update_status.into()],
     );
@@ -366,7 +367,7 @@ pub fn mark_purged(item_id: &str) {
         "UPDATE plaid_sync.items SET status = 'removed', purged_at = now(), client_user_id = NULL,
                 institution_id = NULL, institution_name = NULL, transactions_cursor = NULL,
                 error = NULL, consent_expiration_time = NULL, webhook = NULL, last_synced_at = NULL,
-                last_webhook_at = NULL, initial_update_complete = false,
+                synced_on = NULL, last_webhook_at = NULL, initial_update_complete = false,
                 historical_update_complete = false, data = NULL, plaid_status = NULL, updated_at = now()
           WHERE item_id = $1",
         &[item_id.into()],

@@ -58,3 +58,32 @@ def test_history_is_kept_as_long_as_asked_and_data_stays(emulator, su, cluster):
         import time
         time.sleep(6)  # longer than one maintenance round
         assert len(ids(su, "SELECT id FROM plaid_sync.sync_runs")) == len(keep) + 1
+
+
+def item_updates(su):
+    su.execute("SELECT pg_stat_clear_snapshot()")
+    return su.execute("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+                      "WHERE relid = 'plaid_sync.items'::regclass").fetchone()
+
+
+@pytest.mark.both_ways
+def test_a_syncs_updates_of_its_item_are_hot(emulator, su):
+    """Each sync rewrites the Item's row (cursor, last sync): HOT, so no index entry and no
+    dead tuple for an index to skip, as long as the day (what the resync index holds) is the same."""
+    su.autocommit = True
+    item_id = announce(emulator, su, days=3)
+    drain(su)
+    until(lambda: item_updates(su)[0] > 0, timeout=15, what="the first sync's updates in the statistics")
+    import time
+    time.sleep(1.5)
+    upd0, hot0 = item_updates(su)
+    for _ in range(8):
+        emulator("advance", item_id=item_id, days=1)
+        webhook(emulator, su, item_id)
+        drain(su)
+    until(lambda: item_updates(su)[0] - upd0 >= 8, timeout=15, what="the syncs' updates in the statistics")
+    time.sleep(1.5)
+    upd, hot = item_updates(su)
+    assert (hot - hot0) / (upd - upd0) >= 0.9, (upd - upd0, hot - hot0)
+    assert su.execute("SELECT synced_on = (now() AT TIME ZONE 'UTC')::date FROM plaid_sync.items WHERE item_id = %s",
+                      (item_id,)).fetchone()[0]

@@ -269,6 +269,12 @@ def test_upgrade_keeps_everything_and_equals_a_fresh_install(builds, emulator, o
             conn.execute("ALTER EXTENSION plaid_sync UPDATE")
             assert conn.execute("SELECT extversion, plaid_sync.version() FROM pg_extension "
                                 "WHERE extname = 'plaid_sync'").fetchone() == (NEW, NEW)
+            # 0.3.0's resync scan reads synced_on: every synced Item has it, from its last sync.
+            assert conn.execute("SELECT count(*) FILTER (WHERE last_synced_at IS NOT NULL), "
+                                "count(*) FILTER (WHERE synced_on = (last_synced_at AT TIME ZONE 'UTC')::date) "
+                                "FROM plaid_sync.items").fetchone()[0] > 0
+            assert conn.execute("SELECT count(*) FROM plaid_sync.items WHERE last_synced_at IS NOT NULL "
+                                "AND synced_on IS DISTINCT FROM (last_synced_at AT TIME ZONE 'UTC')::date").fetchone()[0] == 0
             if old == "0.1.0":
                 # 0.2.0 added item_products: each synced Item's come from its last /item/get.
                 listed = conn.execute("SELECT count(*) FROM plaid_sync.items WHERE status <> 'removed' "
