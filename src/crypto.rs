@@ -88,10 +88,20 @@ impl Key {
 }
 
 /// The current key (encrypts and decrypts) and older ones (decrypt only).
-#[derive(Debug, Clone)]
 pub struct Keyring {
     pub current: Key,
     pub previous: Vec<Key>,
+    /// The current key's OpenPGP writer, its S2K key derived once per keyring.
+    sealer: openpgp::Sealer,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring")
+            .field("current", &self.current)
+            .field("previous", &self.previous)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Keyring {
@@ -114,6 +124,7 @@ impl Keyring {
             }
         }
         Ok(Keyring {
+            sealer: openpgp::Sealer::new(current.passphrase.as_bytes()),
             current,
             previous: keys,
         })
@@ -127,11 +138,7 @@ impl Keyring {
 
     /// A new envelope: an OpenPGP message under the current key, its file name the Item's id.
     pub fn encrypt(&self, item_id: &str, token: &str) -> Vec<u8> {
-        openpgp::encrypt(
-            self.current.passphrase.as_bytes(),
-            item_id,
-            token.as_bytes(),
-        )
+        self.sealer.encrypt(item_id, token.as_bytes())
     }
 
     pub fn decrypt(&self, item_id: &str, envelope: &[u8]) -> Result<String> {

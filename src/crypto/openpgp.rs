@@ -52,38 +52,59 @@ pub fn looks_like(message: &[u8]) -> bool {
     matches!(message.first(), Some(&b) if b == 0xC0 | TAG_SKESK || (0x8C..=0x8F).contains(&b))
 }
 
+/// Writes messages under one passphrase. The S2K's key is derived once, with a salt drawn
+/// when the sealer is made, and each message still gets its own random 16-byte prefix (which
+/// is what makes OpenPGP's CFB safe under a reused key): the key is a random 256-bit value, so
+/// a fresh salt per message would guard against nothing and cost every announce a derivation.
+/// Every message carries its salt, so any reader (pgcrypto) derives the same key.
+pub struct Sealer {
+    salt: [u8; 8],
+    key: Vec<u8>,
+}
+
+impl Sealer {
+    pub fn new(passphrase: &[u8]) -> Sealer {
+        let mut salt = [0u8; 8];
+        rand::rngs::OsRng.fill_bytes(&mut salt);
+        let key = s2k(HASH_SHA256, Some(&salt), count(S2K_COUNT), passphrase, 32);
+        Sealer { salt, key }
+    }
+
+    pub fn encrypt(&self, file_name: &str, data: &[u8]) -> Vec<u8> {
+        let mut prefix = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut prefix);
+        let mut skesk = vec![4, AES256, 3, HASH_SHA256];
+        skesk.extend_from_slice(&self.salt);
+        skesk.push(S2K_COUNT);
+
+        let name = &file_name.as_bytes()[..file_name.len().min(255)];
+        let mut literal = vec![b'u', name.len() as u8];
+        literal.extend_from_slice(name);
+        literal.extend_from_slice(&[0, 0, 0, 0]); // no date
+        literal.extend_from_slice(data);
+
+        let mut plain = Vec::with_capacity(18 + 2 + literal.len() + 22 + 3);
+        plain.extend_from_slice(&prefix);
+        plain.extend_from_slice(&prefix[14..16]);
+        plain.extend(header(TAG_LITERAL, literal.len()));
+        plain.extend_from_slice(&literal);
+        plain.extend_from_slice(&MDC_HEADER);
+        let mdc = Sha1::digest(&plain);
+        plain.extend_from_slice(&mdc);
+        cfb(AES256, &self.key, &mut plain, true);
+
+        let mut out = header(TAG_SKESK, skesk.len());
+        out.extend_from_slice(&skesk);
+        out.extend(header(TAG_SEIPD, plain.len() + 1));
+        out.push(1);
+        out.extend_from_slice(&plain);
+        out
+    }
+}
+
+/// One message with a salt of its own.
 pub fn encrypt(passphrase: &[u8], file_name: &str, data: &[u8]) -> Vec<u8> {
-    // The S2K's salt and the data's random prefix, from one call of the OS's generator.
-    let mut random = [0u8; 24];
-    rand::rngs::OsRng.fill_bytes(&mut random);
-    let (salt, prefix) = random.split_at(8);
-    let key = s2k(HASH_SHA256, Some(salt), count(S2K_COUNT), passphrase, 32);
-    let mut skesk = vec![4, AES256, 3, HASH_SHA256];
-    skesk.extend_from_slice(salt);
-    skesk.push(S2K_COUNT);
-
-    let name = &file_name.as_bytes()[..file_name.len().min(255)];
-    let mut literal = vec![b'u', name.len() as u8];
-    literal.extend_from_slice(name);
-    literal.extend_from_slice(&[0, 0, 0, 0]); // no date
-    literal.extend_from_slice(data);
-
-    let mut plain = Vec::with_capacity(18 + 2 + literal.len() + 22 + 3);
-    plain.extend_from_slice(prefix);
-    plain.extend_from_slice(&prefix[14..16]);
-    plain.extend(header(TAG_LITERAL, literal.len()));
-    plain.extend_from_slice(&literal);
-    plain.extend_from_slice(&MDC_HEADER);
-    let mdc = Sha1::digest(&plain);
-    plain.extend_from_slice(&mdc);
-    cfb(AES256, &key, &mut plain, true);
-
-    let mut out = header(TAG_SKESK, skesk.len());
-    out.extend_from_slice(&skesk);
-    out.extend(header(TAG_SEIPD, plain.len() + 1));
-    out.push(1);
-    out.extend_from_slice(&plain);
-    out
+    Sealer::new(passphrase).encrypt(file_name, data)
 }
 
 pub fn decrypt(passphrase: &[u8], message: &[u8]) -> Result<Literal, Fail> {
