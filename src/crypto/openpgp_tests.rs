@@ -88,7 +88,11 @@ fn one_sealer_writes_distinct_messages_that_each_open() {
     let a = sealer.encrypt("item-1", b"access-sandbox-1");
     let b = sealer.encrypt("item-1", b"access-sandbox-1");
     assert_ne!(a, b, "each message has its own random prefix");
-    assert_eq!(a[..16], b[..16], "the session packet (its salt) is the sealer's");
+    assert_eq!(
+        a[..16],
+        b[..16],
+        "the session packet (its salt) is the sealer's"
+    );
     for m in [a, b] {
         let lit = decrypt(b"pass", &m).unwrap();
         assert_eq!(lit.data, b"access-sandbox-1");

@@ -201,6 +201,16 @@ def test_plaid_errors_and_429s(emulator, su, cluster):
         assert error_of(su, "SELECT plaid_sync.plaid_exchange_public_token(%s, 'u')", (pt,))[0] == "58000"
         emulator("clear_faults")
         assert counts(su) == before
+        # Keys Plaid does not accept: the server is not configured (55000), the secret unsaid.
+        emulator.world.secret = "rotated-at-plaid"
+        try:
+            for sql, params in (("SELECT plaid_sync.plaid_create_link_token('u')", ()),
+                                ("SELECT plaid_sync.plaid_exchange_public_token(%s, 'u')", (pt,))):
+                code, message = error_of(su, sql, params)
+                assert code == "55000" and "INVALID_API_KEYS" in message and SECRET not in message, message
+        finally:
+            emulator.world.secret = SECRET
+        assert counts(su) == before
         # The token Plaid never consumed still works.
         exchange(emulator, su, pt, "u")
         assert counts(su)[0] == before[0] + 1
