@@ -1,6 +1,6 @@
 //! The SQL functions of the public contract (README "SQL reference") and their dispatch. Each
 //! checks its input (src/validate.rs), then writes the rows (src/store/, src/inbox.rs); work that
-//! needs Plaid goes into the inbox.
+//! needs Plaid goes into the inbox, except Link's two calls (`link.rs`), which the caller waits for.
 //!
 //! All are SECURITY DEFINER with a pinned search_path; sql/finalize.sql revokes EXECUTE from
 //! PUBLIC.

@@ -1,5 +1,6 @@
-//! Plaid: the HTTP client, its typed errors, its rate limits and webhook JWT checks (what the
-//! rows make of Plaid's JSON is `crate::codec`). No pgrx in here, so all
+//! Plaid: the HTTP client, its typed errors, its rate limits, webhook JWT checks, and the
+//! bodies of `/transactions/sync` and `/link/token/create` (what the rows make of Plaid's
+//! JSON is `crate::codec`). No pgrx in here, so all
 //! of it is unit-tested with plain `cargo test`.
 
 pub mod client;

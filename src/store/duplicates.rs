@@ -16,8 +16,8 @@ pub fn live_duplicate(
         r#"SELECT i.item_id FROM plaid_sync.items i
             WHERE i.client_user_id = $1 AND i.institution_id = $2
               AND i.status <> 'removed' AND i.purged_at IS NULL
-              AND (SELECT array_agg(a.type || ':' || coalesce(a.mask, '')
-                                    ORDER BY a.type || ':' || coalesce(a.mask, '') COLLATE "C")
+              AND (SELECT array_agg(coalesce(a.type, '') || ':' || coalesce(a.mask, '')
+                                    ORDER BY coalesce(a.type, '') || ':' || coalesce(a.mask, '') COLLATE "C")
                      FROM plaid_sync.accounts a
                     WHERE a.item_id = i.item_id AND a.removed_at IS NULL) = $3::text[]
             ORDER BY i.created_at, i.item_id LIMIT 1"#,

@@ -8,8 +8,10 @@
 //! `changes.rs` the NOTIFY sent when an apply commits, `products.rs` each Item's products,
 //! `recurring.rs` recurring streams, `liabilities.rs` liabilities, `investments.rs`
 //! securities, holdings and investment transactions, `webhook_keys.rs` Plaid's verification
-//! keys, `consent.rs` what ending consent does across them (marked removed, or purged). (The
-//! inbox's rows are `crate::inbox`'s.)
+//! keys, `consent.rs` what ending consent does across them (marked removed, or purged),
+//! `history.rs` how long the record of syncs is kept (`plaid_sync.history_retention`), and
+//! `duplicates.rs` the check for an Item a user linked twice. (The inbox's rows are
+//! `crate::inbox`'s.)
 
 pub mod accounts;
 pub mod changes;
