@@ -213,3 +213,12 @@ UPDATE plaid_sync.items SET synced_on = (last_synced_at AT TIME ZONE 'UTC')::dat
 DROP INDEX plaid_sync.items_last_synced_at_idx;
 CREATE INDEX items_synced_on_idx ON plaid_sync.items (synced_on) WHERE status IN ('healthy', 'pending_expiration', 'pending_disconnect');
 ALTER TABLE plaid_sync.items SET (fillfactor = 80);
+
+-- Counters since the server started: jobs finished, Plaid calls, token decrypts.
+CREATE FUNCTION plaid_sync."plaid_counters"() RETURNS TABLE ("counter" TEXT, "value" bigint)
+STRICT VOLATILE SECURITY DEFINER PARALLEL SAFE
+SET search_path TO @extschema@, pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'plaid_counters_wrapper';
+REVOKE ALL ON FUNCTION plaid_sync."plaid_counters"() FROM PUBLIC;
+ALTER FUNCTION plaid_sync.plaid_counters() SET log_min_error_statement = panic;

@@ -7,7 +7,8 @@
 //!   transactions, recurring streams, refreshes), `webhook.rs` (verification glue);
 //! - the rows: `inbox.rs` (notices and webhooks in, jobs out), `store/` (Items, accounts,
 //!   transactions, products, recurring streams, paid calls, change notices);
-//! - the wake-up and pacing: `wake.rs` (shared-memory latches), `pace.rs` (the shared rate limiter);
+//! - the wake-up, pacing and counters: `wake.rs` (shared-memory latches), `pace.rs` (the shared
+//!   rate limiter), `tally.rs` (jobs, Plaid calls and token decrypts since the server started);
 //! - the database layer: `database/` (SPI, kept plans, the step wrapper `db`, SQLSTATEs), `gucs/` (settings);
 //! - the pure core, no pgrx: `validate.rs`, `error.rs`, `job.rs`, `crypto.rs`, `plaid/` (the HTTP
 //!   client), `codec/` (Plaid's JSON as the rows store it).
@@ -25,6 +26,7 @@ pub mod validate;
 pub mod database;
 pub mod gucs;
 pub mod pace;
+pub mod tally;
 pub mod wake;
 // The rows.
 pub mod inbox;

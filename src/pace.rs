@@ -191,6 +191,7 @@ impl SharedPacer {
 
 impl crate::plaid::Pacer for SharedPacer {
     fn reserve(&self, path: &str, access_token: Option<&str>) -> Duration {
+        crate::tally::add(crate::tally::Counter::PlaidCalls);
         let Some(i) = index(path) else {
             return Duration::ZERO;
         };

@@ -101,6 +101,7 @@ pub fn process_inbox_in_transaction(max_jobs: i32) -> i32 {
         crate::pace::set_lane(job.lane);
         let outcome = crate::route::run(&job, ctx.as_ref().unwrap());
         record(&job, &outcome);
+        crate::tally::add(crate::tally::Counter::JobsFinished);
         ran += 1;
     }
     ran
@@ -211,6 +212,7 @@ pub fn run_claimed(job: &Job, ctx: &Ctx) -> Outcome {
 /// Records a finished job (a database step on the main thread). A bug
 /// is logged here, once, with the job it ended.
 pub fn finish(job: &Job, outcome: &Outcome) {
+    crate::tally::add(crate::tally::Counter::JobsFinished);
     if let Outcome::Internal(m) = outcome {
         warning!(
             "plaid_sync: job {} ({}/{}) failed: {m}",

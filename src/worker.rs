@@ -107,6 +107,7 @@ pub fn init() {
     }
     wake::init();
     crate::pace::init();
+    crate::tally::init();
     let n = gucs::workers().clamp(0, MAX_WORKERS as i32);
     for i in 0..n {
         BackgroundWorkerBuilder::new(&format!("plaid_sync worker {i}"))

@@ -52,3 +52,16 @@ fn plaid_rate_status() -> TableIterator<
         .collect();
     TableIterator::new(rows)
 }
+
+/// Counters since the server started (or, without preloading, in this backend): jobs
+/// finished, Plaid calls made, access tokens decrypted. A job decrypts its Item's token once,
+/// however many calls it makes.
+#[pg_extern(security_definer, volatile, parallel_safe)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn plaid_counters() -> TableIterator<'static, (name!(counter, String), name!(value, i64))> {
+    TableIterator::new(
+        crate::tally::read()
+            .into_iter()
+            .map(|(name, n)| (name.to_string(), n)),
+    )
+}

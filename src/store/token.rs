@@ -10,6 +10,7 @@ use crate::crypto::Keyring;
 use crate::error::{Error, Result};
 use crate::gucs;
 use crate::store::items;
+use crate::tally::{self, Counter};
 
 /// The keyring from the current settings (55000 when no key is set, 22023 when malformed).
 /// The keys, parsed once per backend for the settings in force (a notice is a few dozen
@@ -63,7 +64,10 @@ pub fn open(item_id: &str) -> Result<Option<String>> {
 pub fn open_envelope(item_id: &str, envelope: Option<&[u8]>) -> Result<Option<String>> {
     match envelope {
         None => Ok(None),
-        Some(envelope) => keyring()?.decrypt(item_id, envelope).map(Some),
+        Some(envelope) => {
+            tally::add(Counter::TokensDecrypted);
+            keyring()?.decrypt(item_id, envelope).map(Some)
+        }
     }
 }
 
@@ -74,6 +78,7 @@ pub fn rotate() -> Result<i32> {
     let mut resealed = Vec::new();
     for (item_id, envelope) in items::sealed_tokens_for_update() {
         if !ring.is_current(&item_id, &envelope) {
+            tally::add(Counter::TokensDecrypted);
             let token = ring.decrypt(&item_id, &envelope)?;
             resealed.push((item_id.clone(), ring.encrypt(&item_id, &token)));
         }

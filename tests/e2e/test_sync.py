@@ -100,6 +100,24 @@ def test_first_sync_of_an_item(emulator, su):
     assert h == ("healthy", 0, "ok")
 
 
+def counters(su):
+    return dict(su.execute("SELECT counter, value FROM plaid_sync.plaid_counters()").fetchall())
+
+
+@pytest.mark.both_ways
+def test_a_job_decrypts_its_token_once_however_many_calls_it_makes(emulator, su):
+    before = counters(su)
+    item_id = announce(emulator, su, days=500, per_day=5)  # 2,500 transactions: 5 pages
+    drain(su)
+    after = counters(su)
+    jobs, calls, decrypts = (after[k] - before[k] for k in ("jobs_finished", "plaid_calls", "tokens_decrypted"))
+    pages = su.execute("SELECT pages FROM plaid_sync.sync_runs WHERE item_id = %s AND product = 'transactions'",
+                       (item_id,)).fetchone()[0]
+    assert pages >= 5 and calls >= pages + 2, (pages, calls)  # /item/get, /accounts/get besides the pages
+    # Each job that called Plaid decrypted once: never once per call.
+    assert 1 <= decrypts <= jobs < calls, (jobs, calls, decrypts)
+
+
 @pytest.mark.both_ways
 def test_incremental_sync_modified_removed_and_pending_to_posted(emulator, su):
     item_id = announce(emulator, su, days=30)
