@@ -1,7 +1,8 @@
 //! plaid_sync: keeps Plaid Items, Accounts and Transactions in sync inside PostgreSQL.
 //!
 //! Layers, each using only those below it, in the order the data moves:
-//! - entry points: `api/` (the SQL functions) and `worker.rs` (the loop);
+//! - entry points: `api/` (the SQL functions), `worker.rs` (the loop) and `listener.rs` (the
+//!   HTTP listener's worker);
 //! - what jobs do: `runner.rs` (claim, Item lock, record, `plaid_process_inbox`), `route.rs`
 //!   (which job takes which row), `job_threads.rs` (jobs in flight, a thread each), `sync/` (Items,
 //!   transactions, recurring streams, refreshes), `webhook.rs` (verification glue);
@@ -11,7 +12,7 @@
 //!   rate limiter), `tally.rs` (jobs, Plaid calls and token decrypts since the server started);
 //! - the database layer: `database/` (SPI, kept plans, the step wrapper `db`, SQLSTATEs), `gucs/` (settings);
 //! - the pure core, no pgrx: `validate.rs`, `error.rs`, `job.rs`, `crypto.rs`, `plaid/` (the HTTP
-//!   client), `codec/` (Plaid's JSON as the rows store it).
+//!   client), `codec/` (Plaid's JSON as the rows store it), `http/` (the listener's server).
 
 use pgrx::prelude::*;
 
@@ -19,6 +20,7 @@ use pgrx::prelude::*;
 pub mod codec;
 pub mod crypto;
 pub mod error;
+pub mod http;
 pub mod job;
 pub mod plaid;
 pub mod validate;
@@ -39,6 +41,7 @@ pub mod sync;
 pub mod webhook;
 // The entry points.
 pub mod api;
+pub mod listener;
 pub mod worker;
 
 pg_module_magic!();
@@ -59,6 +62,7 @@ pub extern "C-unwind" fn _PG_init() {
     }
     gucs::init();
     worker::init();
+    listener::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

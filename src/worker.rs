@@ -28,7 +28,7 @@ const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
 /// sooner).
 const LOOK_WHILE_BUSY: Duration = Duration::from_millis(200);
 
-enum Wake {
+pub(crate) enum Wake {
     Latch,
     Timeout,
     Exit,
@@ -36,7 +36,7 @@ enum Wake {
 
 /// Waits on the process latch and the job threads' bell; tells a wake-up from a timeout.
 /// The bell (job threads' steps and finished jobs) is silenced here and served by the loop.
-fn wait_latch(bell: &Bell, timeout: Duration) -> Wake {
+pub(crate) fn wait_latch(bell: &Bell, timeout: Duration) -> Wake {
     let events = unsafe {
         let rc = pg_sys::WaitLatchOrSocket(
             pg_sys::MyLatch,
@@ -69,7 +69,7 @@ fn wait_latch(bell: &Bell, timeout: Duration) -> Wake {
 /// SQL functions pin. The formats are pinned too, as for `plaid_process_inbox`
 /// (sql/finalize.sql), so a job reads and writes the same text wherever it runs. Set for the
 /// session, above any `ALTER DATABASE … SET`.
-fn pin_session_settings() {
+pub(crate) fn pin_session_settings() {
     let pinned: [(&std::ffi::CStr, &std::ffi::CStr); 6] = [
         (c"search_path", c"plaid_sync, pg_catalog, pg_temp"),
         (c"DateStyle", c"ISO, MDY"),

@@ -124,7 +124,7 @@ fn refuse_backend_only(body: &serde_json::Value, notice: &validate::Notice) -> R
     }
 }
 
-fn receive_webhook(body: Option<&str>, plaid_verification: Option<&str>) -> Result<i64> {
+pub(crate) fn receive_webhook(body: Option<&str>, plaid_verification: Option<&str>) -> Result<i64> {
     let parsed = validate::json_object(body)?;
     let notice = validate::notice(&parsed)?;
     refuse_backend_only(&parsed, &notice)?;
@@ -158,7 +158,7 @@ fn receive_webhook(body: Option<&str>, plaid_verification: Option<&str>) -> Resu
 /// The body is taken as text and parsed here: were it `jsonb`, Postgres would parse it before
 /// the function runs, and its error for malformed JSON quotes the text (and the token in it)
 /// in the server log; serde's errors name only what and where.
-fn notify(body: Option<&str>) -> Result<i64> {
+pub(crate) fn notify(body: Option<&str>) -> Result<i64> {
     let body = validate::json_object(body)?;
     let notice = validate::notice(&body)?;
     let item_id = notice
