@@ -606,6 +606,56 @@ def bench_migration(emu, n, quick):
            f"{synced_after:.2f} s, {queued} queued", "≤ 5 s, 0 queued", synced_after <= 5 and queued == 0)
 
 
+def bench_listener(emu, n):
+    """Webhooks taken in over HTTP by the listener against plaid_receive_webhook over libpq, at
+    the same concurrency (50 kept-alive connections) from clients written in C (ab, pgbench),
+    the same body each time; no workers, so only the intake is measured."""
+    say(f"8. HTTP listener: {n:,} webhooks over 50 connections, against plaid_receive_webhook over libpq")
+    port = free_port()
+    c = cluster("listener", emu, 0, max_wal_size="'20GB'", checkpoint_timeout="'1h'", autovacuum="off",
+                **{"plaid_sync.http_listen": f"'127.0.0.1:{port}'", "plaid_sync.http_max_connections": 200})
+    try:
+        body = '{\n  "environment": "sandbox",\n  "item_id": "bench1",\n  "webhook_code": "SYNC_UPDATES_AVAILABLE",\n  "webhook_type": "TRANSACTIONS"\n}'
+        jwt = "eyJhbGciOiJFUzI1NiIsImtpZCI6ImsiLCJ0eXAiOiJKV1QifQ.eyJpYXQiOjEsInJlcXVlc3RfYm9keV9zaGEyNTYiOiJ4In0.c2ln"
+        path = os.path.join(c.root, "body.json")
+        with open(path, "w") as f:
+            f.write(body)
+        script = os.path.join(c.root, "webhook.sql")
+        with open(script, "w") as f:
+            f.write("SELECT plaid_sync.plaid_receive_webhook(E'" + body.replace("\n", "\\n") + f"', '{jwt}');\n")
+        os.chmod(path, 0o644)
+        os.chmod(script, 0o644)
+        with c.connect("bench") as conn:
+            for _ in range(100):
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+                except urllib.error.HTTPError:
+                    break  # 405: it serves
+                except OSError:
+                    time.sleep(0.1)
+            http_rates, sql_rates = [], []
+            for _ in range(3):
+                conn.execute("CHECKPOINT")
+                r = subprocess.run(["ab", "-q", "-k", "-n", str(n), "-c", "50", "-p", path, "-T", "application/json",
+                                    "-H", f"Plaid-Verification: {jwt}", f"http://127.0.0.1:{port}/"],
+                                   capture_output=True, text=True, check=True)
+                failed = int(re.search(r"Failed requests:\s+(\d+)", r.stdout).group(1))
+                non2xx = re.search(r"Non-2xx responses:\s+(\d+)", r.stdout)
+                assert failed == 0 and not non2xx, r.stdout
+                http_rates.append(float(re.search(r"Requests per second:\s+([0-9.]+)", r.stdout).group(1)))
+                conn.execute("CHECKPOINT")
+                r = c.run([f"{PG_BIN}/pgbench", "-h", c.sock, "-p", str(c.port), "-U", "postgres", "-n", "-c", "50",
+                           "-j", "2", "-t", str(n // 50), "-f", script, "bench"])
+                sql_rates.append(float(re.search(r"tps = ([0-9.]+) \(without initial", r.stdout).group(1)))
+            stored = conn.execute("SELECT count(*) FROM plaid_sync.inbox").fetchone()[0]
+    finally:
+        c.stop()
+    h, s = statistics.median(http_rates), statistics.median(sql_rates)
+    result("8", f"webhooks in over HTTP (the listener; ab, 50 kept-alive connections): {h:,.0f}/s vs "
+           f"plaid_receive_webhook over libpq (pgbench, 50 connections): {s:,.0f}/s; {stored:,} rows stored "
+           f"(median of 3 runs of {n:,} each way)", f"{h / s:.2f}×", "≥ 0.5×", h / s >= 0.5)
+
+
 def machine():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     mem = int(re.search(r"MemTotal:\s+(\d+)", open("/proc/meminfo").read()).group(1)) / 1024 / 1024
@@ -622,7 +672,7 @@ def table():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="1,2,3,4,5,6,7")
+    ap.add_argument("--only", default="1,2,3,4,5,6,7,8")
     a = ap.parse_args()
     only = set(a.only.split(","))
     emu = Emulator()
@@ -643,6 +693,8 @@ def main():
             bench_scale(emu, [10, 100] if q else [10, 100, 1000, 10000])
         if "7" in only:
             bench_migration(emu, 300 if q else 1000, q)
+        if "8" in only:
+            bench_listener(emu, 2_000 if q else 20_000)
     finally:
         emu.stop()
     text = f"Machine: {machine()}\n\n{table()}\n"
@@ -651,7 +703,7 @@ def main():
         return
     readme = os.path.join(ROOT, "README.md")
     s = open(readme).read()
-    if only != {"1", "2", "3", "4", "5", "6", "7"}:
+    if only != {"1", "2", "3", "4", "5", "6", "7", "8"}:
         # Some sections only: their rows replace theirs, the others stay from the run they came
         # from, and the table says which sections ran when.
         old = re.search(r"<!-- bench:begin -->\n(.*?)<!-- bench:end -->", s, re.S).group(1)

@@ -552,7 +552,10 @@ def handle(w, path, body):
         if item.scripted:
             # Pages a test wrote as JSON text, served as they are (request_id filled in).
             return 200, item.scripted.pop(0).replace('"request_id": null', f'"request_id": "{rid}"')
-        key = (item.item_id, body.get("cursor"), count, w.version, json.dumps(opts, sort_keys=True))
+        # Keyed by what shapes the page: a request with include_original_description false is
+        # the same page as one without options.
+        shaping = (bool(opts.get("include_original_description")), opts.get("personal_finance_category_version"))
+        key = (item.item_id, body.get("cursor"), count, w.version, shaping)
         if key in w.page_cache:
             item.synced_once = True
             head, tail = w.page_cache[key]
