@@ -639,9 +639,11 @@ def bench_listener(emu, n):
                 r = subprocess.run(["ab", "-q", "-k", "-n", str(n), "-c", "50", "-p", path, "-T", "application/json",
                                     "-H", f"Plaid-Verification: {jwt}", f"http://127.0.0.1:{port}/"],
                                    capture_output=True, text=True, check=True)
-                failed = int(re.search(r"Failed requests:\s+(\d+)", r.stdout).group(1))
+                # ab counts an answer whose length differs from the first one's as failed: the
+                # inbox ids grow a digit now and then. Connections, reads and statuses must not fail.
+                broken = re.search(r"\(Connect: (\d+), Receive: (\d+), Length: \d+, Exceptions: (\d+)\)", r.stdout)
                 non2xx = re.search(r"Non-2xx responses:\s+(\d+)", r.stdout)
-                assert failed == 0 and not non2xx, r.stdout
+                assert (not broken or broken.groups() == ("0", "0", "0")) and not non2xx, r.stdout
                 http_rates.append(float(re.search(r"Requests per second:\s+([0-9.]+)", r.stdout).group(1)))
                 conn.execute("CHECKPOINT")
                 r = c.run([f"{PG_BIN}/pgbench", "-h", c.sock, "-p", str(c.port), "-U", "postgres", "-n", "-c", "50",
