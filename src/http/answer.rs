@@ -103,3 +103,7 @@ pub fn refused(sqlstate: &str, message: &str) -> Answer {
     };
     Answer::error(status, message)
 }
+
+#[cfg(test)]
+#[path = "answer_tests.rs"]
+mod unit;

@@ -1,4 +1,4 @@
-use super::answer::*;
+use super::*;
 
 fn req<'a>(method: &'a str, secret: Option<&'a [u8]>, body: &'a [u8]) -> Request<'a> {
     Request {

@@ -4,8 +4,3 @@
 
 pub mod answer;
 pub mod server;
-
-#[cfg(test)]
-mod answer_tests;
-#[cfg(test)]
-mod server_tests;

@@ -170,3 +170,7 @@ fn respond(answer: Answer, close: bool) -> Response<Full<Bytes>> {
         .body(Full::new(Bytes::from(answer.body)))
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod unit;

@@ -6,8 +6,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use super::answer::{Answer, Call};
-use super::server::{Handler, Limits, start};
+use super::{Handler, Limits, start};
+use crate::http::answer::{Answer, Call};
 
 fn server(timeout_ms: u64, max_connections: usize) -> SocketAddr {
     let handler: Handler = Arc::new(|call, reply| {
