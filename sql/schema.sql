@@ -62,6 +62,37 @@ CREATE TABLE plaid_sync.items (
 ALTER TABLE plaid_sync.items SET (fillfactor = 80);
 -- The self-healing scan looks for Items whose last sync is old.
 CREATE INDEX items_synced_on_idx ON plaid_sync.items (synced_on) WHERE status IN ('healthy', 'pending_expiration', 'pending_disconnect');
+-- An Item's events, on the channel of the change notices (src/store/changes.rs): its status
+-- changed (from, to, Plaid's error code, and for pending_expiration the consent's end), Plaid
+-- has new accounts for it, or it was purged. NOTIFY is sent when the change commits; the
+-- trigger sees every statement that changes an Item, whichever code path or role runs it.
+CREATE FUNCTION plaid_sync.item_events() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = plaid_sync, pg_catalog, pg_temp AS $$
+BEGIN
+    IF NEW.status IS DISTINCT FROM OLD.status THEN
+        PERFORM pg_notify('plaid_sync', json_build_object('type', 'item', 'item_id', NEW.item_id,
+            'event', 'status', 'from', OLD.status, 'to', NEW.status,
+            'error_code', NEW.error ->> 'error_code',
+            'consent_expiration_time', CASE WHEN NEW.status = 'pending_expiration' THEN NEW.consent_expiration_time END)::text);
+    END IF;
+    IF NEW.data ->> 'new_accounts_available' = 'true'
+       AND (OLD.data ->> 'new_accounts_available') IS DISTINCT FROM 'true' THEN
+        PERFORM pg_notify('plaid_sync', json_build_object('type', 'item', 'item_id', NEW.item_id,
+            'event', 'new_accounts_available')::text);
+    END IF;
+    IF NEW.purged_at IS NOT NULL AND OLD.purged_at IS NULL THEN
+        PERFORM pg_notify('plaid_sync', json_build_object('type', 'item', 'item_id', NEW.item_id,
+            'event', 'purged')::text);
+    END IF;
+    RETURN NULL;
+END $$;
+-- A sync's own update of its Item (cursor, last_synced_at) changes none of these: the WHEN
+-- test keeps the function from being called at all.
+CREATE TRIGGER item_events AFTER UPDATE ON plaid_sync.items FOR EACH ROW
+    WHEN (NEW.status IS DISTINCT FROM OLD.status
+          OR (NEW.purged_at IS NOT NULL AND OLD.purged_at IS NULL)
+          OR (NEW.data ->> 'new_accounts_available') IS DISTINCT FROM (OLD.data ->> 'new_accounts_available'))
+    EXECUTE FUNCTION plaid_sync.item_events();
 
 CREATE TABLE plaid_sync.accounts (
     account_id               text PRIMARY KEY,

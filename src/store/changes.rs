@@ -1,6 +1,8 @@
 //! Change notices: after each applied sync, `NOTIFY plaid_sync` with what changed, sent by
 //! Postgres when the apply commits (and never if it rolls back). The payload names rows, never
-//! a token: `{"item_id", "product", "sync_run_id", "added", "modified", "removed"}`.
+//! a token: `{"type": "sync", "item_id", "product", "sync_run_id", "added", "modified",
+//! "removed"}`. An Item's events (`"type": "item"`) go out on the same channel from the
+//! `item_events` trigger on `plaid_sync.items` (sql/schema.sql), whichever statement makes them.
 
 use pgrx::prelude::*;
 
@@ -15,7 +17,7 @@ pub fn notify(
     removed: i32,
 ) {
     Spi::run_with_args(
-        "SELECT pg_notify($1, json_build_object('item_id', $2::text, 'product', $3::text,
+        "SELECT pg_notify($1, json_build_object('type', 'sync', 'item_id', $2::text, 'product', $3::text,
                 'sync_run_id', $4::bigint, 'added', $5::int, 'modified', $6::int, 'removed', $7::int)::text)",
         &[
             CHANNEL.into(),

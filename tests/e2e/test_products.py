@@ -35,11 +35,15 @@ def listen(cluster, db):
     return conn
 
 
-def received(conn, n, timeout=5.0):
+def received(conn, n, timeout=5.0, kind="sync"):
+    """The first n notices of one type (a sync's, or an Item's event) within the timeout."""
     out = []
-    for note in conn.notifies(timeout=timeout, stop_after=n):
-        if note.channel == "plaid_sync":
-            out.append(json.loads(note.payload))
+    deadline = time.time() + timeout
+    while len(out) < n and deadline - time.time() > 0:
+        for note in conn.notifies(timeout=deadline - time.time(), stop_after=1):
+            payload = json.loads(note.payload)
+            if note.channel == "plaid_sync" and payload.get("type") == kind:
+                out.append(payload)
     return out
 
 
@@ -53,7 +57,7 @@ def test_each_applied_sync_notifies_at_commit_without_a_token(cluster, db, emula
         first = received(app, 1)
         run = su.execute("SELECT id, added, modified, removed FROM plaid_sync.sync_runs WHERE item_id = %s "
                          "AND outcome = 'ok' ORDER BY id DESC LIMIT 1", (item_id,)).fetchone()
-        assert first == [{"item_id": item_id, "product": "transactions", "sync_run_id": run[0],
+        assert first == [{"type": "sync", "item_id": item_id, "product": "transactions", "sync_run_id": run[0],
                           "added": run[1], "modified": run[2], "removed": run[3]}]
         assert run[1] == 20
         assert TOKENS[item_id] not in json.dumps(first)
@@ -65,7 +69,7 @@ def test_each_applied_sync_notifies_at_commit_without_a_token(cluster, db, emula
         second = received(app, 1)
         run = su.execute("SELECT id, added, modified, removed FROM plaid_sync.sync_runs WHERE item_id = %s "
                          "AND outcome = 'ok' ORDER BY id DESC LIMIT 1", (item_id,)).fetchone()
-        assert second == [{"item_id": item_id, "product": "transactions", "sync_run_id": run[0],
+        assert second == [{"type": "sync", "item_id": item_id, "product": "transactions", "sync_run_id": run[0],
                            "added": run[1], "modified": run[2], "removed": run[3]}]
         assert run[1] >= 4
     finally:
@@ -86,6 +90,57 @@ def test_a_sync_rolled_back_sends_no_notice(cluster, db, emulator, su):
         su.autocommit = True
         drain(su)
         assert [n["product"] for n in received(app, 1)] == ["transactions"]
+    finally:
+        app.close()
+
+
+@pytest.mark.both_ways
+def test_an_items_events_go_out_on_the_channel_when_they_commit(cluster, db, emulator, su):
+    su.autocommit = True
+    app = listen(cluster, db)
+
+    def event(**kw):
+        return {"type": "item", "item_id": item_id, **kw}
+
+    def status(frm, to, error_code=None, expires=None):
+        return event(event="status", **{"from": frm, "to": to}, error_code=error_code, consent_expiration_time=expires)
+
+    try:
+        item_id = announce(emulator, su, days=3, per_day=1)
+        drain(su)
+        assert received(app, 1, kind="item") == [status("pending", "healthy")]
+        login = {"error_type": "ITEM_ERROR", "error_code": "ITEM_LOGIN_REQUIRED", "error_message": "x",
+                 "display_message": None, "status": 400}
+        webhook(emulator, su, item_id, code="ERROR", webhook_type="ITEM", error=login)
+        drain(su)
+        assert received(app, 1, kind="item") == [status("healthy", "login_required", "ITEM_LOGIN_REQUIRED")]
+        webhook(emulator, su, item_id, code="LOGIN_REPAIRED", webhook_type="ITEM")
+        drain(su)
+        assert received(app, 1, kind="item") == [status("login_required", "healthy")]
+        webhook(emulator, su, item_id, code="PENDING_EXPIRATION", webhook_type="ITEM",
+                consent_expiration_time="2026-12-01T00:00:00Z")
+        drain(su)
+        [got] = received(app, 1, kind="item")
+        assert got["to"] == "pending_expiration" and got["consent_expiration_time"].startswith("2026-12-01T00:00:00")
+        webhook(emulator, su, item_id, code="NEW_ACCOUNTS_AVAILABLE", webhook_type="ITEM", error=None)
+        drain(su)
+        assert received(app, 1, kind="item") == [event(event="new_accounts_available")]
+        # A sync's own update of the Item sends no Item event.
+        emulator("advance", item_id=item_id, days=1, per_day=2)
+        webhook(emulator, su, item_id)
+        drain(su)
+        assert [n["type"] for n in received(app, 1)] == ["sync"] and received(app, 1, timeout=0.5, kind="item") == []
+        # Removed, then purged; a rolled-back removal sends nothing.
+        with su.transaction():
+            su.execute("SELECT plaid_sync.plaid_remove_item(%s)", (item_id,))
+            assert received(app, 1, timeout=0.3, kind="item") == []
+            raise psycopg.Rollback()
+        assert received(app, 1, timeout=0.5, kind="item") == []
+        su.execute("SELECT plaid_sync.plaid_remove_item(%s)", (item_id,))
+        assert received(app, 1, kind="item") == [status("pending_expiration", "removed")]
+        su.execute("SELECT plaid_sync.plaid_purge_item(%s)", (item_id,))
+        assert received(app, 1, kind="item") == [event(event="purged")]
+        assert TOKENS[item_id] not in json.dumps(got)
     finally:
         app.close()
 
@@ -283,7 +338,7 @@ def test_recurring_streams_are_read_once_history_is_complete_exactly(cluster, db
                          "WHERE item_id = %s AND product = 'recurring_transactions'", (item_id,)).fetchall()
         assert len(run) == 1 and run[0][1:] == (3, 0, 0, "ok")
         got = received(app, 2)
-        assert {"item_id": item_id, "product": "recurring_transactions", "sync_run_id": run[0][0],
+        assert {"type": "sync", "item_id": item_id, "product": "recurring_transactions", "sync_run_id": run[0][0],
                 "added": 3, "modified": 0, "removed": 0} in got
     finally:
         app.close()
