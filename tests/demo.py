@@ -2,13 +2,14 @@
 """The main job, end to end, on a throwaway PostgreSQL 15 with the local Plaid emulator: a
 Link token from SQL, Link simulated with /sandbox/public_token/create, the public token
 exchanged from SQL (the backend never holds Plaid's secret or an access token), the Item
-synced; Plaid (the emulator) sends a signed SYNC_UPDATES_AVAILABLE webhook to an application
-route that hands it to the database, which verifies it and syncs again; the same bank linked
-again is refused as a duplicate, and Link's update mode opens on the Item from SQL.
+synced; Plaid (the emulator) sends a signed SYNC_UPDATES_AVAILABLE webhook to the server's own
+HTTP listener (plaid_sync.http_listen: no application route), which stores it for the workers
+to verify and sync again; the same bank linked again is refused as a duplicate, and Link's
+update mode opens on the Item from SQL.
 
 With PLAID_CLIENT_ID and PLAID_SECRET set (and network access) Plaid's real sandbox is used
-instead of the emulator; Plaid cannot reach a webhook route on this machine, so that run asks
-for the second sync with plaid_notify_item_updated.
+instead of the emulator; Plaid cannot reach this machine's listener, so that run asks for the
+second sync with plaid_notify_item_updated.
 """
 
 import argparse
@@ -17,7 +18,6 @@ import os
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -40,26 +40,15 @@ def plaid(base, path, body, client_id, secret):
     return answer
 
 
-def webhook_route(dsn_args):
-    """What an application's webhook route does: pass the raw body and the header on."""
-    import psycopg
-
-    class Route(BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
-        def do_POST(self):
-            raw = self.rfile.read(int(self.headers["Content-Length"])).decode()
-            with psycopg.connect(**dsn_args, autocommit=True) as c:
-                c.execute("SELECT plaid_sync.plaid_receive_webhook(%s, %s)", (raw, self.headers.get("Plaid-Verification")))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-    port = free_port()
-    server = ThreadingHTTPServer(("127.0.0.1", port), Route)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{port}/plaid/webhook"
+def wait_listening(port, timeout=30):
+    import socket
+    for _ in range(int(timeout / 0.1)):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("the HTTP listener did not start")
 
 
 def wait_for_workers(conn, what, timeout=60):
@@ -103,12 +92,14 @@ def main():
         base = f"http://127.0.0.1:{port}"
         step(f"local Plaid emulator on {base}")
 
+    listen_port = free_port()
     settings = {
         "plaid_sync.encryption_key": f"'{KEY}'",
         "plaid_sync.client_id": f"'{client_id}'",
         "plaid_sync.secret": f"'{secret}'",
         "plaid_sync.database": "'demo'",
         "plaid_sync.workers": 2,
+        "plaid_sync.http_listen": f"'127.0.0.1:{listen_port}'",
     }
     if not real:
         settings["plaid_sync.api_url"] = f"'{base}'"
@@ -118,8 +109,9 @@ def main():
     try:
         cluster.create_database("demo")
         conn = cluster.connect("demo")
-        hook = webhook_route({"host": cluster.sock, "port": cluster.port, "dbname": "demo", "user": "postgres"})
-        step(f"application webhook route on {hook}")
+        hook = f"http://127.0.0.1:{listen_port}/plaid"
+        wait_listening(listen_port)
+        step(f"the server's HTTP listener on {hook} (plaid_sync.http_listen): Plaid's webhook URL, no application route")
 
         conn.execute("ALTER SYSTEM SET plaid_sync.client_name = 'plaid_sync demo'")
         conn.execute(f"ALTER SYSTEM SET plaid_sync.webhook_url = '{hook}'")
@@ -142,12 +134,12 @@ def main():
         step(f"first sync done: {n} transactions")
 
         if real:
-            step("plaid_notify_item_updated (Plaid cannot reach a webhook route on this machine)")
+            step("plaid_notify_item_updated (Plaid cannot reach the listener on this machine)")
             conn.execute("SELECT plaid_sync.plaid_notify_item_updated(%s)", (item_id,))
         else:
             step("three days pass at the bank: new transactions, pending ones post")
             post_json(f"{base}/_emulator/advance", {"item_id": item_id, "days": 3})
-            step("Plaid fires SYNC_UPDATES_AVAILABLE (signed) at the webhook route")
+            step("Plaid fires SYNC_UPDATES_AVAILABLE (signed) at the listener, which stores it for the workers")
             post_json(f"{base}/_emulator/webhook", {"item_id": item_id, "webhook_type": "TRANSACTIONS",
                                                     "webhook_code": "SYNC_UPDATES_AVAILABLE", "deliver_to": hook})
             for _ in range(100):
