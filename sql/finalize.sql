@@ -55,6 +55,9 @@ SELECT pg_catalog.pg_extension_config_dump('plaid_sync.liabilities', '');
 SELECT pg_catalog.pg_extension_config_dump('plaid_sync.securities', '');
 SELECT pg_catalog.pg_extension_config_dump('plaid_sync.holdings', '');
 SELECT pg_catalog.pg_extension_config_dump('plaid_sync.investment_transactions', '');
+-- Added in 0.3.0.
+SELECT pg_catalog.pg_extension_config_dump('plaid_sync.deliveries', '');
+SELECT pg_catalog.pg_extension_config_dump('plaid_sync.deliveries_id_seq', '');
 
 -- Jobs run by plaid_process_inbox behave as on the workers, whatever the caller's session set
 -- (a German DateStyle once reached Plaid as a date); the workers pin the same for theirs.

@@ -223,7 +223,33 @@ AS 'MODULE_PATHNAME', 'plaid_counters_wrapper';
 REVOKE ALL ON FUNCTION plaid_sync."plaid_counters"() FROM PUBLIC;
 ALTER FUNCTION plaid_sync.plaid_counters() SET log_min_error_statement = panic;
 
--- An Item's events, on the channel of the change notices (src/store/changes.rs): its status
+-- Notification webhooks to the backend (plaid_sync.notify_url): one row per event, written in
+-- the transaction that makes the change, delivered by the workers at least once and in order
+-- per Item (src/deliverer.rs, src/store/deliveries.rs).
+CREATE TABLE plaid_sync.deliveries (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id        uuid NOT NULL DEFAULT gen_random_uuid() UNIQUE,
+    item_id         text NOT NULL,
+    event           jsonb NOT NULL,
+    status          text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done', 'dead')),
+    attempts        integer NOT NULL DEFAULT 0,
+    -- Also the lease of a delivery in flight: a worker that dies mid-send leaves it due again.
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    delivered_at    timestamptz,
+    last_error      text
+);
+CREATE INDEX deliveries_pending_idx ON plaid_sync.deliveries (item_id, id) WHERE status = 'pending';
+CREATE INDEX deliveries_due_idx ON plaid_sync.deliveries (next_attempt_at) WHERE status = 'pending';
+
+-- Every event, a sync's or an Item's: NOTIFY plaid_sync, and a delivery when notify_url is set.
+CREATE FUNCTION plaid_sync.send_event(item_id text, event jsonb) RETURNS void
+    LANGUAGE sql SET search_path = plaid_sync, pg_catalog, pg_temp AS $$
+    SELECT pg_notify('plaid_sync', event::text);
+    INSERT INTO plaid_sync.deliveries (item_id, event)
+    SELECT item_id, event WHERE coalesce(current_setting('plaid_sync.notify_url', true), '') <> '';
+$$;
+-- An Item's events, sent as the change notices are (send_event): its status
 -- changed (from, to, Plaid's error code, and for pending_expiration the consent's end), Plaid
 -- has new accounts for it, or it was purged. NOTIFY is sent when the change commits; the
 -- trigger sees every statement that changes an Item, whichever code path or role runs it.
@@ -231,19 +257,19 @@ CREATE FUNCTION plaid_sync.item_events() RETURNS trigger
     LANGUAGE plpgsql SET search_path = plaid_sync, pg_catalog, pg_temp AS $$
 BEGIN
     IF NEW.status IS DISTINCT FROM OLD.status THEN
-        PERFORM pg_notify('plaid_sync', json_build_object('type', 'item', 'item_id', NEW.item_id,
+        PERFORM plaid_sync.send_event(NEW.item_id, jsonb_build_object('type', 'item', 'item_id', NEW.item_id,
             'event', 'status', 'from', OLD.status, 'to', NEW.status,
             'error_code', NEW.error ->> 'error_code',
-            'consent_expiration_time', CASE WHEN NEW.status = 'pending_expiration' THEN NEW.consent_expiration_time END)::text);
+            'consent_expiration_time', CASE WHEN NEW.status = 'pending_expiration' THEN NEW.consent_expiration_time END));
     END IF;
     IF NEW.data ->> 'new_accounts_available' = 'true'
        AND (OLD.data ->> 'new_accounts_available') IS DISTINCT FROM 'true' THEN
-        PERFORM pg_notify('plaid_sync', json_build_object('type', 'item', 'item_id', NEW.item_id,
-            'event', 'new_accounts_available')::text);
+        PERFORM plaid_sync.send_event(NEW.item_id, jsonb_build_object('type', 'item', 'item_id', NEW.item_id,
+            'event', 'new_accounts_available'));
     END IF;
     IF NEW.purged_at IS NOT NULL AND OLD.purged_at IS NULL THEN
-        PERFORM pg_notify('plaid_sync', json_build_object('type', 'item', 'item_id', NEW.item_id,
-            'event', 'purged')::text);
+        PERFORM plaid_sync.send_event(NEW.item_id, jsonb_build_object('type', 'item', 'item_id', NEW.item_id,
+            'event', 'purged'));
     END IF;
     RETURN NULL;
 END $$;
@@ -255,4 +281,17 @@ CREATE TRIGGER item_events AFTER UPDATE ON plaid_sync.items FOR EACH ROW
           OR (NEW.data ->> 'new_accounts_available') IS DISTINCT FROM (OLD.data ->> 'new_accounts_available'))
     EXECUTE FUNCTION plaid_sync.item_events();
 REVOKE ALL ON FUNCTION plaid_sync.item_events() FROM PUBLIC;
+REVOKE ALL ON FUNCTION plaid_sync.send_event(text, jsonb) FROM PUBLIC;
+ALTER FUNCTION plaid_sync.send_event(text, jsonb) SET log_min_error_statement = panic;
 ALTER FUNCTION plaid_sync.item_events() SET log_min_error_statement = panic;
+SELECT pg_catalog.pg_extension_config_dump('plaid_sync.deliveries', '');
+SELECT pg_catalog.pg_extension_config_dump('plaid_sync.deliveries_id_seq', '');
+
+-- Notification webhooks: send one again.
+CREATE FUNCTION plaid_sync."plaid_redeliver"("id" bigint) RETURNS void
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO @extschema@, pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'plaid_redeliver_wrapper';
+REVOKE ALL ON FUNCTION plaid_sync."plaid_redeliver"(bigint) FROM PUBLIC;
+ALTER FUNCTION plaid_sync.plaid_redeliver(bigint) SET log_min_error_statement = panic;

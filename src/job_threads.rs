@@ -43,6 +43,11 @@ impl JobThreads {
         &self.to_main.bell
     }
 
+    /// The same bell, for other threads of the worker (deliveries) to ring.
+    pub fn shared_bell(&self) -> Arc<Bell> {
+        self.to_main.bell.clone()
+    }
+
     /// After a reload: slots in use keep running; new claims see the new size.
     pub fn resize(&mut self, slots: usize) {
         self.slots = slots.max(1);
@@ -146,7 +151,7 @@ fn quiet_job_thread_panics() {
 }
 
 /// Signals are the main thread's: a job thread must never run a handler.
-fn block_signals() {
+pub(crate) fn block_signals() {
     unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);

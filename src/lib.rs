@@ -4,7 +4,8 @@
 //! - entry points: `api/` (the SQL functions), `worker.rs` (the loop) and `listener.rs` (the
 //!   HTTP listener's worker);
 //! - what jobs do: `runner.rs` (claim, Item lock, record, `plaid_process_inbox`), `route.rs`
-//!   (which job takes which row), `job_threads.rs` (jobs in flight, a thread each), `sync/` (Items,
+//!   (which job takes which row), `job_threads.rs` (jobs in flight, a thread each), `deliverer.rs`
+//!   (notification webhooks in flight), `sync/` (Items,
 //!   transactions, recurring streams, refreshes), `webhook.rs` (verification glue);
 //! - the rows: `inbox.rs` (notices and webhooks in, jobs out), `store/` (Items, accounts,
 //!   transactions, products, recurring streams, paid calls, change notices);
@@ -12,13 +13,15 @@
 //!   rate limiter), `tally.rs` (jobs, Plaid calls and token decrypts since the server started);
 //! - the database layer: `database/` (SPI, kept plans, the step wrapper `db`, SQLSTATEs), `gucs/` (settings);
 //! - the pure core, no pgrx: `validate.rs`, `error.rs`, `job.rs`, `crypto.rs`, `plaid/` (the HTTP
-//!   client), `codec/` (Plaid's JSON as the rows store it), `http/` (the listener's server).
+//!   client), `codec/` (Plaid's JSON as the rows store it), `http/` (the listener's server),
+//!   `delivery.rs` (notification signatures and backoff).
 
 use pgrx::prelude::*;
 
 // The pure core.
 pub mod codec;
 pub mod crypto;
+pub mod delivery;
 pub mod error;
 pub mod http;
 pub mod job;
@@ -34,6 +37,7 @@ pub mod wake;
 pub mod inbox;
 pub mod store;
 // What jobs do.
+pub mod deliverer;
 pub mod job_threads;
 pub mod route;
 pub mod runner;

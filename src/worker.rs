@@ -27,6 +27,8 @@ const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
 /// A busy worker with free slots looks for new work at least this often (commits wake it
 /// sooner).
 const LOOK_WHILE_BUSY: Duration = Duration::from_millis(200);
+/// While notification webhooks are on, a worker looks for due deliveries at least this often.
+const DELIVERIES_EVERY: Duration = Duration::from_secs(1);
 
 pub(crate) enum Wake {
     Latch,
@@ -137,6 +139,7 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
     let mut threads = JobThreads::new(gucs::calls_in_flight() as usize).unwrap_or_else(|e| {
         error!("plaid_sync worker {index}: no eventfd for its job threads: {e}")
     });
+    let mut deliverer = crate::deliverer::Deliverer::new(threads.shared_bell());
     let mut last_maintenance: Option<Instant> = None;
     let mut skew_reported: Option<String> = None;
     // Whether the extension was there at the last look (worker 0 says when that changes).
@@ -156,6 +159,7 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
         if threads.reap() > 0 {
             look = true; // a slot is free
         }
+        deliverer.serve();
         if threads.free() > 0 && (look || last_look.elapsed() >= LOOK_WHILE_BUSY) {
             look = false;
             last_look = Instant::now();
@@ -233,6 +237,7 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
                 crate::inbox::maintenance();
                 crate::store::webhook_keys::prune();
                 crate::store::history::prune();
+                crate::store::deliveries::prune(gucs::done_retention_s());
             }) {
                 crate::database::sql_version_unknown();
                 installed = None; // look again before the next round
@@ -241,13 +246,16 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
             last_maintenance = Some(Instant::now());
         }
         // Busy: the bell wakes us for the job threads' steps. Idle: sleep until woken.
-        let wait = if threads.in_flight() > 0 {
+        let mut wait = if threads.in_flight() > 0 {
             LOOK_WHILE_BUSY
         } else if index == 0 {
             Duration::from_millis(gucs::poll_interval_ms()).min(MAINTENANCE_EVERY)
         } else {
             Duration::from_millis(gucs::poll_interval_ms())
         };
+        if crate::deliverer::Deliverer::on() {
+            wait = wait.min(DELIVERIES_EVERY); // events committed elsewhere, retries coming due
+        }
         match wait_latch(threads.bell(), wait) {
             Wake::Latch => look = true,
             Wake::Timeout => look |= threads.in_flight() == 0,

@@ -16,6 +16,7 @@ use crate::store::items::{self, Announced};
 use crate::store::token;
 use crate::validate;
 
+mod deliveries;
 mod link;
 mod paid_refresh;
 mod purge;

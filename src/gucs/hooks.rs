@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use pgrx::{pg_guard, pg_sys};
 
-use super::{HTTP_SECRET, KEY, MASK, PREV_KEYS, SECRET};
+use super::{HTTP_SECRET, KEY, MASK, NOTIFY_SECRET, PREV_KEYS, SECRET};
 
 /// Check hook shared by the secret GUCs: keep the real value in `extra`, put the mask in its
 /// place. The mask is the same whether a value is set or not: the postmaster logs
@@ -89,6 +89,7 @@ secret_hooks!(check_secret, assign_secret, SECRET);
 secret_hooks!(check_key, assign_key, KEY);
 secret_hooks!(check_prev_keys, assign_prev_keys, PREV_KEYS);
 secret_hooks!(check_http_secret, assign_http_secret, HTTP_SECRET);
+secret_hooks!(check_notify_secret, assign_notify_secret, NOTIFY_SECRET);
 
 /// The shape of every check hook on a text setting: a value `check` refuses is refused with
 /// its reason (shown as the error's DETAIL), and the old value stays in force.

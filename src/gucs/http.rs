@@ -1,18 +1,23 @@
-//! The HTTP listener's settings: its address, connection cap and time limit (read by the
-//! postmaster when it registers the listener, so they exist only when preloaded), and the
-//! backend's shared secret, hidden like the other secrets.
+//! The HTTP settings: the listener's address, connection cap and time limit (read by the
+//! postmaster when it registers the listener, so they exist only when preloaded) and the
+//! backend's shared secret; where notification webhooks go and the secret they are signed
+//! with. Both secrets are hidden like the others.
 
 use std::ffi::{CString, c_char, c_void};
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::{pg_guard, pg_sys};
 
-use super::hooks::{assign_http_secret, check_http_secret, check_text};
+use super::hooks::{
+    assign_http_secret, assign_notify_secret, check_http_secret, check_notify_secret, check_text,
+};
 
 static LISTEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static MAX_CONNECTIONS: GucSetting<i32> = GucSetting::<i32>::new(100);
 static TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 static SECRET_VAR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static NOTIFY_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static NOTIFY_SECRET_VAR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 pub(super) fn define(preloaded: bool) {
     if preloaded {
@@ -62,6 +67,46 @@ pub(super) fn define(preloaded: bool) {
             Some(assign_http_secret),
             None,
         );
+        GucRegistry::define_string_guc_with_hooks(
+            c"plaid_sync.notify_url",
+            c"URL the workers POST notification webhooks to (sync and Item events); empty: none.",
+            c"",
+            &NOTIFY_URL,
+            GucContext::Sighup,
+            GucFlags::default(),
+            Some(check_notify_url),
+            None,
+            None,
+        );
+        GucRegistry::define_string_guc_with_hooks(
+            c"plaid_sync.notify_secret",
+            c"Secret notification webhooks are signed with (Plaid-Sync-Signature; masked, superuser-only).",
+            c"",
+            &NOTIFY_SECRET_VAR,
+            GucContext::Sighup,
+            GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+            Some(check_notify_secret),
+            Some(assign_notify_secret),
+            None,
+        );
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_notify_url(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    unsafe {
+        check_text(newval, |t| {
+            if t.is_empty() {
+                return Ok(());
+            }
+            crate::validate::webhook_url(Some(t))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
     }
 }
 
@@ -108,4 +153,12 @@ pub fn http_timeout() -> std::time::Duration {
 pub fn http_secret() -> Option<String> {
     super::main_thread_only();
     super::secret_value(&super::HTTP_SECRET).filter(|s| !s.trim().is_empty())
+}
+pub fn notify_url() -> Option<String> {
+    super::main_thread_only();
+    super::text(&NOTIFY_URL)
+}
+pub fn notify_secret() -> Option<String> {
+    super::main_thread_only();
+    super::secret_value(&super::NOTIFY_SECRET).filter(|s| !s.trim().is_empty())
 }

@@ -1,6 +1,6 @@
 //! Settings (`plaid_sync.*`). Every one is listed in the README's GUC table.
 //!
-//! Secrets (`secret`, `encryption_key`, `previous_encryption_keys`, `http_secret`) never live in the GUC
+//! Secrets (`secret`, `encryption_key`, `previous_encryption_keys`, `http_secret`, `notify_secret`) never live in the GUC
 //! variable itself: a check hook moves the real value into the hook's private `extra` and
 //! leaves `********` in the variable, set or not. So `SHOW`, `current_setting()`, `pg_settings`
 //! and the postmaster's "parameter … changed to …" reload message only ever see the mask, for
@@ -48,6 +48,7 @@ static SECRET: Mutex<Option<String>> = Mutex::new(None);
 static KEY: Mutex<Option<String>> = Mutex::new(None);
 static PREV_KEYS: Mutex<Option<String>> = Mutex::new(None);
 static HTTP_SECRET: Mutex<Option<String>> = Mutex::new(None);
+static NOTIFY_SECRET: Mutex<Option<String>> = Mutex::new(None);
 
 mod hooks;
 mod http;
@@ -58,7 +59,10 @@ use hooks::{
     assign_key, assign_prev_keys, assign_secret, check_key, check_prev_keys, check_rate_limits,
     check_secret,
 };
-pub use http::{http_listen, http_max_connections, http_secret, http_timeout, listen_address};
+pub use http::{
+    http_listen, http_max_connections, http_secret, http_timeout, listen_address, notify_secret,
+    notify_url,
+};
 pub use link::{link_settings, webhook_url};
 pub use numbers::{
     add_consented_products, calls_in_flight, connect_timeout_ms, done_retention_s,

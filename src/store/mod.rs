@@ -5,7 +5,8 @@
 //! accounts and balance snapshots, `pages.rs` a sync's staged pages and its last,
 //! `transactions.rs` `transaction_rows` (the apply by SQL, or by COPY for a run of new
 //! transactions), `rejects.rs` what an apply left out, `runs.rs` `sync_runs`, `paid_calls.rs` the calls Plaid bills per request,
-//! `changes.rs` the NOTIFY sent when an apply commits, `products.rs` each Item's products,
+//! `changes.rs` the NOTIFY sent when an apply commits, `deliveries.rs` the notification
+//! webhooks to the backend, `products.rs` each Item's products,
 //! `recurring.rs` recurring streams, `liabilities.rs` liabilities, `investments.rs`
 //! securities, holdings and investment transactions, `webhook_keys.rs` Plaid's verification
 //! keys, `consent.rs` what ending consent does across them (marked removed, or purged),
@@ -16,6 +17,7 @@
 pub mod accounts;
 pub mod changes;
 pub mod consent;
+pub mod deliveries;
 pub mod duplicates;
 pub mod history;
 pub mod institutions;

@@ -24,6 +24,7 @@ const HOMES: &[(&str, &str)] = &[
     ("holdings", "src/store/investments.rs"),
     ("investment_transactions", "src/store/investments.rs"),
     ("webhook_keys", "src/store/webhook_keys.rs"),
+    ("deliveries", "src/store/deliveries.rs"),
 ];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {

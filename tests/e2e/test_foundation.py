@@ -86,7 +86,8 @@ def test_tables_indexes_and_dump(cluster, su, db):
 def test_secret_settings_are_hidden_from_everyone(cluster, su, db):
     su.execute("CREATE ROLE nosy LOGIN")
     su.execute("CREATE ROLE monitor LOGIN IN ROLE pg_read_all_settings")
-    secrets = ["plaid_sync.secret", "plaid_sync.encryption_key", "plaid_sync.previous_encryption_keys", "plaid_sync.http_secret"]
+    secrets = ["plaid_sync.secret", "plaid_sync.encryption_key", "plaid_sync.previous_encryption_keys", "plaid_sync.http_secret",
+               "plaid_sync.notify_secret"]
     try:
         with cluster.connect(db, user="nosy") as nosy:
             for g in secrets:
@@ -450,7 +451,8 @@ def test_readme_lists_every_setting_and_function(su):
     documented = set(re.findall(r"^\| `(plaid_sync\.[a-z_]+)` \|", readme_section("Settings (GUCs)"), re.M))
     # pg_settings leaves the secrets out (NO_SHOW_ALL); the README names them all.
     defined = {r[0] for r in su.execute("SELECT name FROM pg_settings WHERE name LIKE 'plaid_sync.%'")}
-    hidden = {"plaid_sync.secret", "plaid_sync.encryption_key", "plaid_sync.previous_encryption_keys", "plaid_sync.http_secret"}
+    hidden = {"plaid_sync.secret", "plaid_sync.encryption_key", "plaid_sync.previous_encryption_keys", "plaid_sync.http_secret",
+              "plaid_sync.notify_secret"}
     assert defined | hidden == documented
     reference = readme_section("SQL reference")
     functions = {r[0] for r in su.execute(
