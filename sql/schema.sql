@@ -83,7 +83,7 @@ CREATE INDEX deliveries_due_idx ON plaid_sync.deliveries (next_attempt_at) WHERE
 
 -- Every event, a sync's or an Item's: NOTIFY plaid_sync, and a delivery when notify_url is set.
 CREATE FUNCTION plaid_sync.send_event(item_id text, event jsonb) RETURNS void
-    LANGUAGE sql SET search_path = plaid_sync, pg_catalog, pg_temp AS $$
+    LANGUAGE sql SECURITY DEFINER SET search_path = plaid_sync, pg_catalog, pg_temp AS $$
     SELECT pg_notify('plaid_sync', event::text);
     INSERT INTO plaid_sync.deliveries (item_id, event)
     SELECT item_id, event WHERE coalesce(current_setting('plaid_sync.notify_url', true), '') <> '';
@@ -93,7 +93,7 @@ $$;
 -- has new accounts for it, or it was purged. NOTIFY is sent when the change commits; the
 -- trigger sees every statement that changes an Item, whichever code path or role runs it.
 CREATE FUNCTION plaid_sync.item_events() RETURNS trigger
-    LANGUAGE plpgsql SET search_path = plaid_sync, pg_catalog, pg_temp AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = plaid_sync, pg_catalog, pg_temp AS $$
 BEGIN
     IF NEW.status IS DISTINCT FROM OLD.status THEN
         PERFORM plaid_sync.send_event(NEW.item_id, jsonb_build_object('type', 'item', 'item_id', NEW.item_id,

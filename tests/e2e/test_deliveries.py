@@ -229,3 +229,31 @@ def test_a_receiver_down_for_a_minute_gets_everything_after(emulator, conn, rece
     settled(conn, timeout=180)
     got = {e["item_id"] for e in receiver.events()}
     assert {it["item_id"] for it in items} <= got
+
+
+def test_an_event_older_than_24_hours_is_dead_after_its_next_failure_and_delivered_ones_expire(emulator, notifying, conn, receiver):
+    it = announce(emulator, conn)
+    settled(conn)
+    # Delivered rows go with done_retention (worker 0's maintenance, every 5 s).
+    conn.execute("ALTER SYSTEM SET plaid_sync.done_retention = '1s'")
+    notifying.reload()
+    try:
+        until(lambda: conn.execute("SELECT count(*) = 0 FROM plaid_sync.deliveries WHERE item_id = %s",
+                                   (it["item_id"],)).fetchone()[0], timeout=30, what="delivered rows to expire")
+    finally:
+        conn.execute("ALTER SYSTEM RESET plaid_sync.done_retention")
+        notifying.reload()
+    # An event a day old that fails once more is given up: dead, and sent no more.
+    receiver.fail = 100
+    conn.execute("SELECT plaid_sync.plaid_remove_item(%s)", (it["item_id"],))
+    conn.execute("UPDATE plaid_sync.deliveries SET created_at = now() - interval '25 hours' WHERE item_id = %s", (it["item_id"],))
+    until(lambda: conn.execute("SELECT status = 'dead' FROM plaid_sync.deliveries WHERE item_id = %s",
+                               (it["item_id"],)).fetchone()[0], timeout=30, what="the old event to be dead")
+    row = conn.execute("SELECT attempts, last_error FROM plaid_sync.deliveries WHERE item_id = %s", (it["item_id"],)).fetchone()
+    assert row[0] >= 1 and row[1] == "the receiver answered HTTP 500"
+    # Sent again on request, and delivered this time.
+    receiver.fail = 0
+    did = conn.execute("SELECT id FROM plaid_sync.deliveries WHERE item_id = %s", (it["item_id"],)).fetchone()[0]
+    conn.execute("SELECT plaid_sync.plaid_redeliver(%s)", (did,))
+    settled(conn)
+    assert conn.execute("SELECT status FROM plaid_sync.deliveries WHERE id = %s", (did,)).fetchone()[0] == "done"
