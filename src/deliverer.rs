@@ -16,9 +16,9 @@ use crate::store::deliveries::{self, Claimed};
 
 /// Sends in flight per worker at most.
 const SLOTS: usize = 4;
-/// How often a worker looks for due deliveries while notify_url is set; also the longest it
-/// sleeps then, so an event goes out within about a second of its commit.
-pub const LOOK_EVERY: Duration = Duration::from_millis(250);
+/// A worker looks for due deliveries at most this often (its loop also wakes at least once a
+/// second while notify_url is set, src/worker.rs).
+const LOOK_EVERY: Duration = Duration::from_millis(250);
 
 type Sent = (i64, i32, Result<(), String>);
 
@@ -71,8 +71,10 @@ impl Deliverer {
         }
         self.last_look = Some(Instant::now());
         let free = (SLOTS - self.in_flight) as i64;
-        let Ok(claimed) = try_db(|| deliveries::claim(free)) else {
-            return; // the extension dropped or being updated: the next look tells
+        let claimed = match try_db(|| deliveries::claim(free)) {
+            Ok(claimed) if !claimed.is_empty() => claimed,
+            // Nothing due; or the extension dropped or being updated: the next look tells.
+            _ => return,
         };
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_millis(gucs::connect_timeout_ms()))

@@ -44,7 +44,7 @@ pub extern "C-unwind" fn plaid_sync_listener_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi(Some(&gucs::database()), None);
     pin_session_settings();
-    let Some((host, port)) = gucs::http_listen() else {
+    let Some(address) = gucs::http_listen() else {
         return;
     };
     let bell = Bell::new()
@@ -65,13 +65,7 @@ pub extern "C-unwind" fn plaid_sync_listener_main(_arg: pg_sys::Datum) {
         max_connections: gucs::http_max_connections(),
     };
     let secret = Arc::new(RwLock::new(gucs::http_secret()));
-    let address = format!("{host}:{port}");
-    let host_port = if host.contains(':') {
-        format!("[{host}]:{port}") // IPv6
-    } else {
-        address.clone()
-    };
-    match server::start(&host_port, limits, secret.clone(), handler) {
+    match server::start(&address, limits, secret.clone(), handler) {
         Ok(bound) => log!(
             "plaid_sync listener serving http://{bound} for database {}",
             gucs::database()

@@ -11,6 +11,7 @@ use pgrx::{pg_guard, pg_sys};
 use super::hooks::{
     assign_http_secret, assign_notify_secret, check_http_secret, check_notify_secret, check_text,
 };
+use super::link::check_webhook_url;
 
 static LISTEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static MAX_CONNECTIONS: GucSetting<i32> = GucSetting::<i32>::new(100);
@@ -74,7 +75,7 @@ pub(super) fn define(preloaded: bool) {
             &NOTIFY_URL,
             GucContext::Sighup,
             GucFlags::default(),
-            Some(check_notify_url),
+            Some(check_webhook_url),
             None,
             None,
         );
@@ -93,24 +94,6 @@ pub(super) fn define(preloaded: bool) {
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn check_notify_url(
-    newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    unsafe {
-        check_text(newval, |t| {
-            if t.is_empty() {
-                return Ok(());
-            }
-            crate::validate::webhook_url(Some(t))
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
-    }
-}
-
-#[pg_guard]
 unsafe extern "C-unwind" fn check_listen(
     newval: *mut *mut c_char,
     _extra: *mut *mut c_void,
@@ -119,8 +102,9 @@ unsafe extern "C-unwind" fn check_listen(
     unsafe { check_text(newval, |t| listen_address(t).map(|_| ())) }
 }
 
-/// `host:port` (an IPv6 host in brackets), or empty for none.
-pub fn listen_address(text: &str) -> Result<Option<(String, u16)>, String> {
+/// `host:port` (an IPv6 host in brackets), or empty for none; the text itself is what the
+/// listener binds.
+fn listen_address(text: &str) -> Result<Option<&str>, String> {
     let text = text.trim();
     if text.is_empty() {
         return Ok(None);
@@ -128,19 +112,22 @@ pub fn listen_address(text: &str) -> Result<Option<(String, u16)>, String> {
     let bad = || format!("expected host:port (for example 127.0.0.1:8480), got \"{text}\"");
     let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
     let port: u16 = port.parse().map_err(|_| bad())?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || port == 0 {
+    if host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .is_empty()
+        || port == 0
+    {
         return Err(bad());
     }
-    Ok(Some((host.to_string(), port)))
+    Ok(Some(text))
 }
 
 /// The address to serve, when the listener is on.
-pub fn http_listen() -> Option<(String, u16)> {
+pub fn http_listen() -> Option<String> {
     super::main_thread_only();
-    listen_address(&super::text(&LISTEN).unwrap_or_default())
-        .ok()
-        .flatten()
+    let text = super::text(&LISTEN)?;
+    listen_address(&text).ok().flatten().map(str::to_string)
 }
 pub fn http_max_connections() -> usize {
     super::main_thread_only();

@@ -69,8 +69,9 @@ pub(super) fn define() {
     }
 }
 
+/// Also `plaid_sync.notify_url`'s check: an `http(s)://` URL, or empty.
 #[pg_guard]
-unsafe extern "C-unwind" fn check_webhook_url(
+pub(super) unsafe extern "C-unwind" fn check_webhook_url(
     newval: *mut *mut c_char,
     _extra: *mut *mut c_void,
     _source: pg_sys::GucSource::Type,

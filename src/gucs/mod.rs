@@ -60,8 +60,7 @@ use hooks::{
     check_secret,
 };
 pub use http::{
-    http_listen, http_max_connections, http_secret, http_timeout, listen_address, notify_secret,
-    notify_url,
+    http_listen, http_max_connections, http_secret, http_timeout, notify_secret, notify_url,
 };
 pub use link::{link_settings, webhook_url};
 pub use numbers::{

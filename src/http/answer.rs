@@ -63,8 +63,8 @@ pub struct Request<'a> {
 /// The call a request becomes, or the answer that refuses it. `secret` is
 /// `plaid_sync.http_secret`; with none set, every backend request is refused.
 pub fn route(req: &Request, secret: Option<&str>) -> Result<Call, Answer> {
-    if req.method != "POST" {
-        return Err(Answer::error(405, "only POST is served"));
+    if let Some(refused) = refuse_method(req.method) {
+        return Err(refused);
     }
     let body = std::str::from_utf8(req.body)
         .map_err(|_| Answer::error(400, "the body is not UTF-8 text"))?;
@@ -80,6 +80,11 @@ pub fn route(req: &Request, secret: Option<&str>) -> Result<Call, Answer> {
             req.verification.map(str::to_string),
         )),
     }
+}
+
+/// 405 for any method but POST (the server asks before it reads a body).
+pub fn refuse_method(method: &str) -> Option<Answer> {
+    (method != "POST").then(|| Answer::error(405, "only POST is served"))
 }
 
 /// Compared in constant time; an empty secret (given or set) never matches.

@@ -123,8 +123,8 @@ async fn serve(
     let header = |name: &str| parts.headers.get(name).map(|v| v.as_bytes());
     let declared = header(CONTENT_LENGTH.as_str())
         .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok());
-    if parts.method != hyper::Method::POST {
-        return respond(Answer::error(405, "only POST is served"), true);
+    if let Some(refused) = answer::refuse_method(parts.method.as_str()) {
+        return respond(refused, true);
     }
     if declared.is_some_and(|n| n > MAX_BODY) {
         return respond(Answer::too_large(), true);
