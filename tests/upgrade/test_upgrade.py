@@ -322,6 +322,11 @@ def test_version_skew_workers_wait_and_resume_after_update(builds, emulator):
                 time.sleep(0.1)
         c.stop()
         builds.use("new")
+        # The new library's HTTP listener too (a setting the old library does not have).
+        http_port = free_port()
+        c.settings.update({"plaid_sync.http_listen": f"'127.0.0.1:{http_port}'",
+                           "plaid_sync.http_secret": "'upgrade-http-secret'"})
+        c.write_conf()
         c.start()
         with c.connect("app") as conn:
             deadline = time.time() + 20
@@ -352,6 +357,20 @@ def test_version_skew_workers_wait_and_resume_after_update(builds, emulator):
                     assert "ALTER EXTENSION plaid_sync UPDATE" in str(e), (sql, str(e))
             with pytest.raises(psycopg.Error, match="ALTER EXTENSION plaid_sync UPDATE"):
                 conn.execute("SELECT plaid_sync.plaid_process_inbox(10)")
+            # A notice through the listener meanwhile: 503, so the backend retries, naming the fix.
+            import http.client
+            notice = json.dumps({"webhook_type": "ITEM", "webhook_code": "UPDATED", "item_id": item["item_id"]})
+            deadline = time.time() + 20
+            while True:
+                try:
+                    h = http.client.HTTPConnection("127.0.0.1", http_port, timeout=10)
+                    h.request("POST", "/", body=notice, headers={"Plaid-Sync-Secret": "upgrade-http-secret"})
+                    r = h.getresponse()
+                    break
+                except OSError:
+                    assert time.time() < deadline, c.log_tail()
+                    time.sleep(0.1)
+            assert r.status == 503 and "ALTER EXTENSION plaid_sync UPDATE" in r.read().decode()
             time.sleep(2)  # several polls: nothing runs (the webhook, at least, was queued)
             assert conn.execute("SELECT count(*) FROM plaid_sync.inbox WHERE status = 'pending' AND attempts = 0").fetchone()[0] >= 1
             assert c.log_text().count("ALTER EXTENSION plaid_sync UPDATE in that database; the workers run no jobs") == 1
