@@ -251,26 +251,46 @@ CREATE FUNCTION plaid_sync.send_event(item_id text, event jsonb) RETURNS void
 $$;
 -- An Item's events, sent as the change notices are (send_event): its status
 -- changed (from, to, Plaid's error code, and for pending_expiration the consent's end), Plaid
--- has new accounts for it, or it was purged. NOTIFY is sent when the change commits; the
--- trigger sees every statement that changes an Item, whichever code path or role runs it.
+-- has new accounts for it, or it was purged. NOTIFY is sent when the change commits. On one
+-- server the trigger below sees every statement that changes an Item, whichever code path or
+-- role runs it; on a distributed install Citus would run it on the worker holding the shard,
+-- so the statements plaid_sync runs call send_item_events themselves (src/store/item_events.rs).
+-- What of an Item its events compare: the same for the trigger and for the statements.
+CREATE FUNCTION plaid_sync.item_event_state(status text, error jsonb, consent_expiration_time timestamptz,
+                                            data jsonb, purged_at timestamptz) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE SECURITY DEFINER
+    SET search_path = plaid_sync, pg_catalog, pg_temp AS $$
+    SELECT jsonb_build_object('status', status, 'error_code', error ->> 'error_code',
+                              'consent_expiration_time', consent_expiration_time,
+                              'new_accounts_available', data ->> 'new_accounts_available',
+                              'purged', purged_at IS NOT NULL)
+$$;
+CREATE FUNCTION plaid_sync.send_item_events(item_id text, old jsonb, new jsonb) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = plaid_sync, pg_catalog, pg_temp AS $$
+BEGIN
+    IF new ->> 'status' IS DISTINCT FROM old ->> 'status' THEN
+        PERFORM plaid_sync.send_event(item_id, jsonb_build_object('type', 'item', 'item_id', item_id,
+            'event', 'status', 'from', old ->> 'status', 'to', new ->> 'status',
+            'error_code', new ->> 'error_code',
+            'consent_expiration_time', CASE WHEN new ->> 'status' = 'pending_expiration'
+                                            THEN new -> 'consent_expiration_time' END));
+    END IF;
+    IF new ->> 'new_accounts_available' = 'true'
+       AND (old ->> 'new_accounts_available') IS DISTINCT FROM 'true' THEN
+        PERFORM plaid_sync.send_event(item_id, jsonb_build_object('type', 'item', 'item_id', item_id,
+            'event', 'new_accounts_available'));
+    END IF;
+    IF (new ->> 'purged')::boolean AND NOT (old ->> 'purged')::boolean THEN
+        PERFORM plaid_sync.send_event(item_id, jsonb_build_object('type', 'item', 'item_id', item_id,
+            'event', 'purged'));
+    END IF;
+END $$;
 CREATE FUNCTION plaid_sync.item_events() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = plaid_sync, pg_catalog, pg_temp AS $$
 BEGIN
-    IF NEW.status IS DISTINCT FROM OLD.status THEN
-        PERFORM plaid_sync.send_event(NEW.item_id, jsonb_build_object('type', 'item', 'item_id', NEW.item_id,
-            'event', 'status', 'from', OLD.status, 'to', NEW.status,
-            'error_code', NEW.error ->> 'error_code',
-            'consent_expiration_time', CASE WHEN NEW.status = 'pending_expiration' THEN NEW.consent_expiration_time END));
-    END IF;
-    IF NEW.data ->> 'new_accounts_available' = 'true'
-       AND (OLD.data ->> 'new_accounts_available') IS DISTINCT FROM 'true' THEN
-        PERFORM plaid_sync.send_event(NEW.item_id, jsonb_build_object('type', 'item', 'item_id', NEW.item_id,
-            'event', 'new_accounts_available'));
-    END IF;
-    IF NEW.purged_at IS NOT NULL AND OLD.purged_at IS NULL THEN
-        PERFORM plaid_sync.send_event(NEW.item_id, jsonb_build_object('type', 'item', 'item_id', NEW.item_id,
-            'event', 'purged'));
-    END IF;
+    PERFORM plaid_sync.send_item_events(NEW.item_id,
+        plaid_sync.item_event_state(OLD.status, OLD.error, OLD.consent_expiration_time, OLD.data, OLD.purged_at),
+        plaid_sync.item_event_state(NEW.status, NEW.error, NEW.consent_expiration_time, NEW.data, NEW.purged_at));
     RETURN NULL;
 END $$;
 -- A sync's own update of its Item (cursor, last_synced_at) changes none of these: the WHEN
@@ -284,6 +304,10 @@ REVOKE ALL ON FUNCTION plaid_sync.item_events() FROM PUBLIC;
 REVOKE ALL ON FUNCTION plaid_sync.send_event(text, jsonb) FROM PUBLIC;
 ALTER FUNCTION plaid_sync.send_event(text, jsonb) SET log_min_error_statement = panic;
 ALTER FUNCTION plaid_sync.item_events() SET log_min_error_statement = panic;
+REVOKE ALL ON FUNCTION plaid_sync.send_item_events(text, jsonb, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION plaid_sync.item_event_state(text, jsonb, timestamptz, jsonb, timestamptz) FROM PUBLIC;
+ALTER FUNCTION plaid_sync.send_item_events(text, jsonb, jsonb) SET log_min_error_statement = panic;
+ALTER FUNCTION plaid_sync.item_event_state(text, jsonb, timestamptz, jsonb, timestamptz) SET log_min_error_statement = panic;
 SELECT pg_catalog.pg_extension_config_dump('plaid_sync.deliveries', '');
 SELECT pg_catalog.pg_extension_config_dump('plaid_sync.deliveries_id_seq', '');
 
@@ -295,3 +319,106 @@ LANGUAGE c
 AS 'MODULE_PATHNAME', 'plaid_redeliver_wrapper';
 REVOKE ALL ON FUNCTION plaid_sync."plaid_redeliver"(bigint) FROM PUBLIC;
 ALTER FUNCTION plaid_sync.plaid_redeliver(bigint) SET log_min_error_statement = panic;
+
+-- Every key of an Item's rows holds item_id, so one Item's rows can live together on one node
+-- of a distributed install (plaid_sync.distribute()): Citus wants each primary key and foreign
+-- key between distributed tables to include the column that places the rows. The leading
+-- column stays the same, so every lookup the index served it still serves. Staged pages lose
+-- their foreign key to sync_runs: they stay on the workers' node while runs go with their Item,
+-- and whoever deletes runs deletes their pages (src/store/runs.rs).
+ALTER TABLE plaid_sync.sync_pages DROP CONSTRAINT sync_pages_sync_run_id_fkey;
+ALTER TABLE plaid_sync.sync_rejects DROP CONSTRAINT sync_rejects_sync_run_id_fkey;
+ALTER TABLE plaid_sync.balance_snapshots DROP CONSTRAINT balance_snapshots_account_id_fkey;
+ALTER TABLE plaid_sync.accounts DROP CONSTRAINT accounts_pkey,
+    ADD CONSTRAINT accounts_pkey PRIMARY KEY (account_id, item_id);
+ALTER TABLE plaid_sync.balance_snapshots DROP CONSTRAINT balance_snapshots_pkey,
+    ADD CONSTRAINT balance_snapshots_pkey PRIMARY KEY (id, item_id),
+    ADD CONSTRAINT balance_snapshots_account_id_fkey FOREIGN KEY (account_id, item_id)
+        REFERENCES plaid_sync.accounts (account_id, item_id);
+ALTER TABLE plaid_sync.transaction_rows DROP CONSTRAINT transactions_pkey,
+    ADD CONSTRAINT transactions_pkey PRIMARY KEY (transaction_id, item_id);
+ALTER TABLE plaid_sync.sync_runs DROP CONSTRAINT sync_runs_pkey,
+    ADD CONSTRAINT sync_runs_pkey PRIMARY KEY (id, item_id);
+ALTER TABLE plaid_sync.sync_rejects DROP CONSTRAINT sync_rejects_pkey,
+    ADD CONSTRAINT sync_rejects_pkey PRIMARY KEY (id, item_id),
+    ADD CONSTRAINT sync_rejects_sync_run_id_fkey FOREIGN KEY (sync_run_id, item_id)
+        REFERENCES plaid_sync.sync_runs (id, item_id);
+ALTER TABLE plaid_sync.recurring_streams DROP CONSTRAINT recurring_streams_pkey,
+    ADD CONSTRAINT recurring_streams_pkey PRIMARY KEY (stream_id, item_id);
+ALTER TABLE plaid_sync.liabilities DROP CONSTRAINT liabilities_pkey,
+    ADD CONSTRAINT liabilities_pkey PRIMARY KEY (account_id, kind, item_id);
+ALTER TABLE plaid_sync.holdings DROP CONSTRAINT holdings_pkey,
+    ADD CONSTRAINT holdings_pkey PRIMARY KEY (account_id, security_id, item_id);
+ALTER TABLE plaid_sync.investment_transactions DROP CONSTRAINT investment_transactions_pkey,
+    ADD CONSTRAINT investment_transactions_pkey PRIMARY KEY (investment_transaction_id, item_id);
+
+-- plaid_sync on a Citus cluster (sql/distribute.sql).
+-- Citus-placed tables in the order they are distributed: items first, as the others
+-- reference it and are co-located with it.
+CREATE FUNCTION plaid_sync.distributed_tables() RETURNS TABLE (name regclass, placement text)
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE SECURITY DEFINER
+    SET search_path = plaid_sync, pg_catalog, pg_temp AS $$
+    VALUES ('plaid_sync.items'::regclass, 'by item_id'),
+           ('plaid_sync.accounts', 'by item_id'),
+           ('plaid_sync.balance_snapshots', 'by item_id'),
+           ('plaid_sync.transaction_rows', 'by item_id'),
+           ('plaid_sync.sync_runs', 'by item_id'),
+           ('plaid_sync.sync_rejects', 'by item_id'),
+           ('plaid_sync.item_products', 'by item_id'),
+           ('plaid_sync.recurring_streams', 'by item_id'),
+           ('plaid_sync.liabilities', 'by item_id'),
+           ('plaid_sync.holdings', 'by item_id'),
+           ('plaid_sync.investment_transactions', 'by item_id'),
+           ('plaid_sync.institutions', 'reference'),
+           ('plaid_sync.securities', 'reference'),
+           ('plaid_sync.webhook_keys', 'reference')
+$$;
+
+CREATE FUNCTION plaid_sync.distribute(shard_count integer DEFAULT NULL) RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = plaid_sync, pg_catalog, pg_temp AS $$
+DECLARE
+    t record;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        RAISE EXCEPTION 'plaid_sync.distribute() needs Citus in this database'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'CREATE EXTENSION citus, add the worker nodes, then call it again.';
+    END IF;
+    IF shard_count IS NOT NULL AND shard_count NOT BETWEEN 1 AND 64000 THEN
+        RAISE EXCEPTION 'shard_count must be between 1 and 64000, not %', shard_count
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT citus_is_coordinator() THEN
+        RAISE EXCEPTION 'plaid_sync.distribute() runs on the Citus coordinator'
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'plaid_sync.items'::regclass) THEN
+        RAISE NOTICE 'plaid_sync is already distributed';
+        RETURN;
+    END IF;
+    -- Citus would run the trigger on the worker that holds the shard, away from the deliveries
+    -- queue and the listeners of NOTIFY: the statements that change an Item send its events
+    -- instead (src/store/item_events.rs).
+    DROP TRIGGER item_events ON plaid_sync.items;
+    -- A local table may not reference a distributed one: paid_calls stays with the queue.
+    ALTER TABLE plaid_sync.paid_calls DROP CONSTRAINT IF EXISTS paid_calls_item_id_fkey;
+    FOR t IN SELECT * FROM plaid_sync.distributed_tables() LOOP
+        IF t.placement = 'reference' THEN
+            PERFORM create_reference_table(t.name);
+        ELSIF t.name = 'plaid_sync.items'::regclass THEN
+            PERFORM create_distributed_table(t.name, 'item_id',
+                shard_count => coalesce(shard_count, current_setting('citus.shard_count')::integer));
+        ELSE
+            PERFORM create_distributed_table(t.name, 'item_id', colocate_with => 'plaid_sync.items');
+        END IF;
+    END LOOP;
+    -- The rows are now in the shards; the coordinator's copies would only take space.
+    FOR t IN SELECT * FROM plaid_sync.distributed_tables() LOOP
+        PERFORM truncate_local_data_after_distributing_table(t.name);
+    END LOOP;
+END $$;
+REVOKE ALL ON FUNCTION plaid_sync.distributed_tables() FROM PUBLIC;
+REVOKE ALL ON FUNCTION plaid_sync.distribute(integer) FROM PUBLIC;
+ALTER FUNCTION plaid_sync.distributed_tables() SET log_min_error_statement = panic;
+ALTER FUNCTION plaid_sync.distribute(integer) SET log_min_error_statement = panic;

@@ -8,7 +8,7 @@
 -- it no longer lists gets removed_at (and comes back if listed again). Amounts as Plaid sends
 -- them: outflows positive, inflows negative.
 CREATE TABLE plaid_sync.recurring_streams (
-    stream_id                 text PRIMARY KEY,
+    stream_id                 text NOT NULL,
     item_id                   text NOT NULL REFERENCES plaid_sync.items (item_id),
     account_id                text,
     direction                 text NOT NULL CHECK (direction IN ('inflow', 'outflow')),
@@ -32,7 +32,8 @@ CREATE TABLE plaid_sync.recurring_streams (
     data                      jsonb NOT NULL,
     created_at                timestamptz NOT NULL DEFAULT now(),
     updated_at                timestamptz NOT NULL DEFAULT now(),
-    removed_at                timestamptz
+    removed_at                timestamptz,
+    CONSTRAINT recurring_streams_pkey PRIMARY KEY (stream_id, item_id)
 );
 -- The apply's snapshot comparison, and reading an Item's streams.
 CREATE INDEX recurring_streams_item_idx ON plaid_sync.recurring_streams (item_id);
@@ -65,7 +66,7 @@ CREATE TABLE plaid_sync.liabilities (
     created_at                   timestamptz NOT NULL DEFAULT now(),
     updated_at                   timestamptz NOT NULL DEFAULT now(),
     removed_at                   timestamptz,
-    PRIMARY KEY (account_id, kind)
+    PRIMARY KEY (account_id, kind, item_id)
 );
 -- The apply's snapshot comparison, and reading an Item's liabilities.
 CREATE INDEX liabilities_item_idx ON plaid_sync.liabilities (item_id);
@@ -114,7 +115,7 @@ CREATE TABLE plaid_sync.holdings (
     created_at               timestamptz NOT NULL DEFAULT now(),
     updated_at               timestamptz NOT NULL DEFAULT now(),
     removed_at               timestamptz,
-    PRIMARY KEY (account_id, security_id)
+    PRIMARY KEY (account_id, security_id, item_id)
 );
 -- The apply's snapshot comparison, and reading an Item's holdings.
 CREATE INDEX holdings_item_idx ON plaid_sync.holdings (item_id);
@@ -122,7 +123,7 @@ CREATE INDEX holdings_item_idx ON plaid_sync.holdings (item_id);
 -- /investments/transactions/get, read over date windows. Plaid lists no removals: one a
 -- window read in full no longer lists was cancelled and gets removed_at.
 CREATE TABLE plaid_sync.investment_transactions (
-    investment_transaction_id text PRIMARY KEY,
+    investment_transaction_id text NOT NULL,
     item_id                   text NOT NULL REFERENCES plaid_sync.items (item_id),
     account_id                text,
     security_id               text,
@@ -141,7 +142,8 @@ CREATE TABLE plaid_sync.investment_transactions (
     data                      jsonb NOT NULL,
     created_at                timestamptz NOT NULL DEFAULT now(),
     updated_at                timestamptz NOT NULL DEFAULT now(),
-    removed_at                timestamptz
+    removed_at                timestamptz,
+    CONSTRAINT investment_transactions_pkey PRIMARY KEY (investment_transaction_id, item_id)
 );
 -- The apply's window comparison (an Item's rows by date).
 CREATE INDEX investment_transactions_item_date_idx ON plaid_sync.investment_transactions (item_id, date);

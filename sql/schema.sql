@@ -90,26 +90,46 @@ CREATE FUNCTION plaid_sync.send_event(item_id text, event jsonb) RETURNS void
 $$;
 -- An Item's events, sent as the change notices are (send_event): its status
 -- changed (from, to, Plaid's error code, and for pending_expiration the consent's end), Plaid
--- has new accounts for it, or it was purged. NOTIFY is sent when the change commits; the
--- trigger sees every statement that changes an Item, whichever code path or role runs it.
+-- has new accounts for it, or it was purged. NOTIFY is sent when the change commits. On one
+-- server the trigger below sees every statement that changes an Item, whichever code path or
+-- role runs it; on a distributed install Citus would run it on the worker holding the shard,
+-- so the statements plaid_sync runs call send_item_events themselves (src/store/item_events.rs).
+-- What of an Item its events compare: the same for the trigger and for the statements.
+CREATE FUNCTION plaid_sync.item_event_state(status text, error jsonb, consent_expiration_time timestamptz,
+                                            data jsonb, purged_at timestamptz) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE SECURITY DEFINER
+    SET search_path = plaid_sync, pg_catalog, pg_temp AS $$
+    SELECT jsonb_build_object('status', status, 'error_code', error ->> 'error_code',
+                              'consent_expiration_time', consent_expiration_time,
+                              'new_accounts_available', data ->> 'new_accounts_available',
+                              'purged', purged_at IS NOT NULL)
+$$;
+CREATE FUNCTION plaid_sync.send_item_events(item_id text, old jsonb, new jsonb) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = plaid_sync, pg_catalog, pg_temp AS $$
+BEGIN
+    IF new ->> 'status' IS DISTINCT FROM old ->> 'status' THEN
+        PERFORM plaid_sync.send_event(item_id, jsonb_build_object('type', 'item', 'item_id', item_id,
+            'event', 'status', 'from', old ->> 'status', 'to', new ->> 'status',
+            'error_code', new ->> 'error_code',
+            'consent_expiration_time', CASE WHEN new ->> 'status' = 'pending_expiration'
+                                            THEN new -> 'consent_expiration_time' END));
+    END IF;
+    IF new ->> 'new_accounts_available' = 'true'
+       AND (old ->> 'new_accounts_available') IS DISTINCT FROM 'true' THEN
+        PERFORM plaid_sync.send_event(item_id, jsonb_build_object('type', 'item', 'item_id', item_id,
+            'event', 'new_accounts_available'));
+    END IF;
+    IF (new ->> 'purged')::boolean AND NOT (old ->> 'purged')::boolean THEN
+        PERFORM plaid_sync.send_event(item_id, jsonb_build_object('type', 'item', 'item_id', item_id,
+            'event', 'purged'));
+    END IF;
+END $$;
 CREATE FUNCTION plaid_sync.item_events() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = plaid_sync, pg_catalog, pg_temp AS $$
 BEGIN
-    IF NEW.status IS DISTINCT FROM OLD.status THEN
-        PERFORM plaid_sync.send_event(NEW.item_id, jsonb_build_object('type', 'item', 'item_id', NEW.item_id,
-            'event', 'status', 'from', OLD.status, 'to', NEW.status,
-            'error_code', NEW.error ->> 'error_code',
-            'consent_expiration_time', CASE WHEN NEW.status = 'pending_expiration' THEN NEW.consent_expiration_time END));
-    END IF;
-    IF NEW.data ->> 'new_accounts_available' = 'true'
-       AND (OLD.data ->> 'new_accounts_available') IS DISTINCT FROM 'true' THEN
-        PERFORM plaid_sync.send_event(NEW.item_id, jsonb_build_object('type', 'item', 'item_id', NEW.item_id,
-            'event', 'new_accounts_available'));
-    END IF;
-    IF NEW.purged_at IS NOT NULL AND OLD.purged_at IS NULL THEN
-        PERFORM plaid_sync.send_event(NEW.item_id, jsonb_build_object('type', 'item', 'item_id', NEW.item_id,
-            'event', 'purged'));
-    END IF;
+    PERFORM plaid_sync.send_item_events(NEW.item_id,
+        plaid_sync.item_event_state(OLD.status, OLD.error, OLD.consent_expiration_time, OLD.data, OLD.purged_at),
+        plaid_sync.item_event_state(NEW.status, NEW.error, NEW.consent_expiration_time, NEW.data, NEW.purged_at));
     RETURN NULL;
 END $$;
 -- A sync's own update of its Item (cursor, last_synced_at) changes none of these: the WHEN
@@ -121,7 +141,7 @@ CREATE TRIGGER item_events AFTER UPDATE ON plaid_sync.items FOR EACH ROW
     EXECUTE FUNCTION plaid_sync.item_events();
 
 CREATE TABLE plaid_sync.accounts (
-    account_id               text PRIMARY KEY,
+    account_id               text NOT NULL,
     item_id                  text NOT NULL REFERENCES plaid_sync.items (item_id),
     name                     text,
     official_name            text,
@@ -139,20 +159,26 @@ CREATE TABLE plaid_sync.accounts (
     removed_at               timestamptz,
     -- Plaid's object exactly as sent, only when it held a character jsonb refuses (NUL, a lone
     -- surrogate): `data` then has U+FFFD in its place (src/plaid/storable.rs).
-    raw_data                 text
+    raw_data                 text,
+    -- Every key of an Item's rows holds item_id, so the rows of one Item can live together on
+    -- one node of a distributed install (plaid_sync.distribute(), src/api/distribute.rs).
+    CONSTRAINT accounts_pkey PRIMARY KEY (account_id, item_id)
 );
 CREATE INDEX accounts_item_id_idx ON plaid_sync.accounts (item_id);
 
 CREATE TABLE plaid_sync.balance_snapshots (
-    id                       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    account_id               text NOT NULL REFERENCES plaid_sync.accounts (account_id),
+    id                       bigint GENERATED ALWAYS AS IDENTITY,
+    account_id               text NOT NULL,
     item_id                  text NOT NULL REFERENCES plaid_sync.items (item_id),
     balance_available        numeric,
     balance_current          numeric,
     balance_limit            numeric,
     iso_currency_code        text,
     unofficial_currency_code text,
-    observed_at              timestamptz NOT NULL DEFAULT now()
+    observed_at              timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT balance_snapshots_pkey PRIMARY KEY (id, item_id),
+    CONSTRAINT balance_snapshots_account_id_fkey FOREIGN KEY (account_id, item_id)
+        REFERENCES plaid_sync.accounts (account_id, item_id)
 );
 CREATE INDEX balance_snapshots_account_idx ON plaid_sync.balance_snapshots (account_id, observed_at);
 
@@ -161,7 +187,7 @@ CREATE INDEX balance_snapshots_account_idx ON plaid_sync.balance_snapshots (acco
 -- Read them through the view plaid_sync.transactions, whose `data` is Plaid's object exactly.
 CREATE TABLE plaid_sync.transaction_rows (
     -- Constraint and index names are 0.1.0's, from when this table was `transactions`.
-    transaction_id            text CONSTRAINT transactions_pkey PRIMARY KEY,
+    transaction_id            text NOT NULL,
     item_id                   text NOT NULL
                               CONSTRAINT transactions_item_id_fkey REFERENCES plaid_sync.items (item_id),
     account_id                text NOT NULL,
@@ -186,7 +212,8 @@ CREATE TABLE plaid_sync.transaction_rows (
     raw_data                  text,
     rest                      jsonb NOT NULL,
     absent                    text[],
-    codec                     smallint NOT NULL DEFAULT 1
+    codec                     smallint NOT NULL DEFAULT 1,
+    CONSTRAINT transactions_pkey PRIMARY KEY (transaction_id, item_id)
 );
 -- The worker's removals and the backfill's sweep (item_id, live rows only).
 CREATE INDEX transactions_item_idx ON plaid_sync.transaction_rows (item_id) WHERE removed_at IS NULL;
@@ -296,7 +323,7 @@ CREATE INDEX inbox_running_idx ON plaid_sync.inbox (item_id) WHERE status = 'run
 CREATE INDEX inbox_finished_idx ON plaid_sync.inbox (finished_at) WHERE status IN ('done', 'rejected');
 
 CREATE TABLE plaid_sync.sync_runs (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id          bigint GENERATED ALWAYS AS IDENTITY,
     item_id     text NOT NULL REFERENCES plaid_sync.items (item_id),
     inbox_id    bigint,
     trigger     text NOT NULL,
@@ -316,7 +343,8 @@ CREATE TABLE plaid_sync.sync_runs (
     product     text NOT NULL DEFAULT 'transactions',
     -- How a transactions sync was applied: 'copy' (a run that only added new transactions,
     -- loaded by COPY) or 'upsert' (the SQL apply); NULL when nothing was applied.
-    applied_by  text
+    applied_by  text,
+    CONSTRAINT sync_runs_pkey PRIMARY KEY (id, item_id)
 );
 CREATE INDEX sync_runs_item_idx ON plaid_sync.sync_runs (item_id, started_at DESC);
 
@@ -325,7 +353,9 @@ CREATE INDEX sync_runs_item_idx ON plaid_sync.sync_runs (item_id, started_at DES
 -- Unlogged and uncompressed: a page lives for seconds, and after a crash its run is abandoned
 -- and the sync starts again from the stored cursor, so WAL and compression would be wasted.
 CREATE UNLOGGED TABLE plaid_sync.sync_pages (
-    sync_run_id bigint NOT NULL REFERENCES plaid_sync.sync_runs (id) ON DELETE CASCADE,
+    -- No foreign key to sync_runs: pages stay on the node the workers run on, runs go with
+    -- their Item (plaid_sync.distribute()); whoever deletes a run deletes its pages.
+    sync_run_id bigint NOT NULL,
     page        integer NOT NULL,
     body        jsonb,
     request_id  text,
@@ -348,8 +378,8 @@ ALTER TABLE plaid_sync.sync_pages ADD CONSTRAINT sync_pages_one_body CHECK ((bod
 -- of the sync is applied without it, the cursor advances, and the row stays here with the
 -- page's request_id (quote it to Plaid support) until a later sync applies that transaction.
 CREATE TABLE plaid_sync.sync_rejects (
-    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    sync_run_id    bigint NOT NULL REFERENCES plaid_sync.sync_runs (id),
+    id             bigint GENERATED ALWAYS AS IDENTITY,
+    sync_run_id    bigint NOT NULL,
     item_id        text NOT NULL REFERENCES plaid_sync.items (item_id),
     -- NULL when the page's accounts were left out.
     transaction_id text,
@@ -359,7 +389,10 @@ CREATE TABLE plaid_sync.sync_rejects (
     -- The object as the page had it (jsonb text).
     data           text,
     created_at     timestamptz NOT NULL DEFAULT now(),
-    resolved_at    timestamptz
+    resolved_at    timestamptz,
+    CONSTRAINT sync_rejects_pkey PRIMARY KEY (id, item_id),
+    CONSTRAINT sync_rejects_sync_run_id_fkey FOREIGN KEY (sync_run_id, item_id)
+        REFERENCES plaid_sync.sync_runs (id, item_id)
 );
 CREATE INDEX sync_rejects_open_idx ON plaid_sync.sync_rejects (item_id) WHERE resolved_at IS NULL;
 -- Deleting an old sync run checks for its rejects (plaid_sync.history_retention).

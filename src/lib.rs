@@ -56,6 +56,11 @@ extension_sql_file!(
     name = "products",
     requires = ["schema"]
 );
+extension_sql_file!(
+    "../sql/distribute.sql",
+    name = "distribute",
+    requires = ["products"]
+);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]

@@ -83,7 +83,7 @@ pub fn process_inbox_in_transaction(max_jobs: i32) -> i32 {
         let Some((job, more_due)) = claim(0, 1) else {
             break;
         };
-        crate::store::runs::close_abandoned(job.id);
+        crate::store::runs::close_abandoned(job.id, job.item_id.as_deref());
         crate::wake::on_claim(more_due);
         // Given back for a later claim: dated past this transaction's now(), so not met again here.
         if job.is_paid() || !lock_item(&job) {
@@ -179,7 +179,7 @@ pub fn next(lanes: &[i16]) -> Next {
             return Next::Idle;
         };
         // A sync a dead process left behind is closed, and its staged pages dropped.
-        crate::store::runs::close_abandoned(job.id);
+        crate::store::runs::close_abandoned(job.id, job.item_id.as_deref());
         if !lock_item(&job) {
             release(&job);
             return Next::Busy;

@@ -60,6 +60,13 @@ pub fn copy_in(
     checked: Option<pg_sys::Oid>,
 ) -> u64 {
     super::in_transaction("COPY");
+    // Postgres's COPY machinery called directly writes a Citus table's coordinator shell, where
+    // no query looks: refuse, and the caller's SQL apply goes through Citus instead.
+    if super::citus::places(&format!("{schema}.{table}")) {
+        pgrx::error!(
+            "plaid_sync: {schema}.{table} is placed by Citus: its rows are written by SQL, not COPY"
+        );
+    }
     let c = |s: &str| CString::new(s).expect("a name without NUL");
     let (schema, table) = (c(schema), c(table));
     let names: Vec<CString> = columns.iter().map(|n| c(n)).collect();

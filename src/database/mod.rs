@@ -2,12 +2,14 @@
 //! `db`, subtransactions, and errors raised with their SQLSTATE. Everything above talks to Postgres through it.
 
 pub mod bridge;
+mod citus;
 mod copy;
 mod raise;
 mod spi;
 mod subxact;
 mod version;
 
+pub use citus::places as citus_places;
 pub use copy::copy_in;
 pub use raise::{ok, raise};
 pub use spi::{ParsedJson, in_transaction, one, one_prepared, run, run_prepared, with_prepared};

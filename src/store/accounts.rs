@@ -38,7 +38,7 @@ pub fn upsert_accounts(item_id: &str, accounts_json: &str, complete: bool, raw: 
                     balance_current, balance_limit, iso_currency_code, unofficial_currency_code, data,
                     raw_data
                FROM incoming
-             ON CONFLICT (account_id) DO UPDATE SET
+             ON CONFLICT (account_id, item_id) DO UPDATE SET
                     name = EXCLUDED.name, official_name = EXCLUDED.official_name,
                     mask = EXCLUDED.mask, type = EXCLUDED.type, subtype = EXCLUDED.subtype,
                     balance_available = EXCLUDED.balance_available,
@@ -46,7 +46,7 @@ pub fn upsert_accounts(item_id: &str, accounts_json: &str, complete: bool, raw: 
                     balance_limit = EXCLUDED.balance_limit,
                     iso_currency_code = EXCLUDED.iso_currency_code,
                     unofficial_currency_code = EXCLUDED.unofficial_currency_code,
-                    data = EXCLUDED.data, raw_data = EXCLUDED.raw_data, removed_at = NULL, updated_at = now()
+                    data = EXCLUDED.data, raw_data = EXCLUDED.raw_data, removed_at = NULL, updated_at = EXCLUDED.updated_at
               WHERE accounts.item_id = EXCLUDED.item_id
              RETURNING 1),
          gone AS (

@@ -18,7 +18,7 @@ pub fn store_institution(institution_json: &str) {
          INSERT INTO plaid_sync.institutions (institution_id, name, data)
          SELECT o ->> 'institution_id', o ->> 'name', o FROM x
          ON CONFLICT (institution_id) DO UPDATE SET name = EXCLUDED.name, data = EXCLUDED.data,
-                fetched_at = now()",
+                fetched_at = EXCLUDED.fetched_at",
         &[institution_json.into()],
     );
 }

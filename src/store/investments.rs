@@ -37,7 +37,7 @@ const SECURITIES: &str = "
                institution_security_id = EXCLUDED.institution_security_id,
                institution_id = EXCLUDED.institution_id,
                market_identifier_code = EXCLUDED.market_identifier_code,
-               is_cash_equivalent = EXCLUDED.is_cash_equivalent, data = EXCLUDED.data, updated_at = now()
+               is_cash_equivalent = EXCLUDED.is_cash_equivalent, data = EXCLUDED.data, updated_at = EXCLUDED.updated_at
          WHERE r.data IS DISTINCT FROM EXCLUDED.data)";
 
 /// Holdings added, changed and removed by the snapshot `body` (with its securities).
@@ -62,16 +62,15 @@ pub fn apply_holdings(item_id: &str, body: &str) -> (i32, i32, i32) {
                     (x ->> 'institution_value')::numeric, (x ->> 'cost_basis')::numeric,
                     x ->> 'iso_currency_code', x ->> 'unofficial_currency_code', x
                FROM h
-             ON CONFLICT (account_id, security_id) DO UPDATE SET
-                    item_id = EXCLUDED.item_id, quantity = EXCLUDED.quantity,
+             ON CONFLICT (account_id, security_id, item_id) DO UPDATE SET
+                    quantity = EXCLUDED.quantity,
                     institution_price = EXCLUDED.institution_price,
                     institution_price_as_of = EXCLUDED.institution_price_as_of,
                     institution_value = EXCLUDED.institution_value, cost_basis = EXCLUDED.cost_basis,
                     iso_currency_code = EXCLUDED.iso_currency_code,
                     unofficial_currency_code = EXCLUDED.unofficial_currency_code,
-                    data = EXCLUDED.data, removed_at = NULL, updated_at = now()
+                    data = EXCLUDED.data, removed_at = NULL, updated_at = EXCLUDED.updated_at
               WHERE r.data IS DISTINCT FROM EXCLUDED.data OR r.removed_at IS NOT NULL
-                 OR r.item_id IS DISTINCT FROM EXCLUDED.item_id
              RETURNING (r.xmax = 0) AS inserted),
          gone AS (
              UPDATE plaid_sync.holdings r SET removed_at = now(), updated_at = now()
@@ -106,15 +105,15 @@ pub fn apply_transactions(run_id: i64, item_id: &str, start: &str, end: &str) ->
                     (x ->> 'fees')::numeric, x ->> 'type', x ->> 'subtype',
                     x ->> 'iso_currency_code', x ->> 'unofficial_currency_code', x
                FROM t
-             ON CONFLICT (investment_transaction_id) DO UPDATE SET
-                    item_id = EXCLUDED.item_id, account_id = EXCLUDED.account_id,
+             ON CONFLICT (investment_transaction_id, item_id) DO UPDATE SET
+                    account_id = EXCLUDED.account_id,
                     security_id = EXCLUDED.security_id, date = EXCLUDED.date,
                     transaction_datetime = EXCLUDED.transaction_datetime, name = EXCLUDED.name,
                     quantity = EXCLUDED.quantity, amount = EXCLUDED.amount, price = EXCLUDED.price,
                     fees = EXCLUDED.fees, type = EXCLUDED.type, subtype = EXCLUDED.subtype,
                     iso_currency_code = EXCLUDED.iso_currency_code,
                     unofficial_currency_code = EXCLUDED.unofficial_currency_code,
-                    data = EXCLUDED.data, removed_at = NULL, updated_at = now()
+                    data = EXCLUDED.data, removed_at = NULL, updated_at = EXCLUDED.updated_at
               WHERE r.data IS DISTINCT FROM EXCLUDED.data OR r.removed_at IS NOT NULL
              RETURNING (r.xmax = 0) AS inserted),
          gone AS (

@@ -2,11 +2,13 @@
 //! and Plaid's ITEM webhooks say, a sync's cursor, pauses, removal, the sealed token, whose
 //! life `token.rs` runs).
 
+use super::item_events::{evented, run_evented};
 use crate::database::{one, run};
 
 /// Stores an `/item/get` (or `/accounts/get`) `item` object on the Item.
 pub fn update_item(item_id: &str, item_json: &str) {
-    run(
+    run_evented(
+        item_id,
         "UPDATE plaid_sync.items i SET
                 institution_id = coalesce(x.o ->> 'institution_id', i.institution_id),
                 institution_name = coalesce(x.o ->> 'institution_name', i.institution_name),
@@ -48,7 +50,8 @@ pub fn webhook_received(item_id: &str) {
 /// The status an Item-level Plaid error implies, with the error (`error_json`, Plaid's
 /// envelope); a removed Item stays removed.
 pub fn pause(item_id: &str, status: &str, error_json: &str) {
-    run(
+    run_evented(
+        item_id,
         "UPDATE plaid_sync.items SET status = $2, error = $3::jsonb, updated_at = now()
           WHERE item_id = $1 AND status <> 'removed'",
         &[item_id.into(), status.into(), error_json.into()],
@@ -69,7 +72,8 @@ pub fn store_update_flags(item_id: &str, body: &str) {
 /// A transactions sync applied: its cursor (None: keep the stored one), Plaid's update
 /// status, and the Item healthy again unless the user must act.
 pub fn synced(item_id: &str, next_cursor: Option<&str>, update_status: Option<&str>) {
-    run(
+    run_evented(
+        item_id,
         "UPDATE plaid_sync.items SET
                 transactions_cursor = coalesce($2, transactions_cursor),
                 status = CASE WHEN status IN ('pending', 'error', 'login_required', 'invalid_token')
@@ -88,7 +92,8 @@ pub fn synced(item_id: &str, next_cursor: Option<&str>, update_status: Option<&s
 
 /// ITEM/ERROR: the status the error implies (`status`), the body's `error` kept.
 pub fn error_webhook(item_id: &str, status: &str, body: &str) {
-    run(
+    run_evented(
+        item_id,
         "UPDATE plaid_sync.items SET status = $2, error = $3::jsonb -> 'error', updated_at = now()
           WHERE item_id = $1 AND status <> 'removed'",
         &[item_id.into(), status.into(), body.into()],
@@ -108,7 +113,8 @@ pub fn record_error(item_id: &str, body: &str) {
 /// `/item/get` and `/accounts/get` answered for an Item without Transactions (which no sync
 /// marks healthy): healthy, unless the user must act.
 pub fn reachable(item_id: &str) {
-    run(
+    run_evented(
+        item_id,
         "UPDATE plaid_sync.items SET status = 'healthy', error = NULL, updated_at = now()
           WHERE item_id = $1 AND status IN ('pending', 'error', 'login_required', 'invalid_token')",
         &[item_id.into()],
@@ -118,7 +124,8 @@ pub fn reachable(item_id: &str) {
 /// The backend says a revoked Item was updated (the user granted access again in update
 /// mode): it syncs again from the start, which brings back live what Plaid still has.
 pub fn regranted(item_id: &str) {
-    run(
+    run_evented(
+        item_id,
         "UPDATE plaid_sync.items SET status = 'pending', error = NULL, transactions_cursor = NULL,
                 updated_at = now()
           WHERE item_id = $1 AND status = 'revoked'",
@@ -128,7 +135,8 @@ pub fn regranted(item_id: &str) {
 
 /// ITEM/LOGIN_REPAIRED: healthy again, from any state the user's login explains.
 pub fn login_repaired(item_id: &str) {
-    run(
+    run_evented(
+        item_id,
         "UPDATE plaid_sync.items SET status = 'healthy', error = NULL, updated_at = now()
           WHERE item_id = $1 AND status IN ('login_required', 'pending_expiration', 'pending_disconnect', 'error')",
         &[item_id.into()],
@@ -154,7 +162,7 @@ pub fn item_webhook(item_id: &str, code: &str, body: &str) -> bool {
                 updated_at = now() WHERE item_id = $1",
         _ => return false,
     };
-    run(sql, &[item_id.into(), body.into()]);
+    run_evented(item_id, sql, &[item_id.into(), body.into()]);
     true
 }
 
@@ -306,7 +314,8 @@ pub fn announce(
         return Announced::New(id);
     }
     // The row lock taken here orders the notice's fold (src/inbox.rs, `enqueue_notice`).
-    let relinked = crate::database::one_prepared::<i16>(
+    let relinked = evented(item_id, || {
+        crate::database::one_prepared::<i16>(
         "UPDATE plaid_sync.items SET
              client_user_id = coalesce($2, client_user_id),
              access_token_encrypted = $3,
@@ -324,7 +333,8 @@ pub fn announce(
           RETURNING CASE WHEN last_synced_at IS NULL OR transactions_cursor IS NULL THEN 1::int2 ELSE 0::int2 END",
         &types,
         &args(),
-    );
+    )
+    });
     match relinked {
         Some(lane) => Announced::Relinked(lane),
         None => Announced::Vanished,
@@ -334,18 +344,20 @@ pub fn announce(
 /// Marks the Item removed (its row is kept; `api::remove_item` cancels its jobs and marks its
 /// rows). The token is `token.rs`'s to destroy.
 pub fn mark_removed(item_id: &str) {
-    run(
+    run_evented(
+        item_id,
         "UPDATE plaid_sync.items SET status = 'removed', updated_at = now() WHERE item_id = $1",
         &[item_id.into()],
     );
 }
 
-/// Every stored token, its row locked: (item_id, envelope).
+/// Every stored token, its row locked: (item_id, envelope). An UPDATE that changes nothing
+/// takes the locks: a distributed install refuses SELECT … FOR UPDATE across shards.
 pub fn sealed_tokens_for_update() -> Vec<(String, Vec<u8>)> {
     pgrx::spi::Spi::connect_mut(|c| {
         c.update(
-            "SELECT item_id, access_token_encrypted FROM plaid_sync.items
-              WHERE access_token_encrypted IS NOT NULL ORDER BY item_id FOR UPDATE",
+            "UPDATE plaid_sync.items SET access_token_encrypted = access_token_encrypted
+              WHERE access_token_encrypted IS NOT NULL RETURNING item_id, access_token_encrypted",
             None,
             &[],
         )
@@ -363,7 +375,8 @@ pub fn sealed_tokens_for_update() -> Vec<(String, Vec<u8>)> {
 /// A purge: the Item keeps only its id, that it was purged and when, and (until the job that
 /// removes it at Plaid has run) its sealed token; every other column is cleared.
 pub fn mark_purged(item_id: &str) {
-    run(
+    run_evented(
+        item_id,
         "UPDATE plaid_sync.items SET status = 'removed', purged_at = now(), client_user_id = NULL,
                 institution_id = NULL, institution_name = NULL, transactions_cursor = NULL,
                 error = NULL, consent_expiration_time = NULL, webhook = NULL, last_synced_at = NULL,

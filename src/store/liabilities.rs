@@ -42,8 +42,8 @@ pub fn apply(item_id: &str, body: &str) -> (i32, i32, i32) {
                             CASE WHEN l.kind = 'credit' THEN coalesce(x -> 'aprs', '[]') END,
                             (x ->> 'origination_principal_amount')::numeric, (x ->> 'origination_date')::date, x
                        FROM l LEFT JOIN acct USING (account_id)
-                     ON CONFLICT (account_id, kind) DO UPDATE SET
-                            item_id = EXCLUDED.item_id, current_balance = EXCLUDED.current_balance,
+                     ON CONFLICT (account_id, kind, item_id) DO UPDATE SET
+                            current_balance = EXCLUDED.current_balance,
                             last_statement_balance = EXCLUDED.last_statement_balance,
                             minimum_payment_amount = EXCLUDED.minimum_payment_amount,
                             next_payment_due_date = EXCLUDED.next_payment_due_date,
@@ -55,10 +55,9 @@ pub fn apply(item_id: &str, body: &str) -> (i32, i32, i32) {
                             aprs = EXCLUDED.aprs,
                             origination_principal_amount = EXCLUDED.origination_principal_amount,
                             origination_date = EXCLUDED.origination_date, data = EXCLUDED.data,
-                            removed_at = NULL, updated_at = now()
+                            removed_at = NULL, updated_at = EXCLUDED.updated_at
                       WHERE r.data IS DISTINCT FROM EXCLUDED.data OR r.removed_at IS NOT NULL
                          OR r.current_balance IS DISTINCT FROM EXCLUDED.current_balance
-                         OR r.item_id IS DISTINCT FROM EXCLUDED.item_id
                      RETURNING (r.xmax = 0) AS inserted),
                  gone AS (
                      UPDATE plaid_sync.liabilities r SET removed_at = now(), updated_at = now()

@@ -22,6 +22,7 @@ pub mod duplicates;
 pub mod history;
 pub mod institutions;
 pub mod investments;
+mod item_events;
 pub mod items;
 pub mod liabilities;
 pub mod pages;

@@ -43,7 +43,7 @@ pub fn record(item_id: &str, item_json: &str) {
          ON CONFLICT (item_id, product) DO UPDATE
             SET consented_only = EXCLUDED.consented_only,
                 state = CASE WHEN ip.state = 'absent' THEN 'pending' ELSE ip.state END,
-                updated_at = now()
+                updated_at = EXCLUDED.updated_at
           WHERE ip.consented_only IS DISTINCT FROM EXCLUDED.consented_only OR ip.state = 'absent'",
         &[item_id.into(), item_json.into(), mirrored.into()],
     )

@@ -33,8 +33,8 @@ pub fn apply(item_id: &str, body: &str) -> (i32, i32, i32) {
                             ARRAY(SELECT jsonb_array_elements_text(coalesce(s -> 'transaction_ids', '[]'))),
                             s -> 'personal_finance_category', (b ->> 'updated_datetime')::timestamptz, s
                        FROM s, b
-                     ON CONFLICT (stream_id) DO UPDATE SET
-                            item_id = EXCLUDED.item_id, account_id = EXCLUDED.account_id,
+                     ON CONFLICT (stream_id, item_id) DO UPDATE SET
+                            account_id = EXCLUDED.account_id,
                             direction = EXCLUDED.direction, description = EXCLUDED.description,
                             merchant_name = EXCLUDED.merchant_name, frequency = EXCLUDED.frequency,
                             status = EXCLUDED.status, is_active = EXCLUDED.is_active,
@@ -46,9 +46,8 @@ pub fn apply(item_id: &str, body: &str) -> (i32, i32, i32) {
                             transaction_ids = EXCLUDED.transaction_ids,
                             personal_finance_category = EXCLUDED.personal_finance_category,
                             updated_datetime = EXCLUDED.updated_datetime, data = EXCLUDED.data,
-                            removed_at = NULL, updated_at = now()
+                            removed_at = NULL, updated_at = EXCLUDED.updated_at
                       WHERE r.data IS DISTINCT FROM EXCLUDED.data OR r.removed_at IS NOT NULL
-                         OR r.item_id IS DISTINCT FROM EXCLUDED.item_id
                      RETURNING (r.xmax = 0) AS inserted),
                  gone AS (
                      UPDATE plaid_sync.recurring_streams r SET removed_at = now(), updated_at = now()

@@ -81,17 +81,29 @@ pub fn purge(item_id: &str, account_id: Option<&str>) {
 }
 
 /// Deletes rejects resolved more than `retention_s` ago, at most `batch`; how many. Open
-/// rejects stay whatever their age: they are what a person still has to look at.
+/// rejects stay whatever their age: they are what a person still has to look at. A resolved
+/// reject is written by no one, so this is a read and a delete (as `runs::prune`).
 pub fn prune_resolved(retention_s: i32, batch: i32) -> i64 {
+    let (ids, items): (Vec<i64>, Vec<String>) = pgrx::spi::Spi::connect(|c| {
+        c.select(
+            "SELECT id, item_id FROM plaid_sync.sync_rejects
+              WHERE resolved_at < now() - make_interval(secs => $1)
+              ORDER BY id LIMIT $2",
+            None,
+            &[retention_s.into(), batch.into()],
+        )
+        .expect("old rejects")
+        .filter_map(|r| Some((r.get::<i64>(1).ok()??, r.get::<String>(2).ok()??)))
+        .unzip()
+    });
+    if ids.is_empty() {
+        return 0;
+    }
     crate::database::one::<i64>(
-        "WITH gone AS (
-             DELETE FROM plaid_sync.sync_rejects WHERE id IN (
-                 SELECT id FROM plaid_sync.sync_rejects
-                  WHERE resolved_at < now() - make_interval(secs => $1)
-                  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
-             RETURNING 1)
+        "WITH gone AS (DELETE FROM plaid_sync.sync_rejects
+                        WHERE id = ANY($1) AND item_id = ANY($2) RETURNING 1)
          SELECT count(*) FROM gone",
-        &[retention_s.into(), batch.into()],
+        &[ids.into(), items.into()],
     )
     .unwrap_or(0)
 }

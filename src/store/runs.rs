@@ -22,13 +22,14 @@ pub fn start(item_id: &str, inbox_id: i64, trigger: &str, product: Option<&str>)
 }
 
 /// Pages read so far and restarts of the page loop, while a run goes on.
-pub fn record_pages(run_id: i64, pages: u32, restarts: u32) {
+pub fn record_pages(item_id: &str, run_id: i64, pages: u32, restarts: u32) {
     run(
-        "UPDATE plaid_sync.sync_runs SET pages = $2, restarts = $3 WHERE id = $1",
+        "UPDATE plaid_sync.sync_runs SET pages = $2, restarts = $3 WHERE id = $1 AND item_id = $4",
         &[
             run_id.into(),
             (pages as i32).into(),
             (restarts as i32).into(),
+            item_id.into(),
         ],
     );
 }
@@ -47,13 +48,14 @@ pub struct Finished<'a> {
     pub applied_by: Option<&'a str>,
 }
 
-/// Closes a run.
-pub fn finish(run_id: i64, f: &Finished) {
+/// Closes a run. Every statement on an Item's rows names the Item: on a distributed install
+/// that keeps it on the one shard that holds them (plaid_sync.distribute()).
+pub fn finish(item_id: &str, run_id: i64, f: &Finished) {
     run(
         "UPDATE plaid_sync.sync_runs SET finished_at = now(), pages = $2, restarts = $3,
                 added = $4, modified = $5, removed = $6, request_ids = $7, outcome = $8, error = $9,
                 rejected = $10, applied_by = $11
-          WHERE id = $1",
+          WHERE id = $1 AND item_id = $12",
         &[
             run_id.into(),
             f.pages.into(),
@@ -66,26 +68,28 @@ pub fn finish(run_id: i64, f: &Finished) {
             f.error.into(),
             f.rejected.into(),
             f.applied_by.into(),
+            item_id.into(),
         ],
     );
 }
 
-/// Closes the runs a dead process left open for job `inbox_id` (just claimed again), and
-/// drops their staged pages.
-pub fn close_abandoned(inbox_id: i64) {
-    for run_id in abandoned(inbox_id) {
+/// Closes the runs a dead process left open for job `inbox_id` (just claimed again) of
+/// `item_id`, and drops their staged pages. A job without an Item opens no run.
+pub fn close_abandoned(inbox_id: i64, item_id: Option<&str>) {
+    let Some(item_id) = item_id else { return };
+    for run_id in abandoned(inbox_id, item_id) {
         super::discard_pages(run_id);
     }
 }
 
-fn abandoned(inbox_id: i64) -> Vec<i64> {
+fn abandoned(inbox_id: i64, item_id: &str) -> Vec<i64> {
     Spi::connect_mut(|c| {
         c.update(
             "UPDATE plaid_sync.sync_runs SET outcome = 'failed', finished_at = now(),
                     error = 'abandoned: the process running it stopped'
-              WHERE inbox_id = $1 AND outcome = 'running' RETURNING id",
+              WHERE item_id = $2 AND inbox_id = $1 AND outcome = 'running' RETURNING id",
             None,
-            &[inbox_id.into()],
+            &[inbox_id.into(), item_id.into()],
         )
         .expect("close abandoned runs")
         .filter_map(|r| r.get::<i64>(1).ok().flatten())
@@ -93,31 +97,64 @@ fn abandoned(inbox_id: i64) -> Vec<i64> {
     })
 }
 
-/// The Item's sync runs deleted (their staged pages with them): a purge.
+/// The Item's sync runs deleted, and their staged pages: a purge.
 pub fn purge(item_id: &str) {
-    run(
-        "DELETE FROM plaid_sync.sync_runs WHERE item_id = $1",
-        &[item_id.into()],
-    );
+    let ids = Spi::connect_mut(|c| {
+        c.update(
+            "DELETE FROM plaid_sync.sync_runs WHERE item_id = $1 RETURNING id",
+            None,
+            &[item_id.into()],
+        )
+        .expect("purge sync runs")
+        .filter_map(|r| r.get::<i64>(1).ok().flatten())
+        .collect::<Vec<i64>>()
+    });
+    discard_pages_of(&ids);
+}
+
+/// Staged pages are local to the workers' node, runs go with their Item: no foreign key
+/// cascades from one to the other, so a run's deleter deletes its pages.
+fn discard_pages_of(ids: &[i64]) {
+    if !ids.is_empty() {
+        run(
+            "DELETE FROM plaid_sync.sync_pages WHERE sync_run_id = ANY($1)",
+            &[ids.to_vec().into()],
+        );
+    }
 }
 
 /// Deletes finished runs older than `retention_s`, at most `batch`: never an Item's latest
 /// run of a product (item_health and a listener catching up read it), nor one a reject still
-/// points at (`rejects::prune_resolved` goes first). Staged pages go with their run (ON DELETE
-/// CASCADE). Rows a sync holds are skipped, not waited for. How many went.
+/// points at (`rejects::prune_resolved` goes first). Their staged pages go too. A finished
+/// run is written by no one, so the delete waits for no sync; it is a read and a delete,
+/// not a multi-shard SELECT … FOR UPDATE, which a distributed install refuses. How many went.
 pub fn prune(retention_s: i32, batch: i32) -> i64 {
-    one::<i64>(
-        "WITH old AS (
-             SELECT r.id FROM plaid_sync.sync_runs r
+    let (ids, items): (Vec<i64>, Vec<String>) = Spi::connect(|c| {
+        c.select(
+            "SELECT r.id, r.item_id FROM plaid_sync.sync_runs r
               WHERE r.finished_at < now() - make_interval(secs => $1)
                 AND EXISTS (SELECT 1 FROM plaid_sync.sync_runs l
                              WHERE l.item_id = r.item_id AND l.product = r.product AND l.id > r.id)
-                AND NOT EXISTS (SELECT 1 FROM plaid_sync.sync_rejects s WHERE s.sync_run_id = r.id)
-              ORDER BY r.id LIMIT $2
-              FOR UPDATE SKIP LOCKED),
-         gone AS (DELETE FROM plaid_sync.sync_runs r USING old WHERE r.id = old.id RETURNING 1)
+                AND NOT EXISTS (SELECT 1 FROM plaid_sync.sync_rejects s
+                                 WHERE s.item_id = r.item_id AND s.sync_run_id = r.id)
+              ORDER BY r.id LIMIT $2",
+            None,
+            &[retention_s.into(), batch.into()],
+        )
+        .expect("old sync runs")
+        .filter_map(|r| Some((r.get::<i64>(1).ok()??, r.get::<String>(2).ok()??)))
+        .unzip()
+    });
+    if ids.is_empty() {
+        return 0;
+    }
+    discard_pages_of(&ids);
+    one::<i64>(
+        // id alone picks the rows; item_id = ANY lets Citus send the delete to their shards only.
+        "WITH gone AS (DELETE FROM plaid_sync.sync_runs
+                        WHERE id = ANY($1) AND item_id = ANY($2) RETURNING 1)
          SELECT count(*) FROM gone",
-        &[retention_s.into(), batch.into()],
+        &[ids.into(), items.into()],
     )
     .unwrap_or(0)
 }

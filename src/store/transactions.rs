@@ -183,10 +183,10 @@ fn apply_sql() -> &'static str {
                FROM last_upsert u
                JOIN last_event le USING (id)
               CROSS JOIN LATERAL (SELECT u.obj AS o) x
-             ON CONFLICT (transaction_id) DO UPDATE SET {sets},
+             ON CONFLICT (transaction_id, item_id) DO UPDATE SET {sets},
                     rest = EXCLUDED.rest, absent = EXCLUDED.absent, codec = EXCLUDED.codec,
                     raw_data = EXCLUDED.raw_data,
-                    removed_at = EXCLUDED.removed_at, updated_at = now()
+                    removed_at = EXCLUDED.removed_at, updated_at = EXCLUDED.updated_at
               WHERE transactions.item_id = EXCLUDED.item_id",
             names = names.join(", "),
             reads = reads.join(",\n                    "),

@@ -63,7 +63,7 @@ pub fn store(kid: &str, jwk: Option<&serde_json::Value>) {
                     to_timestamp((k ->> 'expired_at')::double precision)
                FROM (SELECT $2::jsonb AS k) x
              ON CONFLICT (kid) DO UPDATE SET jwk = EXCLUDED.jwk, created_at = EXCLUDED.created_at,
-                    expired_at = EXCLUDED.expired_at, fetched_at = now()",
+                    expired_at = EXCLUDED.expired_at, fetched_at = EXCLUDED.fetched_at",
         &[kid.into(), text.into()],
     )
     .expect("cache key");

@@ -117,7 +117,7 @@ pub fn investment_transactions(job: &Job, ctx: &Ctx, item_id: &str) -> Outcome {
         } => {
             if let Some(end) = super::withdrawn(item_id) {
                 store::discard_pages(run_id);
-                snapshot::finish_run(run_id, (0, 0, 0), &request_ids, &end);
+                snapshot::finish_run(item_id, run_id, (0, 0, 0), &request_ids, &end);
                 return end;
             }
             let counts = store::investments::apply_transactions(run_id, item_id, &start, &end);
@@ -125,8 +125,8 @@ pub fn investment_transactions(job: &Job, ctx: &Ctx, item_id: &str) -> Outcome {
             products::synced(item_id, PRODUCT);
             changes::notify(item_id, PRODUCT, run_id, counts.0, counts.1, counts.2);
             let outcome = Outcome::Done(None);
-            snapshot::finish_run(run_id, counts, &request_ids, &outcome);
-            runs::record_pages(run_id, pages, restarts);
+            snapshot::finish_run(item_id, run_id, counts, &request_ids, &outcome);
+            runs::record_pages(item_id, run_id, pages, restarts);
             outcome
         }
         Read::Failed(e, request_ids) => {
@@ -145,7 +145,7 @@ pub fn investment_transactions(job: &Job, ctx: &Ctx, item_id: &str) -> Outcome {
             let outcome = Outcome::Retry(format!(
                 "Plaid's investment transactions kept changing while they were read ({RESTARTS} restarts)"
             ));
-            snapshot::finish_run(run_id, (0, 0, 0), &request_ids, &outcome);
+            snapshot::finish_run(item_id, run_id, (0, 0, 0), &request_ids, &outcome);
             outcome
         }
     })

@@ -45,7 +45,13 @@ pub fn snapshot(job: &Job, ctx: &Ctx, item_id: &str, p: &Snapshot) -> Outcome {
     match (p.call)(client, &token) {
         Ok(r) => db(|| {
             if let Some(end) = super::withdrawn(item_id) {
-                finish_run(run_id, (0, 0, 0), std::slice::from_ref(&r.request_id), &end);
+                finish_run(
+                    item_id,
+                    run_id,
+                    (0, 0, 0),
+                    std::slice::from_ref(&r.request_id),
+                    &end,
+                );
                 return end;
             }
             let counts = (p.apply)(item_id, &r.body);
@@ -53,6 +59,7 @@ pub fn snapshot(job: &Job, ctx: &Ctx, item_id: &str, p: &Snapshot) -> Outcome {
             changes::notify(item_id, p.product, run_id, counts.0, counts.1, counts.2);
             let outcome = Outcome::Done(None);
             finish_run(
+                item_id,
                 run_id,
                 counts,
                 std::slice::from_ref(&r.request_id),
@@ -93,12 +100,19 @@ pub fn failed(
             from_plaid(endpoint, e)
         }
     };
-    finish_run(run_id, (0, 0, 0), &request_ids, &outcome);
+    finish_run(item_id, run_id, (0, 0, 0), &request_ids, &outcome);
     outcome
 }
 
-pub fn finish_run(run_id: i64, counts: (i32, i32, i32), request_ids: &[String], outcome: &Outcome) {
+pub fn finish_run(
+    item_id: &str,
+    run_id: i64,
+    counts: (i32, i32, i32),
+    request_ids: &[String],
+    outcome: &Outcome,
+) {
     runs::finish(
+        item_id,
         run_id,
         &runs::Finished {
             pages: 1,

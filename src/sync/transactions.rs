@@ -219,6 +219,7 @@ fn finish_sync(
     // Applied or abandoned, the staged pages are no longer needed.
     store::discard_pages(run_id);
     store::runs::finish(
+        item_id,
         run_id,
         &store::runs::Finished {
             pages: summary.pages as i32,
