@@ -273,16 +273,20 @@ pub fn mark_coalesced(into: i64, absorbed: Vec<i64>) {
 
 /// For a Plaid-origin job whose Item is not announced: Some(true) while it may still wait,
 /// Some(false) once the grace is over; None when the Item exists.
+/// Two statements: on a distributed install the inbox stays local and items is not, and
+/// Citus joins neither way.
 pub fn waiting_for_item(job_id: i64, item_id: &str) -> Option<bool> {
+    if one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM plaid_sync.items WHERE item_id = $1)",
+        &[item_id.into()],
+    )
+    .unwrap_or(false)
+    {
+        return None;
+    }
     one::<bool>(
-        "SELECT q.received_at > now() - make_interval(secs => $2)
-           FROM plaid_sync.inbox q
-          WHERE q.id = $3 AND NOT EXISTS (SELECT 1 FROM plaid_sync.items i WHERE i.item_id = $1)",
-        &[
-            item_id.into(),
-            gucs::unknown_item_grace_s().into(),
-            job_id.into(),
-        ],
+        "SELECT received_at > now() - make_interval(secs => $1) FROM plaid_sync.inbox WHERE id = $2",
+        &[gucs::unknown_item_grace_s().into(), job_id.into()],
     )
 }
 
@@ -370,24 +374,41 @@ pub fn maintenance() {
     }
     let resync = gucs::resync_interval_s();
     if resync > 0 {
-        let queued = one::<i64>(
-            "WITH stale AS (
-                 SELECT i.item_id FROM plaid_sync.items i
-                  WHERE i.status IN ('healthy', 'pending_expiration', 'pending_disconnect')
-                    AND i.synced_on <= ((now() - make_interval(secs => $1)) AT TIME ZONE 'UTC')::date
-                    AND i.last_synced_at < now() - make_interval(secs => $1)
-                    AND NOT EXISTS (SELECT 1 FROM plaid_sync.inbox q
-                                     WHERE q.item_id = i.item_id AND q.status IN ('pending', 'running'))
-                  ORDER BY i.synced_on, i.last_synced_at LIMIT 100),
-             queued AS (
-                 INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id, body, lane)
-                 SELECT 'backend', 'TRANSACTIONS', 'SYNC_UPDATES_AVAILABLE', item_id,
-                        '{\"reason\": \"resync_interval\"}', 1
-                   FROM stale RETURNING 1)
-             SELECT count(*) FROM queued",
-            &[resync.into()],
-        )
-        .unwrap_or(0);
+        // The stalest Items, then those of them with no job open: two statements, as the
+        // inbox is local and items distributed on a Citus install. A few more are read than
+        // queued, for the ones a job already covers.
+        let stale: Vec<String> = Spi::connect(|c| {
+            c.select(
+                "SELECT item_id FROM plaid_sync.items
+                  WHERE status IN ('healthy', 'pending_expiration', 'pending_disconnect')
+                    AND synced_on <= ((now() - make_interval(secs => $1)) AT TIME ZONE 'UTC')::date
+                    AND last_synced_at < now() - make_interval(secs => $1)
+                  ORDER BY synced_on, last_synced_at LIMIT 400",
+                None,
+                &[resync.into()],
+            )
+            .expect("stale Items")
+            .filter_map(|r| r.get::<String>(1).ok().flatten())
+            .collect()
+        });
+        let queued = if stale.is_empty() {
+            0
+        } else {
+            one::<i64>(
+                "WITH queued AS (
+                     INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id, body, lane)
+                     SELECT 'backend', 'TRANSACTIONS', 'SYNC_UPDATES_AVAILABLE', s.item_id,
+                            '{\"reason\": \"resync_interval\"}', 1
+                       FROM unnest($1::text[]) WITH ORDINALITY AS s(item_id, n)
+                      WHERE NOT EXISTS (SELECT 1 FROM plaid_sync.inbox q
+                                         WHERE q.item_id = s.item_id AND q.status IN ('pending', 'running'))
+                      ORDER BY s.n LIMIT 100
+                     RETURNING 1)
+                 SELECT count(*) FROM queued",
+                &[stale.into()],
+            )
+            .unwrap_or(0)
+        };
         if queued > 0 {
             log!(
                 "plaid_sync: queued a sync for {queued} Items not synced within plaid_sync.resync_interval"

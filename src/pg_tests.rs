@@ -137,6 +137,11 @@ mod tests {
             .unwrap();
     }
 
+    #[pg_test(error = "plaid_sync.distribute() needs Citus in this database")]
+    fn distribute_without_citus_is_refused() {
+        Spi::run("SELECT plaid_sync.distribute()").unwrap();
+    }
+
     #[pg_test(
         error = "ITEM/CREATED without an access token is a backend notice, not a Plaid webhook: call plaid_sync.plaid_notify_item_created(item_id, access_token) instead"
     )]

@@ -122,3 +122,14 @@ pub fn discard_pages(run_id: i64) {
         &[run_id.into()],
     );
 }
+
+/// The staged pages of runs being deleted. Pages stay on the workers' node while runs go with
+/// their Item (plaid_sync.distribute()): no foreign key cascades from one to the other.
+pub fn discard_pages_of(run_ids: &[i64]) {
+    if !run_ids.is_empty() {
+        run(
+            "DELETE FROM plaid_sync.sync_pages WHERE sync_run_id = ANY($1)",
+            &[run_ids.to_vec().into()],
+        );
+    }
+}

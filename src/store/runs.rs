@@ -109,18 +109,7 @@ pub fn purge(item_id: &str) {
         .filter_map(|r| r.get::<i64>(1).ok().flatten())
         .collect::<Vec<i64>>()
     });
-    discard_pages_of(&ids);
-}
-
-/// Staged pages are local to the workers' node, runs go with their Item: no foreign key
-/// cascades from one to the other, so a run's deleter deletes its pages.
-fn discard_pages_of(ids: &[i64]) {
-    if !ids.is_empty() {
-        run(
-            "DELETE FROM plaid_sync.sync_pages WHERE sync_run_id = ANY($1)",
-            &[ids.to_vec().into()],
-        );
-    }
+    super::pages::discard_pages_of(&ids);
 }
 
 /// Deletes finished runs older than `retention_s`, at most `batch`: never an Item's latest
@@ -148,7 +137,7 @@ pub fn prune(retention_s: i32, batch: i32) -> i64 {
     if ids.is_empty() {
         return 0;
     }
-    discard_pages_of(&ids);
+    super::pages::discard_pages_of(&ids);
     one::<i64>(
         // id alone picks the rows; item_id = ANY lets Citus send the delete to their shards only.
         "WITH gone AS (DELETE FROM plaid_sync.sync_runs

@@ -674,7 +674,7 @@ def table():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="1,2,3,4,5,6,7,8")
+    ap.add_argument("--only", default="1,2,3,4,5,6,7,8,9")
     a = ap.parse_args()
     only = set(a.only.split(","))
     emu = Emulator()
@@ -697,6 +697,9 @@ def main():
             bench_migration(emu, 300 if q else 1000, q)
         if "8" in only:
             bench_listener(emu, 2_000 if q else 20_000)
+        if "9" in only:
+            import citus_bench
+            citus_bench.bench_citus(sys.modules[__name__], emu, 10 if q else 40, 1000)
     finally:
         emu.stop()
     text = f"Machine: {machine()}\n\n{table()}\n"
@@ -705,7 +708,7 @@ def main():
         return
     readme = os.path.join(ROOT, "README.md")
     s = open(readme).read()
-    if only != {"1", "2", "3", "4", "5", "6", "7", "8"}:
+    if only != {"1", "2", "3", "4", "5", "6", "7", "8", "9"}:
         # Some sections only: their rows replace theirs, the others stay from the run they came
         # from, and the table says which sections ran when.
         old = re.search(r"<!-- bench:begin -->\n(.*?)<!-- bench:end -->", s, re.S).group(1)

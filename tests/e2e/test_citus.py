@@ -10,11 +10,12 @@ import signal
 import subprocess
 import time
 
+import psycopg
 import pytest
 
 from conftest import USED_SECRETS, make_cluster, until
 from harness import PG_BIN, Cluster
-from test_products import listen, received
+from test_products import listen, received, settings
 from test_sync import assert_matches_emulator
 
 DB = "plaid"
@@ -310,3 +311,54 @@ def test_an_items_events_are_sent_from_the_coordinator(emulator, citus, conn):
         assert conn.execute("SELECT count(*) FROM pg_dist_partition WHERE logicalrelid = 'plaid_sync.deliveries'::regclass").fetchone()[0] == 0
     finally:
         app.close()
+
+
+def test_history_retention_and_key_rotation_run_across_the_shards(emulator, citus, conn):
+    """The maintenance deletes old runs and resolved rejects with no multi-shard FOR UPDATE,
+    and a key rotation reads every Item's token: both touch every shard."""
+    items = [new_item(emulator, days=5) for _ in range(4)]
+    for it in items:
+        announce(conn, it)
+    settle(conn)
+    for _ in range(2):
+        for it in items:
+            emulator("advance", item_id=it["item_id"], days=1)
+            webhook(emulator, conn, it["item_id"])
+        settle(conn)
+    latest = {r[0] for r in conn.execute("SELECT max(id) FROM plaid_sync.sync_runs GROUP BY item_id, product")}
+    older = conn.execute("SELECT id, item_id FROM plaid_sync.sync_runs WHERE id <> ALL(%s) ORDER BY id", (list(latest),)).fetchall()
+    assert len(older) >= 8
+    conn.execute("INSERT INTO plaid_sync.sync_rejects (sync_run_id, item_id, transaction_id, error, resolved_at) "
+                 "VALUES (%s, %s, 'tx-resolved', 'test', now() - interval '1 day')", older[0])
+    data = conn.execute("SELECT (SELECT count(*) FROM plaid_sync.transaction_rows), (SELECT count(*) FROM plaid_sync.accounts), "
+                        "(SELECT count(*) FROM plaid_sync.balance_snapshots)").fetchone()
+    with settings(citus, history_retention=1):
+        until(lambda: {r[0] for r in conn.execute("SELECT id FROM plaid_sync.sync_runs")} == latest, timeout=30,
+              what="old runs deleted by the maintenance")
+    assert conn.execute("SELECT count(*) FROM plaid_sync.sync_rejects").fetchone()[0] == 0
+    assert conn.execute("SELECT (SELECT count(*) FROM plaid_sync.transaction_rows), (SELECT count(*) FROM plaid_sync.accounts), "
+                        "(SELECT count(*) FROM plaid_sync.balance_snapshots)").fetchone() == data
+    assert conn.execute("SELECT plaid_sync.plaid_rotate_encryption_key()").fetchone()[0] == 0  # all under the current key
+    # The self-healing scan reads the stale Items (distributed), then queues those with no job
+    # open (the local inbox): each Item gets its sync.
+    with settings(citus, resync_interval="'2s'"):
+        until(lambda: conn.execute("SELECT count(DISTINCT item_id) FROM plaid_sync.inbox WHERE status = 'done' "
+                                   "AND body ->> 'reason' = 'resync_interval'").fetchone()[0] == len(items),
+              timeout=30, what="a resync of every Item")
+    settle(conn)
+    assert_spread(citus, conn, items)
+
+
+def test_distribute_again_or_with_a_bad_shard_count_changes_nothing(citus, conn):
+    before = conn.execute("SELECT count(*) FROM pg_dist_shard").fetchone()[0]
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="shard_count must be between 1 and 64000, not 0"):
+        conn.execute("SELECT plaid_sync.distribute(0)")
+    notices = []
+    conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+    conn.execute("SELECT plaid_sync.distribute()")
+    assert notices == ["plaid_sync is already distributed"]
+    assert conn.execute("SELECT count(*) FROM pg_dist_shard").fetchone()[0] == before
+    # On a Citus worker the call is refused: the workers and the queue live on the coordinator.
+    with citus.nodes[0].connect(DB) as w:
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="runs on the Citus coordinator"):
+            w.execute("SELECT plaid_sync.distribute()")
