@@ -358,8 +358,7 @@ pub fn retry_failed(item_id: Option<&str>) -> i64 {
     .unwrap_or(0)
 }
 
-/// Worker 0's housekeeping: drop old done and rejected rows, and queue a sync for Items nobody
-/// has synced for `plaid_sync.resync_interval` (webhooks can be lost: Plaid gives up after a day).
+/// Worker 0's housekeeping: drop old done and rejected rows.
 pub fn maintenance() {
     let retention = gucs::done_retention_s();
     if retention > 0 {
@@ -372,47 +371,26 @@ pub fn maintenance() {
         )
         .expect("inbox retention");
     }
-    let resync = gucs::resync_interval_s();
-    if resync > 0 {
-        // The stalest Items, then those of them with no job open: two statements, as the
-        // inbox is local and items distributed on a Citus install. A few more are read than
-        // queued, for the ones a job already covers.
-        let stale: Vec<String> = Spi::connect(|c| {
-            c.select(
-                "SELECT item_id FROM plaid_sync.items
-                  WHERE status IN ('healthy', 'pending_expiration', 'pending_disconnect')
-                    AND synced_on <= ((now() - make_interval(secs => $1)) AT TIME ZONE 'UTC')::date
-                    AND last_synced_at < now() - make_interval(secs => $1)
-                  ORDER BY synced_on, last_synced_at LIMIT 400",
-                None,
-                &[resync.into()],
-            )
-            .expect("stale Items")
-            .filter_map(|r| r.get::<String>(1).ok().flatten())
-            .collect()
-        });
-        let queued = if stale.is_empty() {
-            0
-        } else {
-            one::<i64>(
-                "WITH queued AS (
-                     INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id, body, lane)
-                     SELECT 'backend', 'TRANSACTIONS', 'SYNC_UPDATES_AVAILABLE', s.item_id,
-                            '{\"reason\": \"resync_interval\"}', 1
-                       FROM unnest($1::text[]) WITH ORDINALITY AS s(item_id, n)
-                      WHERE NOT EXISTS (SELECT 1 FROM plaid_sync.inbox q
-                                         WHERE q.item_id = s.item_id AND q.status IN ('pending', 'running'))
-                      ORDER BY s.n LIMIT 100
-                     RETURNING 1)
-                 SELECT count(*) FROM queued",
-                &[stale.into()],
-            )
-            .unwrap_or(0)
-        };
-        if queued > 0 {
-            log!(
-                "plaid_sync: queued a sync for {queued} Items not synced within plaid_sync.resync_interval"
-            );
-        }
+}
+
+/// Queues a sync for each of `stale` (the self-healing scan's Items, stalest first) that has
+/// no job open, at most 100; how many.
+pub fn queue_resyncs(stale: &[String]) -> i64 {
+    if stale.is_empty() {
+        return 0;
     }
+    one::<i64>(
+        "WITH queued AS (
+             INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id, body, lane)
+             SELECT 'backend', 'TRANSACTIONS', 'SYNC_UPDATES_AVAILABLE', s.item_id,
+                    '{\"reason\": \"resync_interval\"}', 1
+               FROM unnest($1::text[]) WITH ORDINALITY AS s(item_id, n)
+              WHERE NOT EXISTS (SELECT 1 FROM plaid_sync.inbox q
+                                 WHERE q.item_id = s.item_id AND q.status IN ('pending', 'running'))
+              ORDER BY s.n LIMIT 100
+             RETURNING 1)
+         SELECT count(*) FROM queued",
+        &[stale.to_vec().into()],
+    )
+    .unwrap_or(0)
 }

@@ -235,6 +235,7 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
         {
             if let Err(e) = try_db(|| {
                 crate::inbox::maintenance();
+                crate::store::resync::resync();
                 crate::store::webhook_keys::prune();
                 crate::store::history::prune();
                 crate::store::deliveries::prune(gucs::done_retention_s());

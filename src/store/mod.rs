@@ -30,6 +30,7 @@ pub mod paid_calls;
 pub mod products;
 pub mod recurring;
 pub mod rejects;
+pub mod resync;
 pub mod runs;
 pub mod token;
 pub mod transactions;

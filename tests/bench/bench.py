@@ -227,7 +227,7 @@ def bench_ingest(emu, items_n, per_item):
             for item_id, page in pages:
                 for t in page["added"] + page["modified"]:
                     rc.execute(f"""INSERT INTO public.rowwise_txn ({COLS}) SELECT {EXTRACT} FROM (SELECT %s::jsonb AS e) x
-                                   ON CONFLICT (transaction_id) DO UPDATE SET amount = EXCLUDED.amount, data = EXCLUDED.data,
+                                   ON CONFLICT (transaction_id, item_id) DO UPDATE SET amount = EXCLUDED.amount, data = EXCLUDED.data,
                                    pending = EXCLUDED.pending, updated_at = now()""", (item_id, json.dumps(t)))
                 for r in page["removed"]:
                     rc.execute("UPDATE public.rowwise_txn SET removed_at = now() WHERE transaction_id = %s", (r["transaction_id"],))
