@@ -57,6 +57,17 @@ pub(crate) fn counted(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> (i32, i3
     })
 }
 
+/// The (id, item_id) pairs a retention query selects: what it then deletes by id, naming the
+/// Items so that on a distributed install the delete goes to their shards only.
+pub(crate) fn old_rows(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> (Vec<i64>, Vec<String>) {
+    pgrx::spi::Spi::connect(|c| {
+        c.select(sql, None, args)
+            .expect("old rows")
+            .filter_map(|r| Some((r.get::<i64>(1).ok()??, r.get::<String>(2).ok()??)))
+            .unzip()
+    })
+}
+
 /// The final SELECT of an apply counted by `counted`.
 pub(crate) const COUNTS: &str = "
     SELECT (SELECT count(*) FILTER (WHERE inserted) FROM up)::int,

@@ -84,18 +84,12 @@ pub fn purge(item_id: &str, account_id: Option<&str>) {
 /// rejects stay whatever their age: they are what a person still has to look at. A resolved
 /// reject is written by no one, so this is a read and a delete (as `runs::prune`).
 pub fn prune_resolved(retention_s: i32, batch: i32) -> i64 {
-    let (ids, items): (Vec<i64>, Vec<String>) = pgrx::spi::Spi::connect(|c| {
-        c.select(
-            "SELECT id, item_id FROM plaid_sync.sync_rejects
-              WHERE resolved_at < now() - make_interval(secs => $1)
-              ORDER BY id LIMIT $2",
-            None,
-            &[retention_s.into(), batch.into()],
-        )
-        .expect("old rejects")
-        .filter_map(|r| Some((r.get::<i64>(1).ok()??, r.get::<String>(2).ok()??)))
-        .unzip()
-    });
+    let (ids, items) = super::old_rows(
+        "SELECT id, item_id FROM plaid_sync.sync_rejects
+          WHERE resolved_at < now() - make_interval(secs => $1)
+          ORDER BY id LIMIT $2",
+        &[retention_s.into(), batch.into()],
+    );
     if ids.is_empty() {
         return 0;
     }

@@ -118,22 +118,16 @@ pub fn purge(item_id: &str) {
 /// run is written by no one, so the delete waits for no sync; it is a read and a delete,
 /// not a multi-shard SELECT … FOR UPDATE, which a distributed install refuses. How many went.
 pub fn prune(retention_s: i32, batch: i32) -> i64 {
-    let (ids, items): (Vec<i64>, Vec<String>) = Spi::connect(|c| {
-        c.select(
-            "SELECT r.id, r.item_id FROM plaid_sync.sync_runs r
-              WHERE r.finished_at < now() - make_interval(secs => $1)
-                AND EXISTS (SELECT 1 FROM plaid_sync.sync_runs l
-                             WHERE l.item_id = r.item_id AND l.product = r.product AND l.id > r.id)
-                AND NOT EXISTS (SELECT 1 FROM plaid_sync.sync_rejects s
-                                 WHERE s.item_id = r.item_id AND s.sync_run_id = r.id)
-              ORDER BY r.id LIMIT $2",
-            None,
-            &[retention_s.into(), batch.into()],
-        )
-        .expect("old sync runs")
-        .filter_map(|r| Some((r.get::<i64>(1).ok()??, r.get::<String>(2).ok()??)))
-        .unzip()
-    });
+    let (ids, items) = super::old_rows(
+        "SELECT r.id, r.item_id FROM plaid_sync.sync_runs r
+          WHERE r.finished_at < now() - make_interval(secs => $1)
+            AND EXISTS (SELECT 1 FROM plaid_sync.sync_runs l
+                         WHERE l.item_id = r.item_id AND l.product = r.product AND l.id > r.id)
+            AND NOT EXISTS (SELECT 1 FROM plaid_sync.sync_rejects s
+                             WHERE s.item_id = r.item_id AND s.sync_run_id = r.id)
+          ORDER BY r.id LIMIT $2",
+        &[retention_s.into(), batch.into()],
+    );
     if ids.is_empty() {
         return 0;
     }
