@@ -24,7 +24,7 @@ pub fn upsert_accounts(item_id: &str, accounts_json: &str, complete: bool, raw: 
                FROM jsonb_array_elements($2::jsonb) a),
          changed AS (
              SELECT i.* FROM incoming i
-               LEFT JOIN plaid_sync.accounts old USING (account_id)
+               LEFT JOIN plaid_sync.accounts old ON old.account_id = i.account_id AND old.item_id = $1
               WHERE old.account_id IS NULL
                  OR (old.balance_available, old.balance_current, old.balance_limit,
                      old.iso_currency_code, old.unofficial_currency_code)

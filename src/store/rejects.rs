@@ -59,7 +59,7 @@ pub fn record_rejects(run_id: i64, item_id: &str, rejects: &[Reject], last: &Las
           WHERE s.item_id = $2 AND s.resolved_at IS NULL AND s.sync_run_id <> $1
             AND (s.transaction_id IS NULL AND NOT EXISTS (
                      SELECT FROM plaid_sync.sync_rejects n
-                      WHERE n.sync_run_id = $1 AND n.transaction_id IS NULL)
+                      WHERE n.item_id = $2 AND n.sync_run_id = $1 AND n.transaction_id IS NULL)
                  OR s.transaction_id <> ALL($3) AND s.transaction_id IN (
                      SELECT coalesce(a.e ->> 'transaction_id', '')
                        FROM {} p

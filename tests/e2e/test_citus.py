@@ -362,3 +362,53 @@ def test_distribute_again_or_with_a_bad_shard_count_changes_nothing(citus, conn)
     with citus.nodes[0].connect(DB) as w:
         with pytest.raises(psycopg.errors.FeatureNotSupported, match="runs on the Citus coordinator"):
             w.execute("SELECT plaid_sync.distribute()")
+
+
+def test_every_statement_a_job_runs_stays_on_one_shard(emulator, citus, conn):
+    """Citus raises on any statement split over several shards while
+    citus.multi_task_query_log_level = error: set for every session of the server (the workers
+    included), every kind of job runs, and none fails or logs one. The maintenance, which
+    scans every Item by design, is kept from running its scans (no history retention, no
+    resync) for the test's length."""
+    log_from = len(citus.log_text())
+    with citus.connect() as c:
+        c.execute("ALTER SYSTEM SET citus.multi_task_query_log_level = 'error'")
+        c.execute("ALTER SYSTEM SET plaid_sync.resync_interval = 0")
+        c.execute("ALTER SYSTEM SET plaid_sync.history_retention = 0")
+    citus.reload()
+    conn.execute("SET citus.multi_task_query_log_level = 'off'")   # the test's own counts span shards
+    try:
+        items = []
+        for n in range(4):
+            it = new_item(emulator, days=200, per_day=4)
+            if n == 0:
+                emulator("products", item_id=it["item_id"], products=["transactions", "liabilities", "investments", "recurring_transactions"],
+                         consented=["transactions", "liabilities", "investments", "recurring_transactions"])
+            emulator("add_transactions", item_id=it["item_id"], transactions=[{"amount": "12.34", "pending": True}])
+            announce(conn, it)
+            items.append(it)
+        settle(conn)
+        for it in items:
+            emulator("advance", item_id=it["item_id"], days=3)
+            for _ in range(5):
+                webhook(emulator, conn, it["item_id"])
+        login = {"error_type": "ITEM_ERROR", "error_code": "ITEM_LOGIN_REQUIRED", "error_message": "x",
+                 "display_message": None, "status": 400}
+        webhook(emulator, conn, items[1]["item_id"], code="ERROR", webhook_type="ITEM", error=login)
+        webhook(emulator, conn, items[1]["item_id"], code="LOGIN_REPAIRED", webhook_type="ITEM")
+        conn.execute("SELECT plaid_sync.plaid_request_backfill(%s)", (items[2]["item_id"],))
+        conn.execute("SELECT plaid_sync.plaid_remove_item(%s, true)", (items[3]["item_id"],))
+        settle(conn)
+        # (Coalesced and cancelled jobs say so in last_error: those are no failures.)
+        failed = conn.execute("SELECT webhook_type, webhook_code, last_error FROM plaid_sync.inbox "
+                              "WHERE status = 'failed' OR last_error LIKE 'internal error%%'").fetchall()
+        assert failed == []
+        multi = [l for l in citus.log_text()[log_from:].splitlines() if "multi-task query" in l]
+        assert multi == []
+        assert conn.execute("SELECT count(*) FROM plaid_sync.inbox WHERE status = 'done'").fetchone()[0] >= 12
+        assert_spread(citus, conn, items[:3])
+    finally:
+        with citus.connect() as c:
+            for g in ("citus.multi_task_query_log_level", "plaid_sync.resync_interval", "plaid_sync.history_retention"):
+                c.execute(f"ALTER SYSTEM RESET {g}")
+        citus.reload()
