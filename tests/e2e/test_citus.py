@@ -98,6 +98,22 @@ def new_item(emulator, **kw):
     return item
 
 
+def node_of(conn, item_id):
+    """The port of the Citus worker that holds the Item's shard."""
+    return conn.execute("SELECT n.nodeport FROM pg_dist_placement p JOIN pg_dist_node n USING (groupid) "
+                        "WHERE p.shardid = get_shard_id_for_distribution_column('plaid_sync.items', %s::text)",
+                        (item_id,)).fetchone()[0]
+
+
+def new_items(emulator, conn, n, **kw):
+    """n new Items, at least one on each Citus worker: ids are random, and a few Items can all
+    hash to one worker (3 Items do, one time in four)."""
+    items = [new_item(emulator, **kw) for _ in range(n)]
+    while len({node_of(conn, it["item_id"]) for it in items}) < 2:
+        items[-1] = new_item(emulator, **kw)
+    return items
+
+
 def announce(conn, item):
     conn.execute("SELECT plaid_sync.plaid_notify_item_created(%s, %s)", (item["item_id"], item["access_token"]))
 
@@ -160,7 +176,7 @@ def test_distribute_places_every_table_and_the_first_sync_lands_on_both_workers(
         "WHERE logicalrelid::regclass::text LIKE 'plaid_sync.%'").fetchall())
     want = dict(conn.execute("SELECT name::text, placement FROM plaid_sync.distributed_tables()").fetchall())
     assert {t: ("h" if p == "by item_id" else "n") for t, p in want.items()} == placed
-    items = [new_item(emulator, days=200, per_day=4) for _ in range(6)]
+    items = new_items(emulator, conn, 6, days=200, per_day=4)
     for it in items:
         announce(conn, it)
     settle(conn)
@@ -168,7 +184,7 @@ def test_distribute_places_every_table_and_the_first_sync_lands_on_both_workers(
 
 
 def test_incremental_changes_pending_to_posted_and_a_backfill(emulator, citus, conn):
-    items = [new_item(emulator, days=30, per_day=3) for _ in range(4)]
+    items = new_items(emulator, conn, 4, days=30, per_day=3)
     for it in items:
         emulator("add_transactions", item_id=it["item_id"], transactions=[{"amount": "12.34", "pending": True}])
         announce(conn, it)
@@ -192,7 +208,7 @@ def test_incremental_changes_pending_to_posted_and_a_backfill(emulator, citus, c
 
 
 def test_a_removed_item_announced_again_syncs_again(emulator, citus, conn):
-    items = [new_item(emulator, days=20) for _ in range(3)]
+    items = new_items(emulator, conn, 3, days=20)
     for it in items:
         announce(conn, it)
     settle(conn)
@@ -208,8 +224,7 @@ def test_a_removed_item_announced_again_syncs_again(emulator, citus, conn):
 
 def test_the_products_sync_on_the_shards(emulator, citus, conn):
     items = []
-    for _ in range(4):
-        it = new_item(emulator, days=3, per_day=1)
+    for it in new_items(emulator, conn, 4, days=3, per_day=1):
         emulator("products", item_id=it["item_id"], products=["transactions", "liabilities", "investments", "recurring_transactions"],
                  consented=["transactions", "liabilities", "investments", "recurring_transactions"])
         announce(conn, it)
@@ -235,7 +250,7 @@ def test_the_products_sync_on_the_shards(emulator, citus, conn):
 
 
 def test_a_webhook_storm_coalesces_and_leaves_every_item_exact(emulator, citus, conn):
-    items = [new_item(emulator, days=10) for _ in range(8)]
+    items = new_items(emulator, conn, 8, days=10)
     for it in items:
         announce(conn, it)
     settle(conn)
@@ -255,7 +270,7 @@ def test_a_webhook_storm_coalesces_and_leaves_every_item_exact(emulator, citus, 
 
 def test_kill_9_of_a_worker_mid_sync(emulator, citus, conn):
     item = new_item(emulator, days=400, per_day=4)  # 4 pages
-    others = [new_item(emulator, days=20) for _ in range(3)]
+    others = new_items(emulator, conn, 3, days=20)
     emulator("fault", endpoint="/transactions/sync", kind="slow", page=2, delay_ms=4000, times=1)
     announce(conn, item)
     until(lambda: conn.execute("SELECT count(*) FROM plaid_sync.sync_pages").fetchone()[0] >= 1, what="page 1 staged")
@@ -316,7 +331,7 @@ def test_an_items_events_are_sent_from_the_coordinator(emulator, citus, conn):
 def test_history_retention_and_key_rotation_run_across_the_shards(emulator, citus, conn):
     """The maintenance deletes old runs and resolved rejects with no multi-shard FOR UPDATE,
     and a key rotation reads every Item's token: both touch every shard."""
-    items = [new_item(emulator, days=5) for _ in range(4)]
+    items = new_items(emulator, conn, 4, days=5)
     for it in items:
         announce(conn, it)
     settle(conn)
@@ -379,8 +394,8 @@ def test_every_statement_a_job_runs_stays_on_one_shard(emulator, citus, conn):
     conn.execute("SET citus.multi_task_query_log_level = 'off'")   # the test's own counts span shards
     try:
         items = []
-        for n in range(4):
-            it = new_item(emulator, days=200, per_day=4)
+        # The first three on both workers; the fourth is removed at Plaid.
+        for n, it in enumerate(new_items(emulator, conn, 3, days=200, per_day=4) + [new_item(emulator, days=20)]):
             if n == 0:
                 emulator("products", item_id=it["item_id"], products=["transactions", "liabilities", "investments", "recurring_transactions"],
                          consented=["transactions", "liabilities", "investments", "recurring_transactions"])
