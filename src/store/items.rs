@@ -351,24 +351,26 @@ pub fn mark_removed(item_id: &str) {
     );
 }
 
-/// Every stored token, its row locked: (item_id, envelope). An UPDATE that changes nothing
-/// takes the locks: a distributed install refuses SELECT … FOR UPDATE across shards.
+/// Every stored token, its row locked: (item_id, envelope). Citus refuses a multi-shard
+/// FOR UPDATE: there an UPDATE that changes nothing takes the locks (one server writes none).
 pub fn sealed_tokens_for_update() -> Vec<(String, Vec<u8>)> {
+    let sql = if crate::database::citus_places("plaid_sync.items") {
+        "UPDATE plaid_sync.items SET access_token_encrypted = access_token_encrypted
+          WHERE access_token_encrypted IS NOT NULL RETURNING item_id, access_token_encrypted"
+    } else {
+        "SELECT item_id, access_token_encrypted FROM plaid_sync.items
+          WHERE access_token_encrypted IS NOT NULL ORDER BY item_id FOR UPDATE"
+    };
     pgrx::spi::Spi::connect_mut(|c| {
-        c.update(
-            "UPDATE plaid_sync.items SET access_token_encrypted = access_token_encrypted
-              WHERE access_token_encrypted IS NOT NULL RETURNING item_id, access_token_encrypted",
-            None,
-            &[],
-        )
-        .expect("read tokens")
-        .map(|r| {
-            (
-                r.get::<String>(1).expect("item_id").expect("not null"),
-                r.get::<Vec<u8>>(2).expect("token").expect("not null"),
-            )
-        })
-        .collect()
+        c.update(sql, None, &[])
+            .expect("read tokens")
+            .map(|r| {
+                (
+                    r.get::<String>(1).expect("item_id").expect("not null"),
+                    r.get::<Vec<u8>>(2).expect("token").expect("not null"),
+                )
+            })
+            .collect()
     })
 }
 
