@@ -1,67 +1,65 @@
-//! The rate limiter every process shares: a GCRA "theoretical arrival time" per endpoint (per
-//! client) and per Item, kept as atomics in shared memory, so any thread of any process can
-//! book a call without a lock or a Postgres call. Calls run at 95% of the limits in force
-//! (src/plaid/limits.rs), with a burst small enough that no sliding minute sees more than
-//! the limit; a 429 cuts that endpoint's rate and it recovers minute by minute, since Plaid's
-//! real limits differ per customer. Backlog calls (lane 1) also pass a bucket at 92% of that
-//! rate, so fresh work always finds room.
+//! The rate limiter every process shares: per endpoint (per client) and per Item, a window
+//! of the calls of the last minute, counted as Plaid counts them (src/pace_window.rs), in
+//! shared memory, so any thread of any process books a call without a Postgres call. Calls
+//! fill 95% of each limit in force (src/plaid/limits.rs) in any 60 s; a 429 cuts that
+//! endpoint's share and it recovers minute by minute, since Plaid's real limits differ per
+//! customer. Backlog calls (lane 1) also pass a window at 92% of that, so fresh work always
+//! finds room.
 
 use std::cell::Cell;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering::*};
 use std::time::Duration;
 
+use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::shmem::PGRXSharedMemory;
-use pgrx::{PgAtomic, pg_shmem_init};
 
 use crate::plaid::limits::{ENDPOINTS, Limit, index};
 
+#[path = "pace_window.rs"]
+mod window;
+use window::Window;
+
 const E: usize = ENDPOINTS.len();
-/// Per-Item buckets, found by a hash of (token, endpoint) with a few probes; a bucket whose
-/// time has passed is free for another Item. Only when every probe is busy do two Items
-/// share one, which errs on the slow side.
+/// The client's windows hold 4,096 calls; a larger limit is paced as shorter windows.
+const CLIENT_LOG: usize = 4_096;
+const ITEM_LOG: usize = 16;
+/// Per-Item windows, found by a hash of (token, endpoint) with a few probes; a window with no
+/// call in the last minute is free for another Item. Only when every probe is busy do two
+/// Items share one, which errs on the slow side.
 const ITEM_SLOTS: usize = 16_384;
 const PROBES: usize = 8;
 const SHARE: f64 = 0.95;
 const BULK_SHARE: f64 = 0.92;
-const MIN_FACTOR: u32 = 100; // permille of the configured rate
+const MAX_CUT: u32 = 900; // permille of the configured rate a 429 can take away
 const PENALTY_NS: u64 = 1_000_000_000;
 
+/// All zeros is the starting state: it is allocated zeroed, never built on a stack.
+#[repr(C)]
 pub struct PaceShm {
-    client: [AtomicU64; E],
-    bulk: [AtomicU64; E],
-    /// Permille of the configured rate, cut by 429s; and when it last changed.
-    factor: [AtomicU32; E],
-    factor_at: [AtomicU64; E],
+    client: [Window<CLIENT_LOG>; E],
+    bulk: [Window<CLIENT_LOG>; E],
+    /// No call before this (a 429 was just seen).
+    hold: [AtomicU64; E],
+    /// Permille of the configured rate cut by 429s; and when it last changed.
+    cut: [AtomicU32; E],
+    cut_at: [AtomicU64; E],
     in_flight: [AtomicI32; E],
     /// (second << 24 | count) per second of the last minute, and per minute of the last hour.
     calls: [[AtomicU64; 60]; E],
     throttled: [[AtomicU64; 60]; E],
-    item: [AtomicU64; ITEM_SLOTS],
+    item: [Window<ITEM_LOG>; ITEM_SLOTS],
     item_key: [AtomicU64; ITEM_SLOTS],
 }
-unsafe impl PGRXSharedMemory for PaceShm {}
 
-impl Default for PaceShm {
-    fn default() -> Self {
-        use std::array::from_fn;
-        PaceShm {
-            client: from_fn(|_| AtomicU64::new(0)),
-            bulk: from_fn(|_| AtomicU64::new(0)),
-            factor: from_fn(|_| AtomicU32::new(1000)),
-            factor_at: from_fn(|_| AtomicU64::new(0)),
-            in_flight: from_fn(|_| AtomicI32::new(0)),
-            calls: from_fn(|_| from_fn(|_| AtomicU64::new(0))),
-            throttled: from_fn(|_| from_fn(|_| AtomicU64::new(0))),
-            item: from_fn(|_| AtomicU64::new(0)),
-            item_key: from_fn(|_| AtomicU64::new(0)),
-        }
-    }
+fn zeroed() -> Box<PaceShm> {
+    // SAFETY: every field is an atomic or an array of them, for which zero is a value.
+    unsafe { Box::<PaceShm>::new_zeroed().assume_init() }
 }
 
-static SHARED: PgAtomic<PaceShm> = unsafe { PgAtomic::new(c"plaid_sync_pace") };
-static PRELOADED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static mut SHARED: *const PaceShm = std::ptr::null();
+static mut PREV_REQUEST: pg_sys::shmem_request_hook_type = None;
+static mut PREV_STARTUP: pg_sys::shmem_startup_hook_type = None;
 /// Without preloading (plaid_process_inbox only), each backend paces itself.
 static LOCAL: OnceLock<Box<PaceShm>> = OnceLock::new();
 
@@ -70,17 +68,54 @@ thread_local! {
     static LANE: Cell<i16> = const { Cell::new(0) };
 }
 
-/// In the postmaster, while preloading.
+/// In the postmaster, while preloading: asks for the shared memory, zeroed when it is made.
 pub fn init() {
-    pg_shmem_init!(SHARED);
-    PRELOADED.store(true, Relaxed);
+    unsafe {
+        PREV_REQUEST = pg_sys::shmem_request_hook;
+        pg_sys::shmem_request_hook = Some(request);
+        PREV_STARTUP = pg_sys::shmem_startup_hook;
+        pg_sys::shmem_startup_hook = Some(startup);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn request() {
+    unsafe {
+        if let Some(prev) = PREV_REQUEST {
+            prev();
+        }
+        pg_sys::RequestAddinShmemSpace(size_of::<PaceShm>());
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn startup() {
+    unsafe {
+        if let Some(prev) = PREV_STARTUP {
+            prev();
+        }
+        let lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock; // AddinShmemInitLock
+        pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let mut found = false;
+        let p = pg_sys::ShmemInitStruct(
+            c"plaid_sync_pace".as_ptr(),
+            size_of::<PaceShm>(),
+            &mut found,
+        )
+        .cast::<PaceShm>();
+        if !found {
+            std::ptr::write_bytes(p, 0, 1);
+        }
+        SHARED = p;
+        pg_sys::LWLockRelease(lock);
+    }
 }
 
 fn state() -> &'static PaceShm {
-    if PRELOADED.load(Relaxed) {
-        SHARED.get()
-    } else {
-        LOCAL.get_or_init(Default::default)
+    // SAFETY: set once in the postmaster before any backend or worker is forked.
+    match unsafe { SHARED.as_ref() } {
+        Some(s) => s,
+        None => LOCAL.get_or_init(zeroed),
     }
 }
 
@@ -98,31 +133,33 @@ fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Books one call on a GCRA bucket arriving at `at`: the wait until it conforms.
-fn book(tat: &AtomicU64, at: u64, interval: u64, tolerance: u64) -> u64 {
-    let mut old = tat.load(Acquire);
-    loop {
-        let t = old.max(at);
-        let wait = t.saturating_sub(tolerance).saturating_sub(at);
-        match tat.compare_exchange_weak(old, t + interval, AcqRel, Acquire) {
-            Ok(_) => return wait,
-            Err(now) => old = now,
-        }
+/// Calls a window of `per_minute` admits at `share` of it (at least one).
+fn allowed(per_minute: u32, share: f64) -> u32 {
+    ((per_minute as f64 * share) as u32).max(1)
+}
+
+/// Sleeps until a window's booked time; the slot it was booked in.
+fn wait_for((t, slot): (u64, usize)) -> usize {
+    let now = now_ns();
+    if t > now {
+        std::thread::sleep(Duration::from_nanos(t - now));
+    }
+    slot
+}
+
+/// Windows of either size, for recording when a call they let through really went.
+trait Settle {
+    fn settle(&self, slot: usize, t: u64);
+}
+
+impl<const C: usize> Settle for Window<C> {
+    fn settle(&self, slot: usize, t: u64) {
+        Window::settle(self, slot, t)
     }
 }
 
-/// (interval, tolerance) in ns for `per_minute` at `share` (at most 95%) of it. A minute then
-/// holds at most share × limit + burst + 1 calls, so the burst is 5% of the limit less one.
-fn gcra(per_minute: u32, share: f64) -> (u64, u64) {
-    let interval = (60e9 / (per_minute as f64 * share)) as u64;
-    (
-        interval,
-        interval * (per_minute as u64 / 20).saturating_sub(1),
-    )
-}
-
-/// The bucket of one Item and endpoint (`key` is never 0).
-fn item_bucket(s: &PaceShm, key: u64, now: u64) -> &AtomicU64 {
+/// The window of one Item and endpoint (`key` is never 0).
+fn item_window(s: &PaceShm, key: u64, now: u64) -> &Window<ITEM_LOG> {
     let start = key as usize % ITEM_SLOTS;
     for p in 0..PROBES {
         let i = (start + p) % ITEM_SLOTS;
@@ -130,7 +167,7 @@ fn item_bucket(s: &PaceShm, key: u64, now: u64) -> &AtomicU64 {
         if k == key {
             return &s.item[i];
         }
-        let free = k == 0 || s.item[i].load(Acquire) <= now;
+        let free = k == 0 || s.item[i].idle(now);
         if free
             && s.item_key[i]
                 .compare_exchange(k, key, AcqRel, Acquire)
@@ -173,19 +210,23 @@ pub struct SharedPacer {
 }
 
 impl SharedPacer {
+    /// The share of the configured rate 429s leave this endpoint.
     fn factor(&self, i: usize, now: u64) -> f64 {
         let s = state();
-        let f = s.factor[i].load(Acquire);
-        let at = s.factor_at[i].load(Acquire);
-        if f < 1000 && now.saturating_sub(at) >= 60_000_000_000 {
+        let cut = s.cut[i].load(Acquire);
+        let at = s.cut_at[i].load(Acquire);
+        if cut > 0 && now.saturating_sub(at) >= window::MINUTE_NS {
             // A clean minute: recover 10% of the configured rate.
-            let up = (f + 100).min(1000);
-            if s.factor[i].compare_exchange(f, up, AcqRel, Acquire).is_ok() {
-                s.factor_at[i].store(now, Release);
+            let less = cut.saturating_sub(100);
+            if s.cut[i]
+                .compare_exchange(cut, less, AcqRel, Acquire)
+                .is_ok()
+            {
+                s.cut_at[i].store(now, Release);
             }
-            return up as f64 / 1000.0;
+            return (1000 - less) as f64 / 1000.0;
         }
-        f as f64 / 1000.0
+        (1000 - cut) as f64 / 1000.0
     }
 }
 
@@ -198,27 +239,37 @@ impl crate::plaid::Pacer for SharedPacer {
         let s = state();
         let now = now_ns();
         bump(&s.calls[i], now / 1_000_000_000);
-        let factor = self.factor(i, now);
         let (per_client, per_item) = self.limits[i];
-        let mut wait = 0;
-        if let Some(limit) = per_client {
-            let mut at = now;
-            if LANE.with(Cell::get) > 0 {
-                let (iv, tol) = gcra(limit, SHARE * BULK_SHARE * factor);
-                at += book(&s.bulk[i], now, iv, tol);
-            }
-            let (iv, tol) = gcra(limit, SHARE * factor);
-            wait = at - now + book(&s.client[i], at, iv, tol);
-        }
+        // Each window is booked when the one before it lets the call go, so a call waiting
+        // for its Item's minute (or a backlog call, for the backlog's share) holds no place
+        // in the client's window meanwhile: the client's stays in order, fresh calls first.
+        let mut booked = Vec::with_capacity(2);
         if let (Some(limit), Some(token)) = (per_item, access_token) {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
             (token, i).hash(&mut h);
-            let (iv, tol) = gcra(limit, SHARE);
-            let bucket = item_bucket(s, h.finish() | 1, now);
-            wait = wait.max(book(bucket, now, iv, tol));
+            let w = item_window(s, h.finish() | 1, now);
+            booked.push((
+                w as &dyn Settle,
+                wait_for(w.book(now, allowed(limit, SHARE), 0)),
+            ));
         }
-        Duration::from_nanos(wait)
+        let Some(limit) = per_client else {
+            return Duration::ZERO;
+        };
+        let factor = self.factor(i, now);
+        let hold = s.hold[i].load(Acquire);
+        if LANE.with(Cell::get) > 0 {
+            let bulk = allowed(limit, SHARE * BULK_SHARE * factor);
+            let w = &s.bulk[i];
+            booked.push((w as &dyn Settle, wait_for(w.book(now_ns(), bulk, hold))));
+        }
+        let at = now_ns();
+        let (go, _) = s.client[i].book(at, allowed(limit, SHARE * factor), hold);
+        for (w, slot) in booked {
+            w.settle(slot, go);
+        }
+        Duration::from_nanos(go - at)
     }
 
     fn in_flight(&self, path: &str, starts: bool) {
@@ -232,11 +283,21 @@ impl crate::plaid::Pacer for SharedPacer {
         let s = state();
         let now = now_ns();
         bump(&s.throttled[i], now / 60_000_000_000);
-        let f = s.factor[i].load(Acquire);
-        let _ = s.factor[i].compare_exchange(f, (f * 7 / 10).max(MIN_FACTOR), AcqRel, Acquire);
-        s.factor_at[i].store(now, Release);
+        // 30% less of what is left, down to a tenth of the configured rate; the 429s that
+        // answer one burst of calls are one signal, not one each.
+        let cut = s.cut[i].load(Acquire);
+        let at = s.cut_at[i].load(Acquire);
+        if cut == 0 || now.saturating_sub(at) >= PENALTY_NS {
+            let more = (1000 - (1000 - cut) * 7 / 10).min(MAX_CUT);
+            if s.cut[i]
+                .compare_exchange(cut, more, AcqRel, Acquire)
+                .is_ok()
+            {
+                s.cut_at[i].store(now, Release);
+            }
+        }
         // Nobody calls this endpoint for a moment.
-        let _ = s.client[i].fetch_max(now + PENALTY_NS, AcqRel);
+        s.hold[i].fetch_max(now + PENALTY_NS, AcqRel);
     }
 }
 
@@ -254,7 +315,7 @@ pub fn status() -> Vec<(&'static str, i64, i32, i64, f64)> {
                 sum(&s.calls[i], now / 1_000_000_000) as i64,
                 s.in_flight[i].load(Acquire).max(0),
                 sum(&s.throttled[i], now / 60_000_000_000) as i64,
-                s.factor[i].load(Acquire) as f64 / 1000.0,
+                (1000 - s.cut[i].load(Acquire)) as f64 / 1000.0,
             )
         })
         .collect()

@@ -1,54 +1,52 @@
 use super::*;
 
 #[test]
-fn gcra_allows_the_burst_then_paces() {
-    let tat = AtomicU64::new(0);
-    let (iv, tol) = gcra(100, SHARE); // 632 ms apart, a burst of 4 more
-    let now = 1_000_000_000_000;
-    let waits: Vec<u64> = (0..7).map(|_| book(&tat, now, iv, tol)).collect();
-    assert!(waits[..5].iter().all(|&w| w == 0), "{waits:?}");
-    assert_eq!(waits[5], iv);
-    assert_eq!(waits[6], 2 * iv);
-}
-
-#[test]
-fn items_get_buckets_of_their_own() {
-    let s = Box::<PaceShm>::default();
+fn items_get_windows_of_their_own() {
+    let s = zeroed();
     let now = 10_000_000_000_000;
-    // Two keys that hash to the same slot, both busy: two buckets.
-    let a = item_bucket(&s, 5, now) as *const _;
-    book(item_bucket(&s, 5, now), now, 1_000_000_000, 0);
-    let b = item_bucket(&s, 5 + ITEM_SLOTS as u64, now) as *const _;
+    // Two keys that hash to the same slot, the first one busy: two windows.
+    let a = item_window(&s, 5, now) as *const _;
+    item_window(&s, 5, now).book(now, 15, 0);
+    let b = item_window(&s, 5 + ITEM_SLOTS as u64, now) as *const _;
     assert_ne!(a, b);
-    assert_eq!(item_bucket(&s, 5, now) as *const _, a);
-    // Once a's time has passed, its bucket may serve another key.
-    let later = now + 2_000_000_000;
-    let c = item_bucket(&s, 5 + 2 * ITEM_SLOTS as u64, later) as *const AtomicU64;
+    assert_eq!(item_window(&s, 5, now) as *const _, a);
+    // Once a's last call is a minute old, its window may serve another key.
+    let later = now + 61_000_000_000;
+    let c = item_window(&s, 5 + 2 * ITEM_SLOTS as u64, later) as *const _;
     assert_eq!(c, a);
 }
 
 #[test]
-fn no_minute_sees_more_than_the_limit() {
-    for limit in [2u32, 15, 50, 100, 2_500] {
-        let tat = AtomicU64::new(0);
-        let (iv, tol) = gcra(limit, SHARE);
-        // Calls as fast as the limiter lets them: the times they go out.
-        let mut times = Vec::new();
-        let mut now = 5_000_000_000_000u64;
-        for _ in 0..(limit * 3) {
-            let at = now + book(&tat, now, iv, tol);
-            times.push(at);
-            now = at;
-        }
-        for (k, &t) in times.iter().enumerate() {
-            let in_minute = times[k..]
-                .iter()
-                .take_while(|&&u| u < t + 60_000_000_000)
-                .count();
-            assert!(
-                in_minute as u32 <= limit,
-                "{limit}/min: {in_minute} in one minute"
-            );
-        }
+fn shares_of_a_limit_admit_at_least_one_call() {
+    assert_eq!(allowed(2_500, SHARE), 2_375);
+    assert_eq!(allowed(50, SHARE), 47);
+    assert_eq!(allowed(2, SHARE), 1);
+    assert_eq!(allowed(100, SHARE * BULK_SHARE), 87);
+    assert_eq!(allowed(15, SHARE * 0.1), 1);
+}
+
+#[test]
+fn a_first_sync_of_five_pages_waits_for_nothing_and_429s_cut_and_recover() {
+    let pacer = SharedPacer {
+        limits: ENDPOINTS.map(crate::plaid::limits::production),
+    };
+    use crate::plaid::Pacer;
+    // Not preloaded: this process's own windows.
+    let t0 = std::time::Instant::now();
+    for _ in 0..5 {
+        assert_eq!(
+            pacer.reserve("/transactions/sync", Some("access-a")),
+            Duration::ZERO
+        );
     }
+    assert!(t0.elapsed() < Duration::from_millis(100));
+    let i = index("/accounts/get").unwrap();
+    pacer.throttled("/accounts/get");
+    pacer.throttled("/accounts/get"); // the same burst's
+    assert!((pacer.factor(i, now_ns()) - 0.7).abs() < 1e-9);
+    // The next call waits out the penalty.
+    let wait = pacer.reserve("/accounts/get", None);
+    assert!(wait > Duration::from_millis(900), "{wait:?}");
+    // A clean minute later, 10% of the rate comes back.
+    assert!((pacer.factor(i, now_ns() + 61_000_000_000) - 0.8).abs() < 1e-9);
 }

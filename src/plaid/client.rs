@@ -15,7 +15,8 @@ const MAX_BODY: u64 = 32 * 1024 * 1024;
 /// shared memory). Called from any thread: implementations make no Postgres call.
 pub trait Pacer: Send + Sync {
     /// How long to wait before calling `path` (for the Item behind `access_token`); the call is
-    /// booked for the end of the wait.
+    /// booked for the end of the wait. It may sleep first, while the Item's own allowance (or
+    /// the backlog's share) is used up, so that no other call waits behind this one.
     fn reserve(&self, path: &str, access_token: Option<&str>) -> Duration;
     /// A call to `path` starts (`true`) or ends (`false`).
     fn in_flight(&self, path: &str, starts: bool);
