@@ -10,9 +10,8 @@ use crate::database::{one, with_prepared};
 use crate::gucs;
 use crate::job::{Due, Job, Outcome, RetryPolicy};
 
-/// The statement that queues a new Item's first sync, to end a statement whose CTE `$cte`
-/// returns the new Item's `item_id` (`store::items::announce`: the Item and its first job in
-/// one statement, the common case of a notice).
+/// Queues a new Item's first sync, ending a statement whose CTE `$cte` returns the Item's
+/// `item_id` (`store::items::announce`: the Item and its first job in one statement).
 #[macro_export]
 macro_rules! queue_first_sync_from {
     ($cte:literal) => {
@@ -27,8 +26,7 @@ macro_rules! queue_first_sync_from {
 
 /// A backend notice. While an earlier identical notice for the Item still waits, this one is
 /// folded into it (its body, e.g. a webhook URL, replaced by the newer one), so repeating a
-/// notice never queues the same work twice (the fold keeps the fresher of the two lanes).
-/// Returns the inbox id.
+/// notice never queues the same work twice (the fold keeps the fresher lane). The inbox id.
 ///
 /// The fold is a lookup, not a unique index (see sql/schema.sql), so it needs the Item's row
 /// lock: two notices for one Item then run one after the other, and the second one's lookup,
@@ -41,7 +39,7 @@ pub fn enqueue_notice(
     body: &str,
     lane: i16,
 ) -> i64 {
-    crate::database::one::<bool>(
+    one::<bool>(
         "SELECT true FROM plaid_sync.items WHERE item_id = $1 FOR UPDATE",
         &[item_id.into()],
     );
@@ -52,7 +50,7 @@ pub fn enqueue_notice(
         body.into(),
         lane.into(),
     ];
-    let id = crate::database::one::<i64>(
+    let id = one::<i64>(
         "WITH queued AS (
              SELECT id FROM plaid_sync.inbox
               WHERE item_id = $3 AND webhook_type = $1 AND webhook_code = $2
@@ -358,18 +356,23 @@ pub fn retry_failed(item_id: Option<&str>) -> i64 {
     .unwrap_or(0)
 }
 
-/// Worker 0's housekeeping: drop old done and rejected rows.
+/// Worker 0's housekeeping: drop old done and rejected rows, in batches of 1,000 while they
+/// come back full, for at most a quarter second a round.
 pub fn maintenance() {
     let retention = gucs::done_retention_s();
-    if retention > 0 {
-        Spi::run_with_args(
-            "DELETE FROM plaid_sync.inbox WHERE id IN (
+    let start = std::time::Instant::now();
+    while retention > 0 && start.elapsed() < std::time::Duration::from_millis(250) {
+        let gone: Option<i64> = one(
+            "WITH gone AS (DELETE FROM plaid_sync.inbox WHERE id IN (
                  SELECT id FROM plaid_sync.inbox
                   WHERE status IN ('done', 'rejected') AND finished_at < now() - make_interval(secs => $1)
-                  ORDER BY finished_at LIMIT 1000)",
+                  ORDER BY finished_at LIMIT 1000) RETURNING 1)
+             SELECT count(*) FROM gone",
             &[retention.into()],
-        )
-        .expect("inbox retention");
+        );
+        if gone.unwrap_or(0) < 1000 {
+            return;
+        }
     }
 }
 
