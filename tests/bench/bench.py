@@ -728,7 +728,7 @@ def main():
             citus_bench.bench_citus(sys.modules[__name__], emu, 10 if q else 40, 1000)
         if "10" in only:
             import longrun_bench
-            longrun_bench.bench_longrun(sys.modules[__name__], emu, 300 if q else 2_000, 40 if q else 200)
+            longrun_bench.bench_longrun(sys.modules[__name__], emu, 300 if q else 2_000, 120 if q else 200)
     finally:
         emu.stop()
     text = f"Machine: {machine()}\n\n{table()}\n"

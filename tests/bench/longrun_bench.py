@@ -64,7 +64,7 @@ def figures(b, emu, conn, ids, probe, syncs):
     emu("advance", days=1, per_day=1)
     conn.execute(HOOKS, (ids,))
     claims = []
-    for _ in range(200):
+    for _ in range(500):
         plan = conn.execute(CLAIM).fetchone()[0]
         claims.append(plan[0]["Execution Time"])
     b.wait_idle(conn)
@@ -76,7 +76,7 @@ def figures(b, emu, conn, ids, probe, syncs):
     dead = dict(conn.execute("SELECT relname, n_dead_tup FROM pg_stat_user_tables "
                              "WHERE schemaname = 'plaid_sync' AND relname IN ('items', 'inbox')").fetchall())
     return syncs, {
-        "bytes": sizes / len(ids), "runs": runs / len(ids),
+        "bytes": float(sizes) / len(ids), "runs": runs / len(ids),
         "claim50": b.pct(claims, 50), "claim99": b.pct(claims, 99),
         "vis50": b.pct(lat, 50), "vis99": b.pct(lat, 99),
         "dead_items": dead.get("items", 0), "dead_inbox": dead.get("inbox", 0),
@@ -115,14 +115,15 @@ def bench_longrun(b, emu, items_n, rounds):
         syncs, start = figures(b, emu, conn, ids, probe, syncs)
         at_start = syncs
         t1 = time.time()
-        while syncs < rounds - 1:
+        # The end: at least `rounds` syncs per Item, and three times as many as at the start.
+        while syncs < max(rounds, 3 * at_start) - 1:
             emu("advance", days=1, per_day=1)
             conn.execute(HOOKS, (ids,))
             b.wait_idle(conn)
             syncs += 1
         rate = (syncs - at_start) * items_n / (time.time() - t1)
         syncs, end = figures(b, emu, conn, ids, probe, syncs)
-        print(f"    start {json.dumps(start)}\n    end   {json.dumps(end)}", flush=True)
+        print(f"    start {json.dumps(start, default=float)}\n    end   {json.dumps(end, default=float)}", flush=True)
 
         def within(k, slack=0.0):
             return end[k] <= start[k] * 1.1 + slack
@@ -131,9 +132,10 @@ def bench_longrun(b, emu, items_n, rounds):
         b.result("10a", f"non-data tables ({', '.join(NON_DATA)}) on disk per Item, {head} "
                         f"({start['runs']:.1f} / {end['runs']:.1f} sync_runs rows per Item; {rate:,.0f} syncs/s)",
                  f"{start['bytes'] / 1024:.1f} KB → {end['bytes'] / 1024:.1f} KB", "end ≤ start + 10%", within("bytes"))
-        b.result("10b", f"claiming a job (its search, EXPLAIN ANALYZE, 200 samples while a round is queued), {head}",
+        b.result("10b", f"claiming a job (its search, EXPLAIN ANALYZE, 500 samples while a round is queued), {head}",
                  f"p50 {start['claim50']:.2f} → {end['claim50']:.2f} ms, p99 {start['claim99']:.2f} → {end['claim99']:.2f} ms",
-                 "end ≤ start + 10% (+0.1 ms)", within("claim50", 0.1) and within("claim99", 0.1))
+                 "end ≤ start + 10% (p50 +0.1 ms, p99 +0.5 ms: 2 cores shared with the workers)",
+                 within("claim50", 0.1) and within("claim99", 0.5))
         b.result("10c", f"webhook → new transaction visible, 20 trials on an idle queue, {head}",
                  f"p50 {start['vis50']:.1f} → {end['vis50']:.1f} ms (p99 {start['vis99']:.1f} → {end['vis99']:.1f})",
                  "p50 end ≤ start + 10% (+1 ms)", within("vis50", 1.0))
