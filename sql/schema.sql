@@ -215,8 +215,10 @@ CREATE TABLE plaid_sync.transaction_rows (
     codec                     smallint NOT NULL DEFAULT 1,
     CONSTRAINT transactions_pkey PRIMARY KEY (transaction_id, item_id)
 );
--- The worker's removals and the backfill's sweep (item_id, live rows only).
-CREATE INDEX transactions_item_idx ON plaid_sync.transaction_rows (item_id) WHERE removed_at IS NULL;
+-- An Item's rows: the view filtered by item_id (what applications ask first), the worker's
+-- removals and the backfill's sweep. Removed rows too, or a query without removed_at IS NULL
+-- would scan the table.
+CREATE INDEX transactions_item_idx ON plaid_sync.transaction_rows (item_id);
 -- An account's transactions by date: what applications ask most (README, "Read your data").
 CREATE INDEX transactions_account_date_idx ON plaid_sync.transaction_rows (account_id, date);
 -- The pending row a posted one replaces (the apply's posted_over), tiny: pending rows only.

@@ -90,3 +90,11 @@ fn a_settled_call_counts_from_when_it_went() {
     assert!(!w.idle(T0 + MINUTE_NS));
     assert!(w.idle(T0 + 10_000_000_000 + 3 * MINUTE_NS));
 }
+
+#[test]
+fn a_lock_left_held_by_a_process_that_exited_is_taken_over() {
+    let w = window::<16>();
+    w.lock.store(1, Relaxed); // as a worker that exited mid-booking leaves it
+    assert_eq!(w.book(T0, 5, 0).0, T0);
+    assert_eq!(w.lock.load(Relaxed), 0);
+}

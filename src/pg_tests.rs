@@ -39,6 +39,21 @@ mod tests {
     }
 
     #[pg_test]
+    fn an_items_transactions_are_found_by_index_removed_ones_included() {
+        // Without the index the only plan is a scan of every row, which enable_seqscan = off
+        // cannot remove (a partial index on live rows does not serve this query).
+        Spi::run("SET LOCAL enable_seqscan = off").unwrap();
+        let plan = Spi::get_one::<pgrx::Json>(
+            "EXPLAIN (FORMAT JSON) SELECT * FROM plaid_sync.transactions WHERE item_id = 'x'",
+        )
+        .unwrap()
+        .unwrap();
+        let text = plan.0.to_string();
+        assert!(text.contains("transactions_item_idx"), "{text}");
+        assert!(!text.contains("Seq Scan"), "{text}");
+    }
+
+    #[pg_test]
     fn every_function_is_security_definer_with_pinned_search_path_and_no_public_execute() {
         let bad = count(
             "SELECT count(*) FROM pg_proc p
