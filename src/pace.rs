@@ -1,7 +1,7 @@
 //! The rate limiter every process shares: per endpoint (per client) and per Item, a window
 //! of the calls of the last minute, counted as Plaid counts them (src/pace_window.rs), in
 //! shared memory, so any thread of any process books a call without a Postgres call. Calls
-//! fill 95% of each limit in force (src/plaid/limits.rs) in any 60 s; a 429 cuts that
+//! fill each limit in force (src/plaid/limits.rs) less 5% in any 60 s; a 429 cuts that
 //! endpoint's share and it recovers minute by minute, since Plaid's real limits differ per
 //! customer. Backlog calls (lane 1) also pass a window at 92% of that, so fresh work always
 //! finds room.
@@ -29,7 +29,6 @@ const ITEM_LOG: usize = 16;
 /// Items share one, which errs on the slow side.
 const ITEM_SLOTS: usize = 16_384;
 const PROBES: usize = 8;
-const SHARE: f64 = 0.95;
 const BULK_SHARE: f64 = 0.92;
 const MAX_CUT: u32 = 900; // permille of the configured rate a 429 can take away
 const PENALTY_NS: u64 = 1_000_000_000;
@@ -133,9 +132,13 @@ fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Calls a window of `per_minute` admits at `share` of it (at least one).
+/// Calls a window of `per_minute` admits at `share` (at most 1) of what the limit allows less
+/// 5% kept back for calls that reach Plaid out of order (at least one). Whole calls only, so
+/// a limit under 20 is used whole (Plaid's 2 refreshes a minute stay 2; the window's margin
+/// covers the network).
 fn allowed(per_minute: u32, share: f64) -> u32 {
-    ((per_minute as f64 * share) as u32).max(1)
+    let usable = per_minute - per_minute / 20;
+    ((usable as f64 * share) as u32).max(1)
 }
 
 /// Sleeps until a window's booked time; the slot it was booked in.
@@ -251,7 +254,7 @@ impl crate::plaid::Pacer for SharedPacer {
             let w = item_window(s, h.finish() | 1, now);
             booked.push((
                 w as &dyn Settle,
-                wait_for(w.book(now, allowed(limit, SHARE), 0)),
+                wait_for(w.book(now, allowed(limit, 1.0), 0)),
             ));
         }
         let Some(limit) = per_client else {
@@ -260,12 +263,12 @@ impl crate::plaid::Pacer for SharedPacer {
         let factor = self.factor(i, now);
         let hold = s.hold[i].load(Acquire);
         if LANE.with(Cell::get) > 0 {
-            let bulk = allowed(limit, SHARE * BULK_SHARE * factor);
+            let bulk = allowed(limit, BULK_SHARE * factor);
             let w = &s.bulk[i];
             booked.push((w as &dyn Settle, wait_for(w.book(now_ns(), bulk, hold))));
         }
         let at = now_ns();
-        let (go, _) = s.client[i].book(at, allowed(limit, SHARE * factor), hold);
+        let (go, _) = s.client[i].book(at, allowed(limit, factor), hold);
         for (w, slot) in booked {
             w.settle(slot, go);
         }

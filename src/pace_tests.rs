@@ -18,11 +18,12 @@ fn items_get_windows_of_their_own() {
 
 #[test]
 fn shares_of_a_limit_admit_at_least_one_call() {
-    assert_eq!(allowed(2_500, SHARE), 2_375);
-    assert_eq!(allowed(50, SHARE), 47);
-    assert_eq!(allowed(2, SHARE), 1);
-    assert_eq!(allowed(100, SHARE * BULK_SHARE), 87);
-    assert_eq!(allowed(15, SHARE * 0.1), 1);
+    assert_eq!(allowed(2_500, 1.0), 2_375);
+    assert_eq!(allowed(50, 1.0), 48);
+    assert_eq!(allowed(15, 1.0), 15);
+    assert_eq!(allowed(2, 1.0), 2);
+    assert_eq!(allowed(100, BULK_SHARE), 87);
+    assert_eq!(allowed(15, 0.1), 1);
 }
 
 #[test]

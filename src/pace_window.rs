@@ -39,7 +39,7 @@ impl<const C: usize> Window<C> {
             .is_err()
         {
             spins += 1;
-            if spins % 64 == 0 {
+            if spins.is_multiple_of(64) {
                 std::thread::yield_now(); // the holder may be a thread waiting for a core
             }
             if spins >= 1 << 20 {

@@ -54,23 +54,26 @@ pub fn run(job: &Job, ctx: &Ctx) -> Outcome {
             Err(crate::webhook::Refusal::Retry(r)) => return Outcome::Retry(r),
         }
         // Plaid may be quicker than the backend: a webhook for an Item nobody announced yet
-        // sleeps until the announcement wakes it, or the grace ends.
-        match db(|| waiting_for_item(job.id, item_id)) {
-            Some(true) => {
-                return Outcome::Wait(format!("waiting for Item {item_id} to be announced"));
+        // sleeps until the announcement wakes it, or the grace ends. A purged Item keeps only
+        // its id: nothing Plaid says of it is kept. One step: each is a trip to the main thread.
+        let ends = db(|| match waiting_for_item(job.id, item_id) {
+            Some(true) => Some(Outcome::Wait(format!(
+                "waiting for Item {item_id} to be announced"
+            ))),
+            Some(false) => Some(Outcome::Done(Some(format!(
+                "ignored: Item {item_id} was not announced within plaid_sync.unknown_item_grace"
+            )))),
+            None if crate::store::items::purged(item_id) => Some(Outcome::Done(Some(format!(
+                "ignored: Item {item_id} was purged"
+            )))),
+            None => {
+                crate::store::items::webhook_received(item_id);
+                None
             }
-            Some(false) => {
-                return Outcome::Done(Some(format!(
-                    "ignored: Item {item_id} was not announced within plaid_sync.unknown_item_grace"
-                )));
-            }
-            None => {}
+        });
+        if let Some(outcome) = ends {
+            return outcome;
         }
-        // A purged Item keeps only its id: nothing Plaid says of it is kept.
-        if db(|| crate::store::items::purged(item_id)) {
-            return Outcome::Done(Some(format!("ignored: Item {item_id} was purged")));
-        }
-        db(|| crate::store::items::webhook_received(item_id));
     }
     match (
         job.source.as_str(),

@@ -58,11 +58,14 @@ pub(crate) fn prologue(
     product: &str,
     settings: &crate::job::JobSettings,
 ) -> Result<Callable, Outcome> {
-    let (status, cursor, token) = load_item(item_id)?;
+    let add_consented = settings.add_consented_products;
+    let (status, cursor, token, gate) = load_item_with(item_id, || {
+        crate::store::products::callable(item_id, product, add_consented)
+    })?;
     if PAUSED.contains(&status.as_str()) {
         return Err(Outcome::Done(Some(format!("skipped: Item is {status}"))));
     }
-    let Some(adds_product) = gate(item_id, product, settings) else {
+    let Some(adds_product) = gate else {
         return Err(not_callable(product));
     };
     Ok(Callable {
@@ -111,19 +114,28 @@ pub const PAUSED: &[&str] = &[
 
 /// Item, its status and its decrypted token; `Err` ends the job.
 pub(crate) fn load_item(item_id: &str) -> Result<(String, Option<String>, String), Outcome> {
+    load_item_with(item_id, || ()).map(|(status, cursor, token, ())| (status, cursor, token))
+}
+
+/// `load_item`, and `also` read in the same step: each step is a trip to the main thread and
+/// a transaction of its own, which a webhook's sync waits for.
+pub(crate) fn load_item_with<T: Send>(
+    item_id: &str,
+    also: impl FnOnce() -> T + Send,
+) -> Result<(String, Option<String>, String, T), Outcome> {
     // One statement reads the state and the token; opened on the main thread (the key is a
     // setting).
     let read = db(|| {
         crate::store::items::for_job(item_id).map(|(status, cursor, envelope)| {
             let token = crate::store::token::open_envelope(item_id, envelope.as_deref());
-            (status, cursor, token)
+            (status, cursor, token, also())
         })
     });
-    let Some((status, cursor, token)) = read else {
+    let Some((status, cursor, token, also)) = read else {
         return Err(Outcome::Done(Some(format!("Item {item_id} is not known"))));
     };
     match token {
-        Ok(Some(token)) => Ok((status, cursor, token)),
+        Ok(Some(token)) => Ok((status, cursor, token, also)),
         Ok(None) => Err(Outcome::Done(Some(format!(
             "Item {item_id} has no access token (removed)"
         )))),
