@@ -150,17 +150,6 @@ fn wait_for((t, slot): (u64, usize)) -> usize {
     slot
 }
 
-/// Windows of either size, for recording when a call they let through really went.
-trait Settle {
-    fn settle(&self, slot: usize, t: u64);
-}
-
-impl<const C: usize> Settle for Window<C> {
-    fn settle(&self, slot: usize, t: u64) {
-        Window::settle(self, slot, t)
-    }
-}
-
 /// The window of one Item and endpoint (`key` is never 0).
 fn item_window(s: &PaceShm, key: u64, now: u64) -> &Window<ITEM_LOG> {
     let start = key as usize % ITEM_SLOTS;
@@ -246,31 +235,32 @@ impl crate::plaid::Pacer for SharedPacer {
         // Each window is booked when the one before it lets the call go, so a call waiting
         // for its Item's minute (or a backlog call, for the backlog's share) holds no place
         // in the client's window meanwhile: the client's stays in order, fresh calls first.
-        let mut booked = Vec::with_capacity(2);
-        if let (Some(limit), Some(token)) = (per_item, access_token) {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            (token, i).hash(&mut h);
-            let w = item_window(s, h.finish() | 1, now);
-            booked.push((
-                w as &dyn Settle,
-                wait_for(w.book(now, allowed(limit, 1.0), 0)),
-            ));
-        }
+        let item = match (per_item, access_token) {
+            (Some(limit), Some(token)) => {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                (token, i).hash(&mut h);
+                let w = item_window(s, h.finish() | 1, now);
+                Some((w, wait_for(w.book(now, allowed(limit, 1.0), 0))))
+            }
+            _ => None,
+        };
         let Some(limit) = per_client else {
             return Duration::ZERO;
         };
         let factor = self.factor(i, now);
         let hold = s.hold[i].load(Acquire);
-        if LANE.with(Cell::get) > 0 {
-            let bulk = allowed(limit, BULK_SHARE * factor);
-            let w = &s.bulk[i];
-            booked.push((w as &dyn Settle, wait_for(w.book(now_ns(), bulk, hold))));
-        }
+        let bulk = (LANE.with(Cell::get) > 0).then(|| {
+            let share = allowed(limit, BULK_SHARE * factor);
+            wait_for(s.bulk[i].book(now_ns(), share, hold))
+        });
         let at = now_ns();
         let (go, _) = s.client[i].book(at, allowed(limit, factor), hold);
-        for (w, slot) in booked {
+        if let Some((w, slot)) = item {
             w.settle(slot, go);
+        }
+        if let Some(slot) = bulk {
+            s.bulk[i].settle(slot, go);
         }
         Duration::from_nanos(go - at)
     }

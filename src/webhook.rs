@@ -57,29 +57,26 @@ pub fn verify_job(job_id: i64, ctx: &crate::job::Ctx) -> Result<(), Refusal> {
             .ok()
             .map(|t| {
                 let r = t.first();
-                let token = r.get::<String>(2).ok().flatten();
                 // The key's cached answer in the same step: each step is a trip to the main
                 // thread, and most webhooks need nothing more.
-                let key = token.as_deref().and_then(|t| jwt::header(t).ok());
-                let cached = key.map(|(kid, _)| webhook_keys::cached(&kid));
+                let key = r.get::<String>(2).ok().flatten().map(|token| {
+                    jwt::header(&token).map(|(kid, _)| {
+                        let cached = webhook_keys::cached(&kid);
+                        (token, kid, cached)
+                    })
+                });
                 (
                     r.get::<String>(1).ok().flatten().unwrap_or_default(),
-                    token,
+                    key,
                     r.get::<i64>(3).ok().flatten().unwrap_or(0),
-                    cached,
                 )
             })
         })
     });
-    let Some((body, Some(token), received, cached)) = row else {
+    let Some((body, Some(key), received)) = row else {
         return Err(Refusal::Reject("no Plaid-Verification header".into()));
     };
-    let (kid, _) = jwt::header(&token).map_err(Refusal::Reject)?;
-    let Some(cached) = cached else {
-        return Err(Refusal::Reject(
-            "unreadable Plaid-Verification header".into(),
-        ));
-    };
+    let (token, kid, cached) = key.map_err(Refusal::Reject)?;
     let jwk_json = match cached {
         webhook_keys::Cached::Key(jwk) => jwk,
         webhook_keys::Cached::Unknown => {
