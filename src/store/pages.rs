@@ -1,5 +1,6 @@
-//! The pages of a sync run: every page but the last staged in `sync_pages` as it arrives (so
-//! memory holds one page), and the last one held in memory until the apply.
+//! The pages of a sync run: the last one held in memory until the apply, earlier ones held
+//! too while they are few (src/sync/transactions.rs), and staged in `sync_pages` past that
+//! (so memory stays bounded however large the run).
 
 use std::cell::OnceCell;
 
@@ -7,9 +8,9 @@ use pgrx::datum::DatumWithOid;
 
 use crate::database::{ParsedJson, run, run_prepared};
 
-/// The last page of a run, applied from memory instead of staged: a sync that fits in one
-/// page (most of them) leaves no row, and so no dead space, in sync_pages.
-pub struct LastPage {
+/// A page of a run held in memory instead of staged: a sync that fits in a few pages (most of
+/// them) leaves no row, and so no dead space, in sync_pages.
+pub struct HeldPage {
     pub page: i32,
     pub body: String,
     pub request_id: String,
@@ -23,13 +24,13 @@ pub struct LastPage {
 /// The last page, parsed once for every statement of the apply that reads it, and only if
 /// one does (a copied run never parses it).
 pub struct Last<'a> {
-    page: Option<&'a LastPage>,
+    page: Option<&'a HeldPage>,
     body: OnceCell<Option<ParsedJson>>,
     raw: OnceCell<Option<ParsedJson>>,
 }
 
 impl<'a> Last<'a> {
-    pub fn parse(last: Option<&'a LastPage>) -> Self {
+    pub fn parse(last: Option<&'a HeldPage>) -> Self {
         Last {
             page: last,
             body: OnceCell::new(),

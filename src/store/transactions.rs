@@ -5,7 +5,7 @@
 
 use pgrx::pg_sys;
 
-use super::LastPage;
+use super::HeldPage;
 use super::pages::{Last, pages};
 use crate::codec::copy_text::{COLUMNS, Rows};
 use crate::database::{copy_in, one, run, run_prepared, subtransaction};
@@ -273,7 +273,13 @@ pub fn purge(item_id: &str, account_id: Option<&str>) {
 /// Copies the run's staged pages in order, then the last one, and removes the pending rows the
 /// new ones post over (`posted_over`, of every page). Raises on any conflict: run it in a
 /// subtransaction.
-pub fn copy_run(run_id: i64, item_id: &str, last: &LastPage, posted_over: &[String]) {
+pub fn copy_run(
+    run_id: i64,
+    item_id: &str,
+    early: &[HeldPage],
+    last: &HeldPage,
+    posted_over: &[String],
+) {
     let rows = last
         .copy
         .as_ref()
@@ -291,6 +297,15 @@ pub fn copy_run(run_id: i64, item_id: &str, last: &LastPage, posted_over: &[Stri
         &[item_id.into()],
     );
     for page in 1..last.page {
+        // An earlier page is held in memory (a small run) or staged.
+        if let Some(rows) = early
+            .iter()
+            .find(|p| p.page == page)
+            .and_then(|p| p.copy.as_ref())
+        {
+            copy_in("plaid_sync", "transaction_rows", &COLUMNS, &rows.text, fk);
+            continue;
+        }
         let text = one::<String>(
             "SELECT copy_rows FROM plaid_sync.sync_pages WHERE sync_run_id = $1 AND page = $2",
             &[run_id.into(), page.into()],

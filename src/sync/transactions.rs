@@ -1,6 +1,8 @@
 //! A transactions sync: pages staged as they arrive, then applied with the new cursor in
 //! one transaction, and the run recorded in `sync_runs`.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use super::{from_plaid, pagination, pause_item};
 use crate::database::{db, subtransaction};
 use crate::job::{Job, Outcome};
@@ -27,18 +29,37 @@ impl pagination::FetchPage for Fetch<'_> {
         )
     }
 }
+/// Earlier pages a run can copy are held in memory up to 2 MiB (four pages of 500 rich
+/// transactions in all), so most first syncs stage nothing: no write, read back and delete of
+/// their pages. Past it, the pages held are staged and holding starts again.
+const RUN_EARLY_BYTES: usize = 2 << 20;
+/// What all of one worker's runs hold so, at most (calls_in_flight runs could hold 64 MiB).
+const WORKER_EARLY_BYTES: usize = 16 << 20;
+static WORKER_EARLY: AtomicUsize = AtomicUsize::new(0);
+
+fn hold(size: usize) -> bool {
+    WORKER_EARLY
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |h| {
+            (h + size <= WORKER_EARLY_BYTES).then_some(h + size)
+        })
+        .is_ok()
+}
+
 struct Stage {
     run_id: i64,
     job_id: i64,
     item_id: String,
     /// The last page, held: it is applied from memory, never staged.
-    held: Option<store::LastPage>,
+    held: Option<store::HeldPage>,
+    /// Earlier pages held instead of staged (each copyable, RUN_EARLY_BYTES in all at most).
+    early: Vec<store::HeldPage>,
+    early_bytes: usize,
     /// Whether every page so far can be loaded by COPY, and what their rows post over.
     copyable: store::transactions::Copyable,
 }
 impl pagination::Pages for Stage {
     /// Every page but the last is staged at once (committed on its own, in a worker, renewing
-    /// the job's lease), so memory holds one page at a time.
+    /// the job's lease), unless the run's pages so far are copyable and small.
     fn keep(
         &mut self,
         page: u32,
@@ -56,7 +77,7 @@ impl pagination::Pages for Stage {
             marked.accounts,
         );
         self.copyable.page(copy.as_ref());
-        let page = store::LastPage {
+        let page = store::HeldPage {
             page: page as i32,
             body,
             request_id: response.request_id.clone(),
@@ -64,26 +85,53 @@ impl pagination::Pages for Stage {
             copy,
             accounts,
         };
+        let size = page.body.len() + page.copy.as_ref().map_or(0, |c| c.text.len());
         if last {
             self.held = Some(page);
+        } else if !self.copyable.broken && self.early_bytes + size <= RUN_EARLY_BYTES && hold(size)
+        {
+            self.early_bytes += size;
+            self.early.push(page);
+            db(|| crate::inbox::renew_lease(self.job_id));
         } else {
+            let early = std::mem::take(&mut self.early);
+            self.release();
             db(|| {
-                store::stage_page(
-                    self.run_id,
-                    page.page,
-                    &page.body,
-                    &page.request_id,
-                    page.raw_objects.as_deref(),
-                    page.copy.as_ref().map(|c| c.text.as_str()),
-                );
+                stage_all(self.run_id, early.iter().chain([&page]));
                 crate::inbox::renew_lease(self.job_id);
             });
         }
     }
     fn discard(&mut self) {
         self.held = None;
+        self.early.clear();
+        self.release();
         self.copyable = Default::default();
         db(|| store::discard_pages(self.run_id));
+    }
+}
+
+impl Stage {
+    fn release(&mut self) {
+        WORKER_EARLY.fetch_sub(std::mem::take(&mut self.early_bytes), Ordering::SeqCst);
+    }
+}
+impl Drop for Stage {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+fn stage_all<'a>(run_id: i64, pages: impl Iterator<Item = &'a store::HeldPage>) {
+    for p in pages {
+        store::stage_page(
+            run_id,
+            p.page,
+            &p.body,
+            &p.request_id,
+            p.raw_objects.as_deref(),
+            p.copy.as_ref().map(|c| c.text.as_str()),
+        );
     }
 }
 
@@ -131,6 +179,8 @@ pub fn sync_transactions(
         job_id: job.id,
         item_id: item_id.to_string(),
         held: None,
+        early: Vec::new(),
+        early_bytes: 0,
         copyable: Default::default(),
     };
     let result = pagination::sync_pages(
@@ -142,7 +192,8 @@ pub fn sync_transactions(
     // become visible together.
     // A backfill sees stored transactions again: only the SQL apply takes those.
     let copy = (!backfill && !stage.copyable.broken).then_some(&stage.copyable.posted_over[..]);
-    db(|| finish_sync(run_id, item_id, backfill, result, stage.held.as_ref(), copy))
+    let held = (&stage.early[..], stage.held.as_ref());
+    db(|| finish_sync(run_id, item_id, backfill, result, held, copy))
 }
 
 fn finish_sync(
@@ -150,7 +201,7 @@ fn finish_sync(
     item_id: &str,
     backfill: bool,
     result: Result<pagination::Summary, (PlaidError, pagination::Summary)>,
-    last: Option<&store::LastPage>,
+    (early, last): (&[store::HeldPage], Option<&store::HeldPage>),
     copy: Option<&[String]>,
 ) -> Outcome {
     let mut rejected = 0;
@@ -163,7 +214,7 @@ fn finish_sync(
             let copied = match (last, copy) {
                 (Some(held), Some(posted_over)) if held.copy.is_some() => {
                     match subtransaction(true, || {
-                        store::transactions::copy_run(run_id, item_id, held, posted_over)
+                        store::transactions::copy_run(run_id, item_id, early, held, posted_over)
                     }) {
                         Ok(()) => true,
                         Err(why) => {
@@ -183,6 +234,8 @@ fn finish_sync(
             let mut rejects = if copied {
                 Vec::new()
             } else {
+                // The SQL apply (and a backfill's sweep) reads every page from sync_pages.
+                stage_all(run_id, early.iter());
                 store::apply_pages(run_id, item_id, &last)
             };
             rejects.extend(store::apply_accounts(run_id, item_id, &last, sent));

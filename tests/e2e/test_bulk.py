@@ -4,6 +4,8 @@ stores, row for row, and check that each refusal falls back without losing or ch
 
 import json
 
+import pytest
+
 from conftest import USED_SECRETS
 from test_correctness import Gen, page_text
 from test_storage import assert_exact
@@ -135,3 +137,34 @@ def test_a_trigger_on_transaction_rows_sees_every_copied_row(emulator, su):
     finally:
         su.execute("DROP TRIGGER see_row ON plaid_sync.transaction_rows; DROP FUNCTION public.see_row(); "
                    "DROP TABLE public.seen_rows")
+
+
+@pytest.mark.both_ways
+def test_earlier_pages_are_held_up_to_two_mebibytes_then_staged(emulator, su):
+    """A run's earlier pages stay in memory while they can be copied and come to 2 MiB at most
+    (src/sync/transactions.rs): a first sync of 1,200 transactions (three pages of about
+    570 kB) stages none, one of 8,000 (16 pages) stages those held each time the next would
+    pass 2 MiB, and both are copied and read back exactly."""
+    su.execute("""CREATE TABLE public.staged_pages (run bigint, page int);
+                  CREATE FUNCTION public.see_page() RETURNS trigger LANGUAGE plpgsql AS
+                      $$BEGIN INSERT INTO public.staged_pages VALUES (NEW.sync_run_id, NEW.page); RETURN NULL; END$$;
+                  CREATE TRIGGER see_page AFTER INSERT ON plaid_sync.sync_pages
+                      FOR EACH ROW EXECUTE FUNCTION public.see_page()""")
+    try:
+        small = announce(emulator, su, days=300, per_day=4)
+        large = announce(emulator, su, days=2000, per_day=4)
+        drain(su)
+        got = {}
+        for item_id, n in ((small, 1200), (large, 8000)):
+            got[item_id] = su.execute(
+                """SELECT r.pages, r.applied_by, (SELECT count(*) FROM public.staged_pages s WHERE s.run = r.id)
+                     FROM plaid_sync.sync_runs r WHERE r.item_id = %s AND r.product = 'transactions'""",
+                (item_id,)).fetchone()
+            assert assert_exact(emulator, su, item_id) == n
+        assert got[small] == (3, "copy", 0)
+        # Three pages held, the fourth would pass 2 MiB: the four staged; and so on.
+        assert got[large] == (16, "copy", 12)
+        assert su.execute("SELECT count(*) FROM plaid_sync.sync_pages").fetchone()[0] == 0, "applied pages are discarded"
+    finally:
+        su.execute("DROP TRIGGER see_page ON plaid_sync.sync_pages; DROP FUNCTION public.see_page(); "
+                   "DROP TABLE public.staged_pages")
