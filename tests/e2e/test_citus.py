@@ -269,11 +269,12 @@ def test_a_webhook_storm_coalesces_and_leaves_every_item_exact(emulator, citus, 
 
 
 def test_kill_9_of_a_worker_mid_sync(emulator, citus, conn):
-    item = new_item(emulator, days=400, per_day=4)  # 4 pages
+    # 13 pages: the first four are staged when the fourth would pass the 2 MiB a run holds.
+    item = new_item(emulator, days=1600, per_day=4)
     others = new_items(emulator, conn, 3, days=20)
-    emulator("fault", endpoint="/transactions/sync", kind="slow", page=2, delay_ms=4000, times=1)
+    emulator("fault", endpoint="/transactions/sync", kind="slow", page=6, delay_ms=4000, times=1)
     announce(conn, item)
-    until(lambda: conn.execute("SELECT count(*) FROM plaid_sync.sync_pages").fetchone()[0] >= 1, what="page 1 staged")
+    until(lambda: conn.execute("SELECT count(*) FROM plaid_sync.sync_pages").fetchone()[0] >= 4, what="pages 1-4 staged")
     pid = conn.execute("SELECT locked_by FROM plaid_sync.inbox WHERE item_id = %s", (item["item_id"],)).fetchone()[0]
     os.kill(pid, signal.SIGKILL)  # the coordinator's postmaster restarts every process
     time.sleep(1)
