@@ -760,7 +760,7 @@ def main():
         # and a later line wins for the sections it names.
         head = [l for l in old.splitlines() if l and not l.startswith("|")]
         commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        text = "\n".join(head) + f"\nSections {', '.join(sorted(only))} re-run at commit {commit}, {datetime.date.today()}.\n\n" \
+        text = "\n".join(head) + f"\n{'Sections' if len(only) > 1 else 'Section'} {', '.join(sorted(only, key=int))} re-run at commit {commit}, {datetime.date.today()}.\n\n" \
             + "\n".join(table().splitlines()[:2] + rows) + "\n"
     s = re.sub(r"(<!-- bench:begin -->\n).*?(<!-- bench:end -->)", lambda m: m.group(1) + text + m.group(2), s, flags=re.S)
     open(readme, "w").write(s)
