@@ -1,5 +1,5 @@
-//! A transactions sync: pages staged as they arrive, then applied with the new cursor in
-//! one transaction, and the run recorded in `sync_runs`.
+//! A transactions sync: pages held or staged as they arrive, then applied with the new cursor
+//! in one transaction, and the run recorded in `sync_runs`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -29,9 +29,9 @@ impl pagination::FetchPage for Fetch<'_> {
         )
     }
 }
-/// Earlier pages a run can copy are held in memory up to 2 MiB (four pages of 500 rich
-/// transactions in all), so most first syncs stage nothing: no write, read back and delete of
-/// their pages. Past it, the pages held are staged and holding starts again.
+/// Earlier pages a run can copy are held in memory up to 2 MiB (three pages of 500 rich
+/// transactions; the last is held apart), so most first syncs stage nothing: no write, read
+/// back and delete of their pages. Past it, the pages held are staged and holding starts again.
 const RUN_EARLY_BYTES: usize = 2 << 20;
 /// What all of one worker's runs hold so, at most (calls_in_flight runs could hold 64 MiB).
 const WORKER_EARLY_BYTES: usize = 16 << 20;
