@@ -39,7 +39,7 @@ pub mod webhook_keys;
 pub use accounts::upsert_accounts;
 pub use institutions::{institution_cached, store_institution};
 pub use items::{name_institution, update_item};
-pub use pages::{HeldPage, Last, discard_pages, stage_page};
+pub use pages::{HeldPage, Last, discard_pages, stage_held, stage_page};
 pub use rejects::{Reject, record_rejects};
 pub use transactions::{apply_accounts, apply_pages, remove_unseen};
 

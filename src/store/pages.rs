@@ -117,6 +117,20 @@ pub fn stage_page(
     );
 }
 
+/// Stages pages that were held in memory (past a run's allowance, or for the SQL apply).
+pub fn stage_held<'a>(run_id: i64, pages: impl Iterator<Item = &'a HeldPage>) {
+    for p in pages {
+        stage_page(
+            run_id,
+            p.page,
+            &p.body,
+            &p.request_id,
+            p.raw_objects.as_deref(),
+            p.copy.as_ref().map(|c| c.text.as_str()),
+        );
+    }
+}
+
 pub fn discard_pages(run_id: i64) {
     run(
         "DELETE FROM plaid_sync.sync_pages WHERE sync_run_id = $1",

@@ -97,7 +97,7 @@ impl pagination::Pages for Stage {
             let early = std::mem::take(&mut self.early);
             self.release();
             db(|| {
-                stage_all(self.run_id, early.iter().chain([&page]));
+                store::stage_held(self.run_id, early.iter().chain([&page]));
                 crate::inbox::renew_lease(self.job_id);
             });
         }
@@ -119,19 +119,6 @@ impl Stage {
 impl Drop for Stage {
     fn drop(&mut self) {
         self.release();
-    }
-}
-
-fn stage_all<'a>(run_id: i64, pages: impl Iterator<Item = &'a store::HeldPage>) {
-    for p in pages {
-        store::stage_page(
-            run_id,
-            p.page,
-            &p.body,
-            &p.request_id,
-            p.raw_objects.as_deref(),
-            p.copy.as_ref().map(|c| c.text.as_str()),
-        );
     }
 }
 
@@ -235,7 +222,7 @@ fn finish_sync(
                 Vec::new()
             } else {
                 // The SQL apply (and a backfill's sweep) reads every page from sync_pages.
-                stage_all(run_id, early.iter());
+                store::stage_held(run_id, early.iter());
                 store::apply_pages(run_id, item_id, &last)
             };
             rejects.extend(store::apply_accounts(run_id, item_id, &last, sent));
