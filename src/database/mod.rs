@@ -33,7 +33,7 @@ pub fn db<R>(f: impl FnOnce() -> R) -> R {
     if unsafe { pg_sys::IsTransactionState() } {
         f()
     } else {
-        BackgroundWorker::transaction(AssertUnwindSafe(f))
+        worker_transaction(f)
     }
 }
 
@@ -42,9 +42,7 @@ pub fn db<R>(f: impl FnOnce() -> R) -> R {
 /// ending the worker. The extension can be dropped, or a table locked, under a running worker.
 pub fn try_db<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     debug_assert!(!bridge::on_job_thread() && unsafe { !pg_sys::IsTransactionState() });
-    match catch_unwind(AssertUnwindSafe(|| {
-        BackgroundWorker::transaction(AssertUnwindSafe(f))
-    })) {
+    match catch_unwind(AssertUnwindSafe(|| worker_transaction(f))) {
         Ok(v) => Ok(v),
         Err(payload) => {
             unsafe {
@@ -56,6 +54,28 @@ pub fn try_db<R>(f: impl FnOnce() -> R) -> Result<R, String> {
             Err(panic_message(payload))
         }
     }
+}
+
+/// A transaction of a worker's own. It first takes a share of the lock DROP EXTENSION takes
+/// before any of the extension's tables: a DROP then waits for the transaction to end, and the
+/// transaction waits for a DROP under way, instead of each holding a table the other wants (a
+/// claim reads inbox then items; DROP takes items then inbox) until one is failed as a deadlock.
+fn worker_transaction<R>(f: impl FnOnce() -> R) -> R {
+    BackgroundWorker::transaction(AssertUnwindSafe(|| {
+        unsafe {
+            let ext = pg_sys::get_extension_oid(c"plaid_sync".as_ptr(), true);
+            if ext != pg_sys::InvalidOid {
+                // Taken, it also reads the catalog afresh: a DROP committed meanwhile is seen.
+                pg_sys::LockDatabaseObject(
+                    pg_sys::ExtensionRelationId,
+                    ext,
+                    0,
+                    pg_sys::AccessShareLock as pg_sys::LOCKMODE,
+                );
+            }
+        }
+        f()
+    }))
 }
 
 /// The message of a caught ERROR or Rust panic.

@@ -97,3 +97,39 @@ def test_workers_wait_quietly_for_the_extension(emulator):
             assert bad not in log, (bad, log[-3000:])
     finally:
         c.stop()
+
+
+
+def test_drop_extension_under_busy_workers_waits_for_their_transactions(emulator):
+    """DROP EXTENSION locks the extension before its tables; each worker transaction takes a
+    share of that lock first, so the DROP waits for it. Without that, a claim (inbox, then
+    items) and the DROP (items, then inbox) deadlocked now and then, failing the DROP."""
+    c = make_cluster("drop_busy", emulator, **{
+        "plaid_sync.database": "'postgres'", "plaid_sync.workers": 2, "plaid_sync.poll_interval": "'10ms'",
+        "deadlock_timeout": "'20ms'"})
+    c.start()
+    try:
+        with c.connect("postgres") as conn:
+            until(lambda: len(worker_pids(conn)) == 2, what="two workers")
+            pids = worker_pids(conn)
+            taken = 0
+            for n in range(100):
+                conn.execute("CREATE EXTENSION plaid_sync")
+                items = [announce(emulator, conn, days=3) for _ in range(4)]
+                # Jobs that cost a claim and a look at their Item each, thousands a second.
+                conn.execute("INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id) "
+                             "SELECT 'backend', 'PLAID_SYNC_TEST', 'NOOP', (%s::text[])[1 + g %% 4] "
+                             "FROM generate_series(1, 400) g", (items,))
+                time.sleep(0.005 * (n % 9))
+                taken += conn.execute("SELECT count(*) FROM plaid_sync.inbox "
+                                      "WHERE webhook_type = 'PLAID_SYNC_TEST' AND status <> 'pending'").fetchone()[0]
+                conn.execute("DROP EXTENSION plaid_sync CASCADE")  # no deadlock, however the steps fall
+            assert taken > 100, "the workers were claiming jobs when the DROPs came"
+            conn.execute("CREATE EXTENSION plaid_sync")
+            item_id = announce(emulator, conn, days=5)
+            drain(conn)
+            assert_matches_emulator(emulator, conn, item_id)
+            assert worker_pids(conn) == pids, "no worker exited"
+        assert "deadlock detected" not in c.log_text(), c.log_tail()
+    finally:
+        c.stop()
