@@ -147,28 +147,21 @@ pub fn forget_item(item_id: &str) {
     );
 }
 
-/// Claims the next due job of the lanes `first..=last` (lower lanes first) whose Item has no
-/// other job running, under a lease, and
-/// says whether more jobs are due. A job whose lease ran out, or whose process is gone (a
-/// crash), is claimable again. Within a lane jobs go by `run_after`: an Item whose job just
-/// ran has its other jobs moved behind the rest (see `record`), so one Item's pile does not
-/// starve the others.
+/// Claims the next due job of the lanes `first..=last` (lower lanes first) whose Item no
+/// worker has a job in flight for (src/busy_items.rs), under a lease, and says whether more
+/// jobs are due. A job whose lease ran out, or whose process is gone (a crash), is claimable
+/// again. Within a lane jobs go by `run_after`: an Item whose job just ran has its other jobs
+/// moved behind the rest (see `record`), so one Item's pile does not starve the others.
 pub fn claim(first: i16, last: i16) -> Option<(Job, bool)> {
     // Kept plans: an idle worker woken by a commit runs this and nothing else.
+    let busy = crate::busy_items::all();
     with_prepared(
-        "WITH busy AS MATERIALIZED (
-             -- Items with a job running in a live process: found once, not once per row the
-             -- scan passes (a pile of thousands of rows for one busy Item is skipped at the
-             -- cost of reading them, not of looking the Item up for each).
-             SELECT coalesce(array_agg(r.item_id), '{}') AS items FROM plaid_sync.inbox r
-              WHERE r.status = 'running' AND r.locked_until >= now()
-                AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.locked_by)),
-         next AS (
-             SELECT q.id FROM plaid_sync.inbox q, busy
+        "WITH next AS (
+             SELECT q.id FROM plaid_sync.inbox q
               WHERE q.lane BETWEEN $2 AND $3 AND q.status IN ('pending', 'running') AND q.run_after <= now()
                 AND (q.status = 'pending' OR q.locked_until < now()
                      OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = q.locked_by))
-                AND (q.item_id IS NULL OR q.item_id <> ALL (busy.items))
+                AND (q.item_id IS NULL OR q.item_id <> ALL ($4))
               ORDER BY q.lane, q.run_after, q.id
               LIMIT 1
               FOR UPDATE OF q SKIP LOCKED)
@@ -180,13 +173,18 @@ pub fn claim(first: i16, last: i16) -> Option<(Job, bool)> {
                    EXISTS (SELECT FROM plaid_sync.inbox m
                             WHERE m.status = 'pending' AND m.run_after <= now() AND m.id > q.id),
                    q.lane",
-        &[pg_sys::INT4OID, pg_sys::INT2OID, pg_sys::INT2OID],
+        &[
+            pg_sys::INT4OID,
+            pg_sys::INT2OID,
+            pg_sys::INT2OID,
+            pg_sys::TEXTARRAYOID,
+        ],
         |c, stmt| {
             let rows = c
                 .update(
                     stmt,
                     None,
-                    &[gucs::job_lease_s().into(), first.into(), last.into()],
+                    &[gucs::job_lease_s().into(), first.into(), last.into(), busy.into()],
                 )
                 .expect("claim job");
             let r = rows.first();

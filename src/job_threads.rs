@@ -12,6 +12,8 @@ use crate::database::bridge::{self, Bell, Task, ToMain};
 use crate::job::{Ctx, Job, Outcome};
 
 pub struct JobThreads {
+    /// The worker's index, under which its busy Items are published.
+    worker: usize,
     slots: usize,
     running: HashMap<i64, Job>,
     to_main: ToMain,
@@ -21,11 +23,13 @@ pub struct JobThreads {
 }
 
 impl JobThreads {
-    pub fn new(slots: usize) -> std::io::Result<JobThreads> {
+    pub fn new(worker: usize, slots: usize) -> std::io::Result<JobThreads> {
         quiet_job_thread_panics();
+        crate::busy_items::publish(worker, std::iter::empty()); // a previous process's
         let (tasks_tx, tasks) = channel();
         let (done_tx, done) = channel();
         Ok(JobThreads {
+            worker,
             slots,
             running: HashMap::new(),
             to_main: ToMain {
@@ -94,6 +98,7 @@ impl JobThreads {
         match started {
             Ok(_) => {
                 self.running.insert(id, job);
+                self.publish();
             }
             Err(e) => {
                 crate::runner::finish(&job, &Outcome::Retry(format!("no thread for the job: {e}")))
@@ -124,7 +129,19 @@ impl JobThreads {
                 n += 1;
             }
         }
+        if n > 0 {
+            self.publish();
+        }
         n
+    }
+
+    /// The Items of the jobs in flight, for other claims to skip. Published once the job is
+    /// recorded, so a claim that no longer skips the Item finds its job finished.
+    fn publish(&self) {
+        crate::busy_items::publish(
+            self.worker,
+            self.running.values().filter_map(|j| j.item_id.as_deref()),
+        );
     }
 }
 

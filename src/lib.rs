@@ -27,7 +27,8 @@ pub mod http;
 pub mod job;
 pub mod plaid;
 pub mod validate;
-// The database layer and the wake-up.
+// The database layer and shared memory (wake-ups, pacing, counters, busy Items).
+pub mod busy_items;
 pub mod database;
 pub mod gucs;
 pub mod pace;

@@ -110,6 +110,7 @@ pub fn init() {
     wake::init();
     crate::pace::init();
     crate::tally::init();
+    crate::busy_items::init();
     let n = gucs::workers().clamp(0, MAX_WORKERS as i32);
     for i in 0..n {
         BackgroundWorkerBuilder::new(&format!("plaid_sync worker {i}"))
@@ -136,9 +137,10 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
         gucs::database()
     );
 
-    let mut threads = JobThreads::new(gucs::calls_in_flight() as usize).unwrap_or_else(|e| {
-        error!("plaid_sync worker {index}: no eventfd for its job threads: {e}")
-    });
+    let mut threads =
+        JobThreads::new(index, gucs::calls_in_flight() as usize).unwrap_or_else(|e| {
+            error!("plaid_sync worker {index}: no eventfd for its job threads: {e}")
+        });
     let mut deliverer = crate::deliverer::Deliverer::new(threads.shared_bell());
     let mut last_maintenance: Option<Instant> = None;
     let mut skew_reported: Option<String> = None;
@@ -264,6 +266,7 @@ pub extern "C-unwind" fn plaid_sync_worker_main(arg: pg_sys::Datum) {
         }
     }
     wake::unregister_worker(index);
+    crate::busy_items::publish(index, std::iter::empty());
     // Exit code 1: the postmaster starts the worker again after plaid_sync's restart delay
     // (exit 0 would unregister it). At server shutdown nothing is restarted anyway.
     unsafe { pg_sys::proc_exit(1) };

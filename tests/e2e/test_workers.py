@@ -124,6 +124,37 @@ def test_no_transaction_is_open_while_plaid_is_called(emulator, conn):
     until(lambda: status(conn, item["item_id"]) == "healthy", what="the sync")
 
 
+
+def test_a_claim_skips_the_jobs_of_an_item_in_flight_on_any_worker(emulator, conn):
+    """The Items with a job in flight are in shared memory (src/busy_items.rs): while one
+    Item's Plaid call hangs, no worker claims its pile of jobs only to give them back, and
+    another Item's job runs meanwhile."""
+    until(lambda: idle(conn), what="an idle queue")
+    x, y = new_item(emulator, days=3), new_item(emulator, days=3)
+    announce(conn, x)
+    announce(conn, y)
+    until(lambda: status(conn, x["item_id"]) == status(conn, y["item_id"]) == "healthy", what="both syncs")
+    emulator("fault", endpoint="/transactions/sync", kind="slow", delay_ms=4000, times=1)
+    w = emulator("webhook", item_id=x["item_id"], webhook_type="TRANSACTIONS", webhook_code="SYNC_UPDATES_AVAILABLE")
+    conn.execute("SELECT plaid_sync.plaid_receive_webhook(%s, %s)", (w["body"], w["plaid_verification"]))
+    until(lambda: emulator("requests")["requests"][-1]["path"] == "/transactions/sync", what="the slow call")
+    noop = ("INSERT INTO plaid_sync.inbox (source, webhook_type, webhook_code, item_id) "
+            "SELECT 'backend', 'PLAID_SYNC_TEST', 'NOOP', %s FROM generate_series(1, %s) RETURNING id, run_after")
+    with conn.transaction():  # one commit, which wakes a worker
+        pile = dict(conn.execute(noop, (x["item_id"], 50)).fetchall())
+        other = conn.execute(noop, (y["item_id"], 1)).fetchone()[0]
+    until(lambda: conn.execute("SELECT status FROM plaid_sync.inbox WHERE id = %s", (other,)).fetchone()[0] == "done",
+          timeout=2, every=0.02, what="the other Item's job, while the call hangs")
+    time.sleep(0.5)  # both workers look again meanwhile (a commit, 200 ms while busy)
+    now = dict(conn.execute("SELECT id, run_after FROM plaid_sync.inbox WHERE id = ANY(%s) "
+                            "AND status = 'pending' AND attempts = 0", (list(pile),)).fetchall())
+    assert now == pile, "a job of the Item in flight was claimed and given back"
+    assert conn.execute("SELECT count(*) FROM plaid_sync.inbox WHERE item_id = %s AND status = 'running'",
+                        (x["item_id"],)).fetchone()[0] == 1
+    until(lambda: idle(conn), what="the pile, once the call ends")
+    assert conn.execute("SELECT count(*) FROM plaid_sync.inbox WHERE id = ANY(%s) AND status = 'done'",
+                        (list(pile),)).fetchone()[0] == 50
+
 def test_sighup_reloads_the_api_url(wc, emulator, conn):
     item = new_item(emulator)
     set_conf(wc, api_url="http://127.0.0.1:9", max_attempts=1000, retry_max_delay="200ms")
