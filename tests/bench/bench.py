@@ -135,8 +135,11 @@ COLS = """transaction_id, item_id, account_id, amount, iso_currency_code, unoffi
 
 def settle(conn):
     """A timed load starts with no dirty buffers to write and no autovacuum at work: the rows
-    the load before it wrote wake autovacuum, which takes one of the two cores for seconds."""
+    the load before it wrote wake autovacuum, which takes one of the two cores for seconds.
+    With fsync off, a checkpoint leaves its writes (and an earlier section's) to the kernel,
+    which flushes them while the next load runs: sync() flushes them first."""
     conn.execute("CHECKPOINT")
+    os.sync()
     for _ in range(600):
         if not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'").fetchone()[0]:
             return
@@ -301,6 +304,7 @@ def bench_latency(emu, trials):
     try:
         conn, probe = c.connect("bench"), c.connect("bench")
         wait_workers(conn, 2)
+        settle(conn)  # in a whole run, straight after section 1's gigabytes
         created, hooked = [], []
         for _ in range(trials):
             it = emu("items", count=1, days=25, per_day=4)["items"][0]
