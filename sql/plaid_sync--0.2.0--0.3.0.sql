@@ -11,8 +11,8 @@ ALTER FUNCTION plaid_sync.plaid_process_inbox(integer)
     SET DateStyle = 'ISO, MDY' SET IntervalStyle = 'postgres' SET TimeZone = 'UTC'
     SET extra_float_digits = 1 SET bytea_output = 'hex';
 
--- The Items with a job running, which a claim now reads once instead of once per row it
--- skips (a pile of forged webhooks for one Item made each claim quadratic).
+-- Whether a claimed job's Item has another job running, read without passing the Item's
+-- pile of pending rows (a pile of forged webhooks for one Item made each claim quadratic).
 CREATE INDEX inbox_running_idx ON plaid_sync.inbox (item_id) WHERE status = 'running';
 
 -- plaid_notify takes its body as text and parses it itself. Given jsonb, Postgres parsed the

@@ -318,8 +318,9 @@ CREATE INDEX inbox_due_idx ON plaid_sync.inbox (lane, run_after, id) WHERE statu
 -- of a repeated backend notice (src/inbox.rs). No unique index does that fold: every index
 -- here is paid by every notice and webhook, and the Item's row lock already orders them.
 CREATE INDEX inbox_item_open_idx ON plaid_sync.inbox (item_id) WHERE status IN ('pending', 'running');
--- The Items with a job running, which a claim reads once (src/inbox.rs). Rows enter it
--- only when claimed, so a notice or webhook never pays for it.
+-- Whether the claimed job's Item has another job running (src/runner.rs, lock_item), read
+-- without passing the Item's pile of pending rows. Rows enter it only when claimed, so a
+-- notice or webhook never pays for it.
 CREATE INDEX inbox_running_idx ON plaid_sync.inbox (item_id) WHERE status = 'running';
 -- Retention deletes old done and rejected rows (a flood of forged webhooks cannot fill the disk).
 CREATE INDEX inbox_finished_idx ON plaid_sync.inbox (finished_at) WHERE status IN ('done', 'rejected');
