@@ -8,14 +8,12 @@
 //! given back, and a stale one (a worker that exited, until it starts again) a short delay.
 //! Without preloading there are no workers, and nothing is busy.
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-
 use pgrx::lwlock::PgLwLock;
 use pgrx::pg_shmem_init;
 use pgrx::prelude::*;
 use pgrx::shmem::PGRXSharedMemory;
 
-use crate::wake::MAX_WORKERS;
+use crate::wake::{MAX_WORKERS, preloaded};
 
 /// `plaid_sync.calls_in_flight` at most: one job per slot.
 pub const SLOTS: usize = 64;
@@ -50,17 +48,15 @@ impl Default for BusyItems {
 unsafe impl PGRXSharedMemory for BusyItems {}
 
 static BUSY: PgLwLock<BusyItems> = unsafe { PgLwLock::new(c"plaid_sync_busy_items") };
-static PRELOADED: AtomicBool = AtomicBool::new(false);
 
-/// In the postmaster, while preloading.
+/// In the postmaster, while preloading (`wake::preloaded()` then says the memory is there).
 pub fn init() {
     pg_shmem_init!(BUSY);
-    PRELOADED.store(true, Relaxed);
 }
 
 /// Worker `index`'s Items now (a worker starting or leaving publishes none).
 pub fn publish<'a>(index: usize, items: impl Iterator<Item = &'a str>) {
-    if !PRELOADED.load(Relaxed) || index >= MAX_WORKERS {
+    if !preloaded() || index >= MAX_WORKERS {
         return;
     }
     let mut slots = [EMPTY; SLOTS];
@@ -78,7 +74,7 @@ pub fn publish<'a>(index: usize, items: impl Iterator<Item = &'a str>) {
 
 /// Every Item some worker has a job in flight for.
 pub fn all() -> Vec<String> {
-    if !PRELOADED.load(Relaxed) {
+    if !preloaded() {
         return Vec::new();
     }
     let busy = BUSY.share();

@@ -4,7 +4,7 @@
 //! Without preloading (`plaid_process_inbox` only) each backend counts its own.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use pgrx::prelude::*;
 use pgrx::shmem::PGRXSharedMemory;
@@ -27,17 +27,15 @@ pub struct Tally {
 unsafe impl PGRXSharedMemory for Tally {}
 
 static SHARED: PgAtomic<Tally> = unsafe { PgAtomic::new(c"plaid_sync_tally") };
-static PRELOADED: AtomicBool = AtomicBool::new(false);
 static LOCAL: OnceLock<Tally> = OnceLock::new();
 
-/// In the postmaster, while preloading.
+/// In the postmaster, while preloading (`wake::preloaded()` then says the memory is there).
 pub fn init() {
     pg_shmem_init!(SHARED);
-    PRELOADED.store(true, Relaxed);
 }
 
 fn tally() -> &'static Tally {
-    if PRELOADED.load(Relaxed) {
+    if crate::wake::preloaded() {
         SHARED.get()
     } else {
         LOCAL.get_or_init(Default::default)
