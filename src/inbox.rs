@@ -6,7 +6,7 @@
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
-use crate::database::{one, with_prepared};
+use crate::database::{one, rows, run, with_prepared};
 use crate::gucs;
 use crate::job::{Due, Job, Outcome, RetryPolicy};
 
@@ -206,18 +206,17 @@ pub fn claim(first: i16, last: i16) -> Option<(Job, bool)> {
 
 /// A long sync keeps its job's lease alive page by page.
 pub fn renew_lease(job_id: i64) {
-    Spi::run_with_args(
+    run(
         "UPDATE plaid_sync.inbox SET locked_until = now() + make_interval(secs => $2)
           WHERE id = $1 AND status = 'running'",
         &[job_id.into(), gucs::job_lease_s().into()],
-    )
-    .expect("renew lease");
+    );
 }
 
 /// Gives a claimed job back untouched (its Item is busy elsewhere), or folds it into an
 /// identical notice queued meanwhile.
 pub fn release(job: &Job) {
-    Spi::run_with_args(
+    run(
         "WITH twin AS (
              SELECT q.id FROM plaid_sync.inbox q
                JOIN plaid_sync.inbox me ON q.item_id = me.item_id AND q.webhook_type = me.webhook_type
@@ -233,38 +232,31 @@ pub fn release(job: &Job) {
                 run_after = now() + interval '200 milliseconds'
           WHERE id = $1",
         &[job.id.into()],
-    )
-    .expect("release job");
+    );
 }
 
 /// Sync triggers of the job's Item queued behind it: (id, came from Plaid).
 pub fn queued_triggers(job: &Job) -> Vec<(i64, bool)> {
-    Spi::connect(|c| {
-        c.select(
-            "SELECT id, source = 'plaid' FROM plaid_sync.inbox
+    rows(
+        "SELECT id, source = 'plaid' FROM plaid_sync.inbox
               WHERE item_id = $2 AND status = 'pending' AND id <> $1 AND webhook_type = 'TRANSACTIONS'
                 AND webhook_code <> 'RECURRING_TRANSACTIONS_UPDATE'
                 AND NOT (source = 'backend' AND webhook_code = 'REFRESH')
                 AND NOT (source = 'backend' AND webhook_code = 'HISTORICAL_UPDATE')
               ORDER BY id LIMIT 10000",
-            None,
-            &[job.id.into(), job.item_id.as_deref().into()],
-        )
-        .expect("queued triggers")
-        .filter_map(|r| Some((r.get::<i64>(1).ok()??, r.get::<bool>(2).ok()??)))
-        .collect()
-    })
+        &[job.id.into(), job.item_id.as_deref().into()],
+        |r| Some((r.get::<i64>(1).ok()??, r.get::<bool>(2).ok()??)),
+    )
 }
 
 /// The rows `absorbed` are done: job `into` does their work.
 pub fn mark_coalesced(into: i64, absorbed: Vec<i64>) {
-    Spi::run_with_args(
+    run(
         "UPDATE plaid_sync.inbox SET status = 'done', finished_at = now(),
                 last_error = 'coalesced into job ' || $1
           WHERE id = ANY($2) AND status = 'pending'",
         &[into.into(), absorbed.into()],
-    )
-    .expect("coalesce");
+    );
 }
 
 /// For a Plaid-origin job whose Item is not announced: Some(true) while it may still wait,
@@ -301,7 +293,7 @@ pub fn record(job: &Job, outcome: &Outcome) {
         Due::In(ms) => (1, ms),
         Due::GraceEnd => (2, 0),
     };
-    Spi::run_with_args(
+    run(
         "WITH me AS (
              UPDATE plaid_sync.inbox SET status = $2, last_error = $3, locked_until = NULL, locked_by = NULL,
                     attempts = attempts - $5,
@@ -325,8 +317,7 @@ pub fn record(job: &Job, outcome: &Outcome) {
             due_kind.into(),
             gucs::unknown_item_grace_s().into(),
         ],
-    )
-    .expect("record job");
+    );
 }
 
 /// Puts failed jobs (of one Item, or all) back in the queue; returns how many. A failed

@@ -364,4 +364,34 @@ mod tests {
             Some("origin")
         );
     }
+    /// One statement, kept per backend: a plan per set of parameter types (reading an int8
+    /// as the int4 plan's would be wrong), a statement run from inside another's rows, and a
+    /// plan Postgres re-makes when its table changes.
+    #[pg_test]
+    fn kept_plans_are_per_parameter_types_nest_and_follow_the_table() {
+        use crate::database::{one, rows, run};
+        const PLUS: &str = "SELECT ($1 + 1)::text";
+        assert_eq!(one::<String>(PLUS, &[41i32.into()]).as_deref(), Some("42"));
+        assert_eq!(
+            one::<String>(PLUS, &[(1i64 << 40).into()]).as_deref(),
+            Some("1099511627777")
+        );
+        assert_eq!(
+            one::<String>(PLUS, &[1.5f64.into()]).as_deref(),
+            Some("2.5")
+        );
+        run("CREATE TEMP TABLE kept (a int)", &[]);
+        run("INSERT INTO kept VALUES (1), (2)", &[]);
+        const READ: &str = "SELECT * FROM kept ORDER BY 1";
+        let nested = rows(READ, &[], |r| {
+            let a = r.get::<i32>(1).ok()??;
+            one::<i32>("SELECT $1 * 10", &[a.into()])
+        });
+        assert_eq!(nested, vec![10, 20]);
+        run("ALTER TABLE kept ADD COLUMN b text DEFAULT 'x'", &[]);
+        assert_eq!(
+            rows(READ, &[], |r| r.get::<String>(2).ok()?),
+            vec!["x", "x"]
+        );
+    }
 }

@@ -5,7 +5,7 @@
 //! `plaid_sync.items`. Both go through `plaid_sync.send_event` (sql/schema.sql), which also
 //! queues a notification webhook when `plaid_sync.notify_url` is set.
 
-use pgrx::prelude::*;
+use crate::database::run;
 
 pub fn notify(
     item_id: &str,
@@ -15,7 +15,7 @@ pub fn notify(
     modified: i32,
     removed: i32,
 ) {
-    Spi::run_with_args(
+    run(
         "SELECT plaid_sync.send_event($1, jsonb_build_object('type', 'sync', 'item_id', $1::text,
                 'product', $2::text, 'sync_run_id', $3::bigint, 'added', $4::int, 'modified', $5::int,
                 'removed', $6::int))",
@@ -27,6 +27,5 @@ pub fn notify(
             modified.into(),
             removed.into(),
         ],
-    )
-    .expect("change notice");
+    );
 }

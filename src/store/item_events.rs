@@ -14,9 +14,9 @@ pub fn evented<R>(item_id: &str, f: impl FnOnce() -> R) -> R {
         return f();
     }
     // Locked, so no other statement changes the Item between the two reads.
-    let before = state(item_id, " FOR UPDATE");
+    let before = state(item_id, true);
     let r = f();
-    if let (Some(old), Some(new)) = (before, state(item_id, "")) {
+    if let (Some(old), Some(new)) = (before, state(item_id, false)) {
         run(
             "SELECT plaid_sync.send_item_events($1, $2::jsonb, $3::jsonb)",
             &[item_id.into(), old.into(), new.into()],
@@ -26,16 +26,24 @@ pub fn evented<R>(item_id: &str, f: impl FnOnce() -> R) -> R {
 }
 
 /// A statement that may change what an Item's events report.
-pub fn run_evented(item_id: &str, sql: &str, args: &[pgrx::datum::DatumWithOid]) {
+pub fn run_evented(item_id: &str, sql: &'static str, args: &[pgrx::datum::DatumWithOid]) {
     evented(item_id, || run(sql, args));
 }
 
-fn state(item_id: &str, lock: &str) -> Option<String> {
-    one::<String>(
-        &format!(
-            "SELECT plaid_sync.item_event_state(status, error, consent_expiration_time, data, purged_at)::text
-               FROM plaid_sync.items WHERE item_id = $1{lock}"
-        ),
-        &[item_id.into()],
-    )
+fn state(item_id: &str, lock: bool) -> Option<String> {
+    macro_rules! read {
+        ($lock:literal) => {
+            concat!(
+                "SELECT plaid_sync.item_event_state(status, error, consent_expiration_time, data, purged_at)::text
+                   FROM plaid_sync.items WHERE item_id = $1",
+                $lock
+            )
+        };
+    }
+    let sql = if lock {
+        read!(" FOR UPDATE")
+    } else {
+        read!("")
+    };
+    one::<String>(sql, &[item_id.into()])
 }

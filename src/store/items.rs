@@ -242,22 +242,19 @@ pub fn destroy_sealed_token(item_id: &str) {
 /// What a job reads of the Item in one statement: its status, transactions cursor and
 /// sealed token; None for an Item nobody announced.
 pub fn for_job(item_id: &str) -> Option<(String, Option<String>, Option<Vec<u8>>)> {
-    pgrx::spi::Spi::connect(|c| {
-        let t = c
-            .select(
-                "SELECT status, transactions_cursor, access_token_encrypted
-                   FROM plaid_sync.items WHERE item_id = $1",
-                None,
-                &[item_id.into()],
-            )
-            .ok()?;
-        let r = t.first();
-        Some((
-            r.get::<String>(1).ok()??,
-            r.get::<String>(2).ok()?,
-            r.get::<Vec<u8>>(3).ok()?,
-        ))
-    })
+    crate::database::rows(
+        "SELECT status, transactions_cursor, access_token_encrypted
+           FROM plaid_sync.items WHERE item_id = $1",
+        &[item_id.into()],
+        |r| {
+            Some((
+                r.get::<String>(1).ok()??,
+                r.get::<String>(2).ok()?,
+                r.get::<Vec<u8>>(3).ok()?,
+            ))
+        },
+    )
+    .pop()
 }
 
 /// What announcing an Item found.

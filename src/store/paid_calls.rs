@@ -87,12 +87,11 @@ pub fn unmark(inbox_id: i64, request_id: Option<&str>, error: Option<&str>) {
 
 /// What came of the call a job made: `request_id` when Plaid answered it, the outcome label.
 pub fn record(inbox_id: i64, request_id: Option<&str>, outcome: &str, error: Option<&str>) {
-    Spi::run_with_args(
+    run(
         "UPDATE plaid_sync.paid_calls SET called_at = now(), request_id = $2, outcome = $3, error = $4
           WHERE inbox_id = $1",
         &[inbox_id.into(), request_id.into(), outcome.into(), error.into()],
-    )
-    .expect("record paid call");
+    );
 }
 
 /// The Item's paid calls deleted: a purge (the server's budget forgets them too).

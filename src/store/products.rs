@@ -4,9 +4,7 @@
 //! `plaid_sync.add_consented_products` is on, because that first call adds the product to the
 //! Item and Plaid starts billing it.
 
-use pgrx::prelude::*;
-
-use crate::database::one;
+use crate::database::{one, run};
 
 /// The products plaid_sync mirrors, by Plaid's names. Transactions too goes through the gate:
 /// a `/transactions/sync` on an Item without it would add it, and its billing.
@@ -21,7 +19,7 @@ pub const MIRRORED: [&str; 4] = [
 /// `absent` (its rows stay); one listed again starts over as `pending`.
 pub fn record(item_id: &str, item_json: &str) {
     let mirrored: Vec<&str> = MIRRORED.to_vec();
-    Spi::run_with_args(
+    run(
         "WITH i AS (SELECT $2::jsonb AS j),
          listed AS (
              SELECT p, bool_or(src <> 'consented') AS owned
@@ -46,15 +44,13 @@ pub fn record(item_id: &str, item_json: &str) {
                 updated_at = EXCLUDED.updated_at
           WHERE ip.consented_only IS DISTINCT FROM EXCLUDED.consented_only OR ip.state = 'absent'",
         &[item_id.into(), item_json.into(), mirrored.into()],
-    )
-    .expect("record products");
+    );
     // An Item linked without Transactions still gets its row, saying why it is not synced.
-    Spi::run_with_args(
+    run(
         "INSERT INTO plaid_sync.item_products (item_id, product, state)
          VALUES ($1, 'transactions', 'absent') ON CONFLICT DO NOTHING",
         &[item_id.into()],
-    )
-    .expect("record transactions");
+    );
 }
 
 /// Whether plaid_sync may call `product`'s endpoints for the Item now: the Item has it, and
@@ -73,47 +69,43 @@ pub fn callable(item_id: &str, product: &str, add_consented: bool) -> Option<boo
 
 /// A product's endpoint answered and its rows are applied.
 pub fn synced(item_id: &str, product: &str) {
-    Spi::run_with_args(
+    run(
         "UPDATE plaid_sync.item_products SET state = 'ok', last_synced_at = now(),
                 last_attempt_at = now(), last_error = NULL, consented_only = false, updated_at = now()
           WHERE item_id = $1 AND product = $2",
         &[item_id.into(), product.into()],
-    )
-    .expect("product synced");
+    );
 }
 
 /// A call of the product's endpoint failed: the state it leaves the product in (or, for an
 /// error that is not the product's, the state it had) and Plaid's error object.
 pub fn failed(item_id: &str, product: &str, state: Option<&str>, error: &str) {
-    Spi::run_with_args(
+    run(
         "UPDATE plaid_sync.item_products SET state = coalesce($3, state), last_attempt_at = now(),
                 last_error = $4::jsonb, updated_at = now()
           WHERE item_id = $1 AND product = $2",
         &[item_id.into(), product.into(), state.into(), error.into()],
-    )
-    .expect("product failed");
+    );
 }
 
 /// An Item updated (Link update mode, new accounts): products Plaid or the user ruled out are
 /// tried again.
 pub fn reset_ruled_out(item_id: &str) {
-    Spi::run_with_args(
+    run(
         "UPDATE plaid_sync.item_products SET state = 'pending', updated_at = now()
           WHERE item_id = $1 AND state IN ('unsupported', 'no_accounts', 'needs_consent')",
         &[item_id.into()],
-    )
-    .expect("reset products");
+    );
 }
 
 /// Access granted again after a revocation marked every row removed: each product is read
 /// again from scratch after the next transactions sync (`queue_first_reads`).
 pub fn read_again(item_id: &str) {
-    Spi::run_with_args(
+    run(
         "UPDATE plaid_sync.item_products SET state = 'pending', last_synced_at = NULL, updated_at = now()
           WHERE item_id = $1 AND product <> 'transactions' AND state <> 'absent'",
         &[item_id.into()],
-    )
-    .expect("read products again");
+    );
 }
 
 /// The products read by notices, and the notices that read them: Plaid's webhooks for them.
@@ -136,20 +128,15 @@ const FIRST_READS: [(&str, &str, &str); 4] = [
 /// read queued, unless one is queued or running; recurring streams only once the history is
 /// complete (Plaid computes them from it).
 pub fn queue_first_reads(item_id: &str) {
-    let due: Vec<String> = Spi::connect(|c| {
-        c.select(
-            "SELECT ip.product FROM plaid_sync.item_products ip JOIN plaid_sync.items i USING (item_id)
-              WHERE ip.item_id = $1 AND ip.product <> 'transactions'
-                AND ip.state = 'pending' AND ip.last_synced_at IS NULL
-                AND (NOT ip.consented_only OR $2)
-                AND (ip.product <> 'recurring_transactions' OR i.historical_update_complete)",
-            None,
-            &[item_id.into(), crate::gucs::add_consented_products().into()],
-        )
-        .expect("first reads")
-        .filter_map(|r| r.get::<String>(1).ok().flatten())
-        .collect()
-    });
+    let due: Vec<String> = crate::database::rows(
+        "SELECT ip.product FROM plaid_sync.item_products ip JOIN plaid_sync.items i USING (item_id)
+          WHERE ip.item_id = $1 AND ip.product <> 'transactions'
+            AND ip.state = 'pending' AND ip.last_synced_at IS NULL
+            AND (NOT ip.consented_only OR $2)
+            AND (ip.product <> 'recurring_transactions' OR i.historical_update_complete)",
+        &[item_id.into(), crate::gucs::add_consented_products().into()],
+        |r| r.get::<String>(1).ok().flatten(),
+    );
     for (product, webhook_type, webhook_code) in FIRST_READS {
         if !due.iter().any(|d| d == product) {
             continue;
@@ -175,9 +162,8 @@ pub fn queue_first_reads(item_id: &str) {
 
 /// The Item's products deleted: a purge.
 pub fn purge(item_id: &str) {
-    Spi::run_with_args(
+    run(
         "DELETE FROM plaid_sync.item_products WHERE item_id = $1",
         &[item_id.into()],
-    )
-    .expect("purge products");
+    );
 }

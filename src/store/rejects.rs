@@ -2,7 +2,7 @@
 //! until a later sync applies it; deleted with the Item's data by a purge.
 
 use super::pages::{Last, pages};
-use crate::database::{one, run};
+use crate::database::{one, run, run_text};
 
 /// A transaction (or a page's accounts, `transaction_id` None) our code could not apply.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,7 +22,7 @@ pub fn record_rejects(run_id: i64, item_id: &str, rejects: &[Reject], last: &Las
         return; // nothing to keep and nothing to resolve
     }
     for r in rejects {
-        run(
+        run_text(
             &format!("INSERT INTO plaid_sync.sync_rejects (sync_run_id, item_id, transaction_id, page, request_id, error, data)
              SELECT $1, $2, $3, p.page, p.request_id, $4,
                     -- A marked object (src/codec/lean.rs) as Plaid sent it.
@@ -54,7 +54,7 @@ pub fn record_rejects(run_id: i64, item_id: &str, rejects: &[Reject], last: &Las
         .iter()
         .filter_map(|r| r.transaction_id.clone())
         .collect();
-    run(
+    run_text(
         &format!("UPDATE plaid_sync.sync_rejects s SET resolved_at = now()
           WHERE s.item_id = $2 AND s.resolved_at IS NULL AND s.sync_run_id <> $1
             AND (s.transaction_id IS NULL AND NOT EXISTS (

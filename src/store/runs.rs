@@ -3,7 +3,7 @@
 
 use pgrx::prelude::*;
 
-use crate::database::{one, run};
+use crate::database::{one, rows, run};
 
 /// Opens a run for job `inbox_id`; its id. `product` is Plaid's name (transactions when None,
 /// the column's default).
@@ -83,18 +83,13 @@ pub fn close_abandoned(inbox_id: i64, item_id: Option<&str>) {
 }
 
 fn abandoned(inbox_id: i64, item_id: &str) -> Vec<i64> {
-    Spi::connect_mut(|c| {
-        c.update(
-            "UPDATE plaid_sync.sync_runs SET outcome = 'failed', finished_at = now(),
-                    error = 'abandoned: the process running it stopped'
-              WHERE item_id = $2 AND inbox_id = $1 AND outcome = 'running' RETURNING id",
-            None,
-            &[inbox_id.into(), item_id.into()],
-        )
-        .expect("close abandoned runs")
-        .filter_map(|r| r.get::<i64>(1).ok().flatten())
-        .collect()
-    })
+    rows(
+        "UPDATE plaid_sync.sync_runs SET outcome = 'failed', finished_at = now(),
+                error = 'abandoned: the process running it stopped'
+          WHERE item_id = $2 AND inbox_id = $1 AND outcome = 'running' RETURNING id",
+        &[inbox_id.into(), item_id.into()],
+        |r| r.get::<i64>(1).ok().flatten(),
+    )
 }
 
 /// The Item's sync runs deleted, and their staged pages: a purge.

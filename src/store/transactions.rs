@@ -8,7 +8,7 @@ use pgrx::pg_sys;
 use super::HeldPage;
 use super::pages::{Last, pages};
 use crate::codec::copy_text::{COLUMNS, Rows};
-use crate::database::{copy_in, one, run, run_prepared, subtransaction};
+use crate::database::{copy_in, one, one_text, run, run_prepared, subtransaction};
 
 pub use super::rejects::Reject;
 
@@ -60,7 +60,7 @@ pub fn apply_accounts(
     let (text, raw) = match sent {
         Some(text) => (text.to_string(), None),
         None => {
-            let accounts = one::<pgrx::JsonB>(
+            let accounts = one_text::<pgrx::JsonB>(
                 &format!(
                     "SELECT body -> 'accounts' FROM {} p
                       WHERE jsonb_typeof(body -> 'accounts') = 'array' ORDER BY page DESC LIMIT 1",
@@ -68,7 +68,7 @@ pub fn apply_accounts(
                 ),
                 &last.with(vec![run_id.into()]),
             )?;
-            let raw = one::<pgrx::JsonB>(
+            let raw = one_text::<pgrx::JsonB>(
                 &format!(
                     "SELECT raw_objects -> 'accounts' FROM {} p
                       WHERE raw_objects IS NOT NULL ORDER BY page DESC LIMIT 1",
@@ -92,7 +92,7 @@ pub fn apply_accounts(
 
 /// The ids of every transaction the run's pages mention, sorted ('' for one without an id).
 fn staged_ids(run_id: i64, last: &Last) -> Vec<String> {
-    one::<Vec<String>>(
+    one_text::<Vec<String>>(
         &format!(
             "SELECT coalesce(array_agg(DISTINCT coalesce(a.e ->> 'transaction_id', '')), '{{}}')
            FROM {} p
@@ -224,7 +224,7 @@ fn apply(run_id: i64, item_id: &str, only: Option<&[String]>, skip: &[String], l
 
 /// A backfill saw the whole history: live rows of the Item that no page mentioned are gone.
 pub fn remove_unseen(run_id: i64, item_id: &str, last: &Last) -> i64 {
-    one::<i64>(
+    one_text::<i64>(
         &format!(
             "WITH seen AS (
              SELECT a.e ->> 'transaction_id' AS id

@@ -3,6 +3,7 @@
 
 use pgrx::prelude::*;
 
+use crate::database::run;
 use crate::plaid::jwt::UNKNOWN_KID_TTL_S;
 
 /// What the cache knows of a kid.
@@ -57,7 +58,7 @@ pub fn current_kids() -> Vec<String> {
 /// Caches a JWK (with its expiry), or that Plaid does not know `kid` (`jwk` None).
 pub fn store(kid: &str, jwk: Option<&serde_json::Value>) {
     let text = jwk.map(|j| j.to_string());
-    Spi::run_with_args(
+    run(
         "INSERT INTO plaid_sync.webhook_keys (kid, jwk, created_at, expired_at)
              SELECT $1, k, to_timestamp((k ->> 'created_at')::double precision),
                     to_timestamp((k ->> 'expired_at')::double precision)
@@ -65,8 +66,7 @@ pub fn store(kid: &str, jwk: Option<&serde_json::Value>) {
              ON CONFLICT (kid) DO UPDATE SET jwk = EXCLUDED.jwk, created_at = EXCLUDED.created_at,
                     expired_at = EXCLUDED.expired_at, fetched_at = EXCLUDED.fetched_at",
         &[kid.into(), text.into()],
-    )
-    .expect("cache key");
+    );
 }
 
 /// Keeps Plaid's keys until a day after they expired, and "unknown kid" answers only while
