@@ -83,6 +83,10 @@ def figures(b, emu, conn, ids, probe, syncs):
                                  "WHERE schemaname = 'plaid_sync' AND relname IN ('items', 'inbox')").fetchall())
         dead_items.append(dead.get("items", 0))
         dead_inbox.append(dead.get("inbox", 0))
+    # Timed as section 2 times its trials: after a CHECKPOINT, with no autovacuum at work (the
+    # rounds above leave it busy on tables that grow with the run, and it takes one of the
+    # two cores).
+    b.settle(conn)
     lat = visible(b, emu, conn, probe, 20)
     runs = conn.execute("SELECT count(*) FROM plaid_sync.sync_runs").fetchone()[0]
     return syncs, {
