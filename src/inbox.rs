@@ -4,9 +4,8 @@
 //! (`Outcome::disposition` says how), and dropped by retention or a purge.
 
 use pgrx::datum::DatumWithOid;
-use pgrx::prelude::*;
 
-use crate::database::{one, rows, run, with_prepared};
+use crate::database::{one, rows, run};
 use crate::gucs;
 use crate::job::{Due, Job, Outcome, RetryPolicy};
 
@@ -102,8 +101,7 @@ pub fn enqueue_webhook(
          VALUES ('plaid', $1, $2, $3, $4::jsonb, $4, $5)
          RETURNING id"
     };
-    let id = crate::database::one_prepared::<i64>(sql, &[pg_sys::TEXTOID; 5], &args)
-        .expect("insert returns an id");
+    let id = crate::database::one::<i64>(sql, &args).expect("insert returns an id");
     crate::wake::wake_on_commit();
     id
 }
@@ -155,7 +153,7 @@ pub fn forget_item(item_id: &str) {
 pub fn claim(first: i16, last: i16) -> Option<(Job, bool)> {
     // Kept plans: an idle worker woken by a commit runs this and nothing else.
     let busy = crate::busy_items::all();
-    with_prepared(
+    rows(
         "WITH next AS (
              SELECT q.id FROM plaid_sync.inbox q
               WHERE q.lane BETWEEN $2 AND $3 AND q.status IN ('pending', 'running') AND q.run_after <= now()
@@ -173,24 +171,10 @@ pub fn claim(first: i16, last: i16) -> Option<(Job, bool)> {
                    EXISTS (SELECT FROM plaid_sync.inbox m
                             WHERE m.status = 'pending' AND m.run_after <= now() AND m.id > q.id),
                    q.lane",
-        &[
-            pg_sys::INT4OID,
-            pg_sys::INT2OID,
-            pg_sys::INT2OID,
-            pg_sys::TEXTARRAYOID,
-        ],
-        |c, stmt| {
-            let rows = c
-                .update(
-                    stmt,
-                    None,
-                    &[gucs::job_lease_s().into(), first.into(), last.into(), busy.into()],
-                )
-                .expect("claim job");
-            let r = rows.first();
-            let id = r.get::<i64>(1).ok().flatten()?;
+        &[gucs::job_lease_s().into(), first.into(), last.into(), busy.into()],
+        |r| {
             let job = Job {
-                id,
+                id: r.get::<i64>(1).ok()??,
                 source: r.get::<String>(2).ok()??,
                 webhook_type: r.get::<String>(3).ok()??,
                 webhook_code: r.get::<String>(4).ok()??,
@@ -202,6 +186,7 @@ pub fn claim(first: i16, last: i16) -> Option<(Job, bool)> {
             Some((job, r.get::<bool>(8).ok().flatten().unwrap_or(false)))
         },
     )
+    .pop()
 }
 
 /// A long sync keeps its job's lease alive page by page.
@@ -211,6 +196,24 @@ pub fn renew_lease(job_id: i64) {
           WHERE id = $1 AND status = 'running'",
         &[job_id.into(), gucs::job_lease_s().into()],
     );
+}
+
+/// A Plaid webhook's body as received, its Plaid-Verification header and when it came (Unix
+/// seconds): what its signature check reads.
+pub fn signed(job_id: i64) -> Option<(String, Option<String>, i64)> {
+    rows(
+        "SELECT raw_body, plaid_verification, extract(epoch FROM received_at)::bigint
+           FROM plaid_sync.inbox WHERE id = $1",
+        &[job_id.into()],
+        |r| {
+            Some((
+                r.get::<String>(1).ok().flatten().unwrap_or_default(),
+                r.get::<String>(2).ok().flatten(),
+                r.get::<i64>(3).ok().flatten().unwrap_or(0),
+            ))
+        },
+    )
+    .pop()
 }
 
 /// Gives a claimed job back untouched (its Item is busy elsewhere), or folds it into an

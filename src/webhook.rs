@@ -47,30 +47,16 @@ pub fn verify_job(job_id: i64, ctx: &crate::job::Ctx) -> Result<(), Refusal> {
         return Ok(());
     }
     let row = db(|| {
-        Spi::connect(|c| {
-            c.select(
-                "SELECT raw_body, plaid_verification, extract(epoch FROM received_at)::bigint
-               FROM plaid_sync.inbox WHERE id = $1",
-                None,
-                &[job_id.into()],
-            )
-            .ok()
-            .map(|t| {
-                let r = t.first();
-                // The key's cached answer in the same step: each step is a trip to the main
-                // thread, and most webhooks need nothing more.
-                let key = r.get::<String>(2).ok().flatten().map(|token| {
-                    jwt::header(&token).map(|(kid, _)| {
-                        let cached = webhook_keys::cached(&kid);
-                        (token, kid, cached)
-                    })
-                });
-                (
-                    r.get::<String>(1).ok().flatten().unwrap_or_default(),
-                    key,
-                    r.get::<i64>(3).ok().flatten().unwrap_or(0),
-                )
-            })
+        crate::inbox::signed(job_id).map(|(body, token, received)| {
+            // The key's cached answer in the same step: each step is a trip to the main
+            // thread, and most webhooks need nothing more.
+            let key = token.map(|token| {
+                jwt::header(&token).map(|(kid, _)| {
+                    let cached = webhook_keys::cached(&kid);
+                    (token, kid, cached)
+                })
+            });
+            (body, key, received)
         })
     });
     let Some((body, Some(key), received)) = row else {

@@ -40,10 +40,8 @@ fn refresh_transactions(item_id: Option<&str>) -> Result<i64> {
 /// forever.
 fn served_by_workers() -> Result<()> {
     let (workers, served) = (gucs::workers(), gucs::database());
-    let here = Spi::get_one::<String>("SELECT current_database()::text")
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let here =
+        crate::database::one::<String>("SELECT current_database()::text", &[]).unwrap_or_default();
     if workers == 0 {
         return Err(Error::not_configured(
             "paid calls are made only by the workers, and plaid_sync.workers is 0",

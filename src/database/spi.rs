@@ -15,52 +15,58 @@ thread_local! {
     /// its parameters' types; Postgres re-plans them itself when the tables change. Parsing
     /// and planning each worker statement anew was a tenth of a worker's time in a profile
     /// of a first sync. Keyed by address: hashing the text on every call showed there too.
-    static PLANS: RefCell<HashMap<(usize, usize), Vec<(Vec<pg_sys::Oid>, Rc<OwnedPreparedStatement>)>>> =
-        Default::default();
+    static PLANS: RefCell<HashMap<(usize, usize), Vec<Kept>>> = Default::default();
 }
 
-/// Runs `f` with the kept plan of `sql` (prepared on first use in this backend). `types` are
-/// the parameters' type OIDs.
-pub fn with_prepared<R>(
+/// A kept plan and the parameter types it was prepared for.
+type Kept = (Vec<pg_sys::Oid>, Rc<OwnedPreparedStatement>);
+
+/// Runs `f` with the kept plan of `sql` for its arguments' types (prepared on first use in
+/// this backend): the same text passed an `int8` must not run through a plan made for `int4`.
+fn with_kept<R>(
     sql: &'static str,
-    types: &[pg_sys::Oid],
+    args: &[DatumWithOid],
     f: impl FnOnce(&mut pgrx::spi::SpiClient<'_>, &OwnedPreparedStatement) -> R,
 ) -> R {
     in_transaction(sql);
+    // Compared in place: a statement that finds its plan allocates nothing.
+    let types = || args.iter().map(DatumWithOid::oid);
     Spi::connect_mut(|c| {
         // Not borrowed while `f` runs: it may run kept statements of its own.
         let stmt = PLANS.with(|plans| {
             let mut plans = plans.borrow_mut();
             let kept = plans.entry((sql.as_ptr() as usize, sql.len())).or_default();
-            if let Some((_, stmt)) = kept.iter().find(|(t, _)| t[..] == *types) {
+            if let Some((_, stmt)) = kept.iter().find(|(t, _)| t.iter().copied().eq(types())) {
                 return stmt.clone();
             }
-            let oids: Vec<PgOid> = types.iter().map(|t| PgOid::from(*t)).collect();
+            let oids: Vec<PgOid> = types().map(PgOid::from).collect();
             let stmt = Rc::new(
                 c.prepare_mut(sql, &oids)
                     .unwrap_or_else(|e| panic!("{sql}: {e}"))
                     .keep(),
             );
-            kept.push((types.to_vec(), stmt.clone()));
+            kept.push((types().collect(), stmt.clone()));
             stmt
         });
         f(c, &stmt)
     })
 }
 
-fn types(args: &[DatumWithOid]) -> Vec<pg_sys::Oid> {
-    args.iter().map(|a| a.oid()).collect()
-}
-
 /// The first column of the first row, or None when there is no row (or it is NULL), through
 /// a kept plan.
 pub fn one<T: FromDatum + IntoDatum>(sql: &'static str, args: &[DatumWithOid]) -> Option<T> {
-    one_prepared(sql, &types(args), args)
+    with_kept(sql, args, |c, stmt| match c.update(stmt, Some(1), args) {
+        Ok(t) => t.first().get_one::<T>().ok().flatten(),
+        Err(e) => panic!("{sql}: {e}"),
+    })
 }
 
 /// Runs a statement for its effect, through a kept plan.
 pub fn run(sql: &'static str, args: &[DatumWithOid]) {
-    run_prepared(sql, &types(args), args)
+    with_kept(sql, args, |c, stmt| {
+        c.update(stmt, None, args)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    })
 }
 
 /// `f` of every row, through a kept plan.
@@ -69,31 +75,11 @@ pub fn rows<R>(
     args: &[DatumWithOid],
     mut f: impl FnMut(&pgrx::spi::SpiHeapTupleData) -> Option<R>,
 ) -> Vec<R> {
-    with_prepared(sql, &types(args), |c, stmt| {
+    with_kept(sql, args, |c, stmt| {
         c.update(stmt, None, args)
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
             .filter_map(|r| f(&r))
             .collect()
-    })
-}
-
-/// `one` with the parameters' types given (a plan reads its arguments as these).
-pub fn one_prepared<T: FromDatum + IntoDatum>(
-    sql: &'static str,
-    types: &[pg_sys::Oid],
-    args: &[DatumWithOid],
-) -> Option<T> {
-    with_prepared(sql, types, |c, stmt| match c.update(stmt, Some(1), args) {
-        Ok(t) => t.first().get_one::<T>().ok().flatten(),
-        Err(e) => panic!("{sql}: {e}"),
-    })
-}
-
-/// `run` with the parameters' types given.
-pub fn run_prepared(sql: &'static str, types: &[pg_sys::Oid], args: &[DatumWithOid]) {
-    with_prepared(sql, types, |c, stmt| {
-        c.update(stmt, None, args)
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
     })
 }
 
@@ -105,6 +91,21 @@ pub fn one_text<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid]) -> O
         Err(pgrx::spi::SpiError::InvalidPosition) => None,
         Err(e) => panic!("{sql}: {e}"),
     }
+}
+
+/// `rows` for statement text made at run time.
+pub fn rows_text<R>(
+    sql: &str,
+    args: &[DatumWithOid],
+    mut f: impl FnMut(&pgrx::spi::SpiHeapTupleData) -> Option<R>,
+) -> Vec<R> {
+    in_transaction(sql);
+    Spi::connect_mut(|c| {
+        c.update(sql, None, args)
+            .unwrap_or_else(|e| panic!("plaid_sync: {e}"))
+            .filter_map(|r| f(&r))
+            .collect()
+    })
 }
 
 /// `run` for statement text made at run time.

@@ -9,9 +9,8 @@ pub const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The installed SQL objects' version in this database, or None without the extension.
 pub fn sql_version() -> Option<String> {
-    super::one_prepared::<String>(
+    super::one::<String>(
         "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'plaid_sync'",
-        &[],
         &[],
     )
 }

@@ -1,16 +1,14 @@
 //! Accounts, and a balance snapshot whenever an account's balances change; both marked
 //! removed or deleted when consent ends.
 
-use pgrx::pg_sys::{BOOLOID, TEXTOID};
-
-use crate::database::run_prepared;
+use crate::database::run;
 
 /// Upserts accounts from a JSON array of Plaid accounts, keeping a balance snapshot whenever
 /// an account's balances change. With `complete` (an `/accounts/get` answer), the Item's
 /// accounts missing from the list are marked removed. `raw` maps account ids to the text
 /// Plaid sent, for accounts that held characters Postgres refuses (src/plaid/storable.rs).
 pub fn upsert_accounts(item_id: &str, accounts_json: &str, complete: bool, raw: Option<&str>) {
-    run_prepared(
+    run(
         "WITH incoming AS (
              SELECT a ->> 'account_id' AS account_id, a ->> 'name' AS name,
                     a ->> 'official_name' AS official_name, a ->> 'mask' AS mask,
@@ -59,7 +57,6 @@ pub fn upsert_accounts(item_id: &str, accounts_json: &str, complete: bool, raw: 
          SELECT account_id, $1, balance_available, balance_current, balance_limit,
                 iso_currency_code, unofficial_currency_code
            FROM changed",
-        &[TEXTOID, TEXTOID, BOOLOID, TEXTOID],
         &[item_id.into(), accounts_json.into(), complete.into(), raw.into()],
     );
 }

@@ -2,8 +2,6 @@
 //! `plaid_sync.send_event` in the transaction that makes the change (sql/schema.sql); here they
 //! are claimed for sending, recorded, sent again on request, and expired.
 
-use pgrx::prelude::*;
-
 use crate::database::{one, run};
 
 /// A delivery claimed for sending.
@@ -22,9 +20,8 @@ const LEASE_S: i32 = 120;
 /// Up to `n` due deliveries, each its Item's oldest pending one (so an Item's events go out in
 /// order, one at a time), leased and counted as a try.
 pub fn claim(n: i64) -> Vec<Claimed> {
-    Spi::connect_mut(|c| {
-        c.update(
-            "WITH due AS (
+    crate::database::rows(
+        "WITH due AS (
                  SELECT d.id FROM plaid_sync.deliveries d
                   WHERE d.status = 'pending' AND d.next_attempt_at <= now()
                     AND NOT EXISTS (SELECT 1 FROM plaid_sync.deliveries e
@@ -36,18 +33,16 @@ pub fn claim(n: i64) -> Vec<Claimed> {
              RETURNING d.id, d.event_id::text,
                        (jsonb_build_object('event_id', d.event_id, 'created_at', d.created_at) || d.event)::text,
                        d.attempts",
-            None,
-            &[n.into(), LEASE_S.into()],
-        )
-        .expect("claim deliveries")
-        .map(|r| Claimed {
-            id: r.get::<i64>(1).expect("id").expect("not null"),
-            event_id: r.get::<String>(2).expect("event_id").expect("not null"),
-            body: r.get::<String>(3).expect("body").expect("not null"),
-            attempts: r.get::<i32>(4).expect("attempts").expect("not null"),
-        })
-        .collect()
-    })
+        &[n.into(), LEASE_S.into()],
+        |r| {
+            Some(Claimed {
+                id: r.get::<i64>(1).expect("id").expect("not null"),
+                event_id: r.get::<String>(2).expect("event_id").expect("not null"),
+                body: r.get::<String>(3).expect("body").expect("not null"),
+                attempts: r.get::<i32>(4).expect("attempts").expect("not null"),
+            })
+        },
+    )
 }
 
 /// The receiver answered 2xx.

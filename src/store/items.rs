@@ -278,7 +278,6 @@ pub fn announce(
     environment: &str,
 ) -> Announced {
     use pgrx::datum::DatumWithOid;
-    use pgrx::pg_sys;
     let args = || -> [DatumWithOid; 4] {
         [
             item_id.into(),
@@ -287,13 +286,7 @@ pub fn announce(
             environment.into(),
         ]
     };
-    let types = [
-        pg_sys::TEXTOID,
-        pg_sys::TEXTOID,
-        pg_sys::BYTEAOID,
-        pg_sys::TEXTOID,
-    ];
-    let queued = crate::database::one_prepared::<i64>(
+    let queued = crate::database::one::<i64>(
         concat!(
         "WITH item AS (
              INSERT INTO plaid_sync.items (item_id, client_user_id, access_token_encrypted, environment)
@@ -303,7 +296,6 @@ pub fn announce(
          ",
         crate::queue_first_sync_from!("item")
         ),
-        &types,
         &args(),
     );
     if let Some(id) = queued {
@@ -312,7 +304,7 @@ pub fn announce(
     }
     // The row lock taken here orders the notice's fold (src/inbox.rs, `enqueue_notice`).
     let relinked = evented(item_id, || {
-        crate::database::one_prepared::<i16>(
+        crate::database::one::<i16>(
         "UPDATE plaid_sync.items SET
              client_user_id = coalesce($2, client_user_id),
              access_token_encrypted = $3,
@@ -328,7 +320,6 @@ pub fn announce(
              updated_at = now()
           WHERE item_id = $1
           RETURNING CASE WHEN last_synced_at IS NULL OR transactions_cursor IS NULL THEN 1::int2 ELSE 0::int2 END",
-        &types,
         &args(),
     )
     });
@@ -358,16 +349,11 @@ pub fn sealed_tokens_for_update() -> Vec<(String, Vec<u8>)> {
         "SELECT item_id, access_token_encrypted FROM plaid_sync.items
           WHERE access_token_encrypted IS NOT NULL ORDER BY item_id FOR UPDATE"
     };
-    pgrx::spi::Spi::connect_mut(|c| {
-        c.update(sql, None, &[])
-            .expect("read tokens")
-            .map(|r| {
-                (
-                    r.get::<String>(1).expect("item_id").expect("not null"),
-                    r.get::<Vec<u8>>(2).expect("token").expect("not null"),
-                )
-            })
-            .collect()
+    crate::database::rows(sql, &[], |r| {
+        Some((
+            r.get::<String>(1).expect("item_id").expect("not null"),
+            r.get::<Vec<u8>>(2).expect("token").expect("not null"),
+        ))
     })
 }
 

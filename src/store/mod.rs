@@ -46,26 +46,28 @@ pub use transactions::{apply_accounts, apply_pages, remove_unseen};
 /// Runs an apply whose final SELECT is `COUNTS` (over CTEs `up`, whose rows say `inserted`,
 /// and `gone`): rows added, changed and removed.
 pub(crate) fn counted(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> (i32, i32, i32) {
-    pgrx::spi::Spi::connect_mut(|c| {
-        let t = c.update(sql, None, args).expect("apply");
-        let r = t.first();
-        (
+    crate::database::rows_text(sql, args, |r| {
+        Some((
             r.get::<i32>(1).ok().flatten().unwrap_or(0),
             r.get::<i32>(2).ok().flatten().unwrap_or(0),
             r.get::<i32>(3).ok().flatten().unwrap_or(0),
-        )
+        ))
     })
+    .pop()
+    .unwrap_or((0, 0, 0))
 }
 
 /// The (id, item_id) pairs a retention query selects: what it then deletes by id, naming the
 /// Items so that on a distributed install the delete goes to their shards only.
-pub(crate) fn old_rows(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> (Vec<i64>, Vec<String>) {
-    pgrx::spi::Spi::connect(|c| {
-        c.select(sql, None, args)
-            .expect("old rows")
-            .filter_map(|r| Some((r.get::<i64>(1).ok()??, r.get::<String>(2).ok()??)))
-            .unzip()
+pub(crate) fn old_rows(
+    sql: &'static str,
+    args: &[pgrx::datum::DatumWithOid],
+) -> (Vec<i64>, Vec<String>) {
+    crate::database::rows(sql, args, |r| {
+        Some((r.get::<i64>(1).ok()??, r.get::<String>(2).ok()??))
     })
+    .into_iter()
+    .unzip()
 }
 
 /// The final SELECT of an apply counted by `counted`.

@@ -6,7 +6,7 @@ use std::cell::OnceCell;
 
 use pgrx::datum::DatumWithOid;
 
-use crate::database::{ParsedJson, run, run_prepared};
+use crate::database::{ParsedJson, run};
 
 /// A page of a run held in memory instead of staged: a sync that fits in a few pages (most of
 /// them) leaves no row, and so no dead space, in sync_pages.
@@ -102,10 +102,8 @@ pub fn stage_page(
         "INSERT INTO plaid_sync.sync_pages (sync_run_id, page, body, request_id, raw_objects, copy_rows)
          VALUES ($1, $2, $3::jsonb, $4, $5::jsonb, $6)"
     };
-    use pgrx::pg_sys::{INT4OID, INT8OID, TEXTOID};
-    run_prepared(
+    run(
         sql,
-        &[INT8OID, INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID],
         &[
             run_id.into(),
             page.into(),

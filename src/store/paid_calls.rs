@@ -1,8 +1,6 @@
 //! Calls Plaid bills per request (`/transactions/refresh`), one row each, booked when the
 //! backend asks for one. The daily budgets count these rows, so a refused request leaves none.
 
-use pgrx::prelude::*;
-
 use crate::database::{one, run};
 use crate::error::{Error, Result};
 
@@ -29,21 +27,19 @@ pub fn book(
     {
         return Ok(());
     }
-    let (item_calls, server_calls) = Spi::connect(|c| {
-        let t = c
-            .select(
-                "SELECT count(*) FILTER (WHERE item_id = $1), count(*) FROM plaid_sync.paid_calls
-                  WHERE endpoint = $2 AND requested_at > now() - interval '1 day'",
-                None,
-                &[item_id.into(), endpoint.into()],
-            )
-            .expect("count paid calls");
-        let r = t.first();
-        (
-            r.get::<i64>(1).ok().flatten().unwrap_or(0),
-            r.get::<i64>(2).ok().flatten().unwrap_or(0),
-        )
-    });
+    let (item_calls, server_calls) = crate::database::rows(
+        "SELECT count(*) FILTER (WHERE item_id = $1), count(*) FROM plaid_sync.paid_calls
+          WHERE endpoint = $2 AND requested_at > now() - interval '1 day'",
+        &[item_id.into(), endpoint.into()],
+        |r| {
+            Some((
+                r.get::<i64>(1).ok().flatten().unwrap_or(0),
+                r.get::<i64>(2).ok().flatten().unwrap_or(0),
+            ))
+        },
+    )
+    .pop()
+    .unwrap_or((0, 0));
     if item_calls >= per_item as i64 {
         return Err(Error::OverBudget(format!(
             "Item {item_id} has had {item_calls} {endpoint} calls in the last 24 hours, the most \

@@ -16,20 +16,15 @@ pub fn resync() {
     if interval == 0 {
         return;
     }
-    let stale: Vec<String> = Spi::connect(|c| {
-        c.select(
-            "SELECT item_id FROM plaid_sync.items
+    let stale: Vec<String> = crate::database::rows(
+        "SELECT item_id FROM plaid_sync.items
               WHERE status IN ('healthy', 'pending_expiration', 'pending_disconnect')
                 AND synced_on <= ((now() - make_interval(secs => $1)) AT TIME ZONE 'UTC')::date
                 AND last_synced_at < now() - make_interval(secs => $1)
               ORDER BY synced_on, last_synced_at LIMIT $2",
-            None,
-            &[interval.into(), READ.into()],
-        )
-        .expect("stale Items")
-        .filter_map(|r| r.get::<String>(1).ok().flatten())
-        .collect()
-    });
+        &[interval.into(), READ.into()],
+        |r| r.get::<String>(1).ok().flatten(),
+    );
     let queued = crate::inbox::queue_resyncs(&stale);
     if queued > 0 {
         log!(

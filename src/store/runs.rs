@@ -1,8 +1,6 @@
 //! `plaid_sync.sync_runs`, one row per sync of an Item's product: opened when the job starts,
 //! closed with what came of it. Every statement that writes the table is here.
 
-use pgrx::prelude::*;
-
 use crate::database::{one, rows, run};
 
 /// Opens a run for job `inbox_id`; its id. `product` is Plaid's name (transactions when None,
@@ -94,16 +92,11 @@ fn abandoned(inbox_id: i64, item_id: &str) -> Vec<i64> {
 
 /// The Item's sync runs deleted, and their staged pages: a purge.
 pub fn purge(item_id: &str) {
-    let ids = Spi::connect_mut(|c| {
-        c.update(
-            "DELETE FROM plaid_sync.sync_runs WHERE item_id = $1 RETURNING id",
-            None,
-            &[item_id.into()],
-        )
-        .expect("purge sync runs")
-        .filter_map(|r| r.get::<i64>(1).ok().flatten())
-        .collect::<Vec<i64>>()
-    });
+    let ids = crate::database::rows(
+        "DELETE FROM plaid_sync.sync_runs WHERE item_id = $1 RETURNING id",
+        &[item_id.into()],
+        |r| r.get::<i64>(1).ok().flatten(),
+    );
     super::pages::discard_pages_of(&ids);
 }
 

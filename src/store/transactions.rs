@@ -8,7 +8,7 @@ use pgrx::pg_sys;
 use super::HeldPage;
 use super::pages::{Last, pages};
 use crate::codec::copy_text::{COLUMNS, Rows};
-use crate::database::{copy_in, one, one_text, run, run_prepared, subtransaction};
+use crate::database::{copy_in, one, one_text, run, subtransaction};
 
 pub use super::rejects::Reject;
 
@@ -199,20 +199,9 @@ fn apply_sql() -> &'static str {
 
 /// The apply itself, for the transactions in `only` (all when None) but not in `skip`.
 fn apply(run_id: i64, item_id: &str, only: Option<&[String]>, skip: &[String], last: &Last) {
-    use pgrx::pg_sys::{INT4OID, INT8OID, JSONBOID, TEXTARRAYOID, TEXTOID};
     let only: Option<Vec<String>> = only.map(<[String]>::to_vec);
-    run_prepared(
+    run(
         apply_sql(),
-        &[
-            INT8OID,
-            TEXTOID,
-            TEXTARRAYOID,
-            TEXTARRAYOID,
-            INT4OID,
-            JSONBOID,
-            JSONBOID,
-            TEXTOID,
-        ],
         &last.with(vec![
             run_id.into(),
             item_id.into(),

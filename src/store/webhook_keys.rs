@@ -1,8 +1,6 @@
 //! `plaid_sync.webhook_keys`, the cache of Plaid's webhook verification keys: a JWK per kid,
 //! or the answer that Plaid does not know the kid (believed for `UNKNOWN_KID_TTL_S`).
 
-use pgrx::prelude::*;
-
 use crate::database::run;
 use crate::plaid::jwt::UNKNOWN_KID_TTL_S;
 
@@ -16,43 +14,35 @@ pub enum Cached {
 
 /// The cache's answer for `kid`.
 pub fn cached(kid: &str) -> Cached {
-    Spi::connect(|c| {
-        let t = c
-            .select(
-                "SELECT jwk, jwk IS NULL AND fetched_at > now() - make_interval(secs => $2)
-                       FROM plaid_sync.webhook_keys WHERE kid = $1",
-                None,
-                &[kid.into(), UNKNOWN_KID_TTL_S.into()],
+    crate::database::rows(
+        "SELECT jwk, jwk IS NULL AND fetched_at > now() - make_interval(secs => $2)
+           FROM plaid_sync.webhook_keys WHERE kid = $1",
+        &[kid.into(), UNKNOWN_KID_TTL_S.into()],
+        |r| {
+            Some(
+                match (
+                    r.get::<pgrx::JsonB>(1).ok().flatten(),
+                    r.get::<bool>(2).ok().flatten(),
+                ) {
+                    (Some(j), _) => Cached::Key(j.0),
+                    (None, Some(true)) => Cached::Unknown,
+                    _ => Cached::Missing,
+                },
             )
-            .expect("read key cache");
-        if t.is_empty() {
-            return Cached::Missing;
-        }
-        let r = t.first();
-        match (
-            r.get::<pgrx::JsonB>(1).ok().flatten(),
-            r.get::<bool>(2).ok().flatten(),
-        ) {
-            (Some(j), _) => Cached::Key(j.0),
-            (None, Some(true)) => Cached::Unknown,
-            _ => Cached::Missing,
-        }
-    })
+        },
+    )
+    .pop()
+    .unwrap_or(Cached::Missing)
 }
 
 pub fn current_kids() -> Vec<String> {
-    Spi::connect(|c| {
-        c.select(
-            "SELECT kid FROM plaid_sync.webhook_keys
-              WHERE jwk IS NOT NULL AND expired_at IS NULL
-                AND fetched_at < now() - make_interval(secs => $1)",
-            None,
-            &[UNKNOWN_KID_TTL_S.into()],
-        )
-        .expect("current keys")
-        .filter_map(|r| r.get::<String>(1).ok().flatten())
-        .collect()
-    })
+    crate::database::rows(
+        "SELECT kid FROM plaid_sync.webhook_keys
+          WHERE jwk IS NOT NULL AND expired_at IS NULL
+            AND fetched_at < now() - make_interval(secs => $1)",
+        &[UNKNOWN_KID_TTL_S.into()],
+        |r| r.get::<String>(1).ok().flatten(),
+    )
 }
 
 /// Caches a JWK (with its expiry), or that Plaid does not know `kid` (`jwk` None).
