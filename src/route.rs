@@ -91,7 +91,7 @@ pub fn run(job: &Job, ctx: &Ctx) -> Outcome {
         }
         (_, "TRANSACTIONS", _) => {
             coalesce(job, ctx);
-            sync::transactions(job, client, item_id, &ctx.settings)
+            sync::transactions(job, ctx, item_id)
         }
         (_, "HOLDINGS", "DEFAULT_UPDATE") => {
             sync::snapshot::snapshot(job, ctx, item_id, &sync::investments::HOLDINGS)

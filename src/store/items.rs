@@ -110,13 +110,18 @@ pub fn record_error(item_id: &str, body: &str) {
     );
 }
 
-/// `/item/get` and `/accounts/get` answered for an Item without Transactions (which no sync
-/// marks healthy): healthy, unless the user must act.
+/// `/item/get` and `/accounts/get` answered for an Item without Transactions: that read is
+/// its sync (the scheduled resync reads it again), and it is healthy unless the user must act.
 pub fn reachable(item_id: &str) {
     run_evented(
         item_id,
-        "UPDATE plaid_sync.items SET status = 'healthy', error = NULL, updated_at = now()
-          WHERE item_id = $1 AND status IN ('pending', 'error', 'login_required', 'invalid_token')",
+        "UPDATE plaid_sync.items SET
+                status = CASE WHEN status IN ('pending', 'error', 'login_required', 'invalid_token')
+                              THEN 'healthy' ELSE status END,
+                error = CASE WHEN status IN ('pending', 'error', 'login_required', 'invalid_token')
+                             THEN NULL ELSE error END,
+                last_synced_at = now(), synced_on = (now() AT TIME ZONE 'UTC')::date, updated_at = now()
+          WHERE item_id = $1 AND status NOT IN ('removed', 'revoked')",
         &[item_id.into()],
     );
 }

@@ -279,15 +279,16 @@ fn finish_sync(
     outcome
 }
 
-/// TRANSACTIONS webhooks and backend backfills.
-pub fn transactions(
-    job: &Job,
-    client: &Client,
-    item_id: &str,
-    settings: &crate::job::JobSettings,
-) -> Outcome {
+/// TRANSACTIONS webhooks and backend backfills, and the scheduled resync.
+pub fn transactions(job: &Job, ctx: &crate::job::Ctx, item_id: &str) -> Outcome {
+    let (client, settings) = (ctx.client.as_ref(), &ctx.settings);
+    let resync = job.body["reason"] == "resync_interval";
     let c = match super::prologue(item_id, "transactions", settings) {
         Ok(c) => c,
+        // An Item without Transactions: its resync reads the Item and its accounts again.
+        Err(o) if resync && o == super::not_callable("transactions") => {
+            return super::reread_item(job, ctx, item_id);
+        }
         Err(o) => return o,
     };
     if job.webhook_code == "SYNC_UPDATES_AVAILABLE" {
@@ -296,9 +297,7 @@ pub fn transactions(
     }
     // The daily resync also reads Plaid's own freshness (/item/get is free); a failure here
     // is the sync's to meet.
-    if job.body["reason"] == "resync_interval"
-        && let Ok(v) = client.item_get(&c.token).and_then(|r| r.json())
-    {
+    if resync && let Ok(v) = client.item_get(&c.token).and_then(|r| r.json()) {
         let status = v["status"].to_string();
         db(|| store::items::store_plaid_status(item_id, &status));
     }

@@ -314,3 +314,29 @@ def test_retention_and_self_healing(wc, emulator, conn):
         assert conn.execute("SELECT count(*) FROM plaid_sync.inbox WHERE status = 'failed' AND last_error = 'kept'").fetchone()[0] == 1
     finally:
         set_conf(wc, done_retention=None, resync_interval=None)
+
+
+def test_an_item_without_transactions_is_reread_on_the_scheduled_resync(wc, emulator, conn):
+    """An Item linked for Auth only has no sync to mark it synced: the scheduled resync still
+    reads its Item and accounts (balances) again, and never calls /transactions/sync."""
+    from test_consent import ACCOUNTS, ITEM_GET, SYNC, calls_for
+    from test_products import announce_with
+    auth = announce_with(emulator, conn, ["auth"], days=5)
+    until(lambda: idle(conn) and status(conn, auth) == "healthy", what="the Item read")
+    first = conn.execute("SELECT last_synced_at FROM plaid_sync.items WHERE item_id = %s", (auth,)).fetchone()[0]
+    assert first is not None, "reading the Item and its accounts is its sync"
+    before = calls_for(emulator, auth)
+    set_conf(wc, resync_interval="2s")
+    try:
+        until(lambda: calls_for(emulator, auth).get(ACCOUNTS, 0) >= before[ACCOUNTS] + 2, timeout=40,
+              what="two scheduled re-reads of an Item without Transactions")
+        until(lambda: idle(conn), what="idle")
+    finally:
+        set_conf(wc, resync_interval=None)
+    after = calls_for(emulator, auth)
+    assert SYNC not in after and after[ITEM_GET] >= before[ITEM_GET] + 2, after
+    last, health = conn.execute("SELECT i.last_synced_at, h.status FROM plaid_sync.items i "
+                                "JOIN plaid_sync.item_health h USING (item_id) WHERE item_id = %s", (auth,)).fetchone()
+    assert last > first and health == "healthy"
+    assert conn.execute("SELECT count(*) FROM plaid_sync.inbox WHERE item_id = %s AND status = 'failed'",
+                        (auth,)).fetchone()[0] == 0
