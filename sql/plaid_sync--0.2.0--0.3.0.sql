@@ -204,6 +204,11 @@ ALTER FUNCTION plaid_sync.plaid_update_item_webhook(text, text) SET log_min_erro
 
 -- plaid_sync.history_retention deletes old sync runs, which checks each one for rejects.
 CREATE INDEX sync_rejects_run_idx ON plaid_sync.sync_rejects (sync_run_id);
+-- It reads only the runs (and paid calls) older than the retention, not every one the window
+-- keeps (a full scan of sync_runs per maintenance round, at a million Items). started_at, set
+-- once, keeps a run's updates HOT.
+CREATE INDEX sync_runs_started_idx ON plaid_sync.sync_runs (started_at);
+CREATE INDEX paid_calls_requested_at_idx ON plaid_sync.paid_calls (requested_at);
 
 -- A sync's update of its Item stays HOT: the resync scan's index moves from last_synced_at
 -- (which every sync changes) to its UTC day, and each page keeps room for new row versions
@@ -241,6 +246,8 @@ CREATE TABLE plaid_sync.deliveries (
 );
 CREATE INDEX deliveries_pending_idx ON plaid_sync.deliveries (item_id, id) WHERE status = 'pending';
 CREATE INDEX deliveries_due_idx ON plaid_sync.deliveries (next_attempt_at) WHERE status = 'pending';
+-- done_retention's deletes read the deliveries done before it, not every one it keeps.
+CREATE INDEX deliveries_done_idx ON plaid_sync.deliveries (delivered_at) WHERE status = 'done';
 
 -- Every event, a sync's or an Item's: NOTIFY plaid_sync, and a delivery when notify_url is set.
 CREATE FUNCTION plaid_sync.send_event(item_id text, event jsonb) RETURNS void

@@ -80,6 +80,8 @@ CREATE TABLE plaid_sync.deliveries (
 );
 CREATE INDEX deliveries_pending_idx ON plaid_sync.deliveries (item_id, id) WHERE status = 'pending';
 CREATE INDEX deliveries_due_idx ON plaid_sync.deliveries (next_attempt_at) WHERE status = 'pending';
+-- done_retention's deletes read the deliveries done before it, not every one it keeps.
+CREATE INDEX deliveries_done_idx ON plaid_sync.deliveries (delivered_at) WHERE status = 'done';
 
 -- Every event, a sync's or an Item's: NOTIFY plaid_sync, and a delivery when notify_url is set.
 CREATE FUNCTION plaid_sync.send_event(item_id text, event jsonb) RETURNS void
@@ -350,6 +352,9 @@ CREATE TABLE plaid_sync.sync_runs (
     CONSTRAINT sync_runs_pkey PRIMARY KEY (id, item_id)
 );
 CREATE INDEX sync_runs_item_idx ON plaid_sync.sync_runs (item_id, started_at DESC);
+-- history_retention's deletes read only the runs older than the retention (src/store/runs.rs,
+-- `prune`); started_at, set once, keeps a run's updates HOT.
+CREATE INDEX sync_runs_started_idx ON plaid_sync.sync_runs (started_at);
 
 -- Pages of a sync in progress, written as they arrive so memory stays bounded and no
 -- transaction is open during a Plaid call; applied (and deleted) in one transaction at the end.
@@ -418,6 +423,8 @@ CREATE TABLE plaid_sync.paid_calls (
 );
 -- The budget check: calls in the last 24 hours (for the server, and per Item).
 CREATE INDEX paid_calls_requested_idx ON plaid_sync.paid_calls (endpoint, requested_at);
+-- history_retention's deletes read the calls older than it, not every one it keeps.
+CREATE INDEX paid_calls_requested_at_idx ON plaid_sync.paid_calls (requested_at);
 -- The job records its outcome by inbox id.
 CREATE INDEX paid_calls_inbox_idx ON plaid_sync.paid_calls (inbox_id);
 

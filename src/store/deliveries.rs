@@ -83,7 +83,7 @@ pub fn prune(retention_s: i32) {
             "DELETE FROM plaid_sync.deliveries WHERE id IN (
                  SELECT id FROM plaid_sync.deliveries
                   WHERE status = 'done' AND delivered_at < now() - make_interval(secs => $1)
-                  ORDER BY id LIMIT 1000)",
+                  ORDER BY delivered_at LIMIT 1000)",
             &[retention_s.into()],
         );
     }

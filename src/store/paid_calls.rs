@@ -107,7 +107,7 @@ pub fn prune(retention_s: i32, batch: i32) -> i64 {
                  SELECT id FROM plaid_sync.paid_calls
                   WHERE requested_at < now() - greatest(make_interval(secs => $1), interval '24 hours')
                     AND outcome IS NOT NULL AND outcome <> 'calling'
-                  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
+                  ORDER BY requested_at LIMIT $2 FOR UPDATE SKIP LOCKED)
              RETURNING 1)
          SELECT count(*) FROM gone",
         &[retention_s.into(), batch.into()],

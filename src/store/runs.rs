@@ -105,15 +105,19 @@ pub fn purge(item_id: &str) {
 /// points at (`rejects::prune_resolved` goes first). Their staged pages go too. A finished
 /// run is written by no one, so the delete waits for no sync; it is a read and a delete,
 /// not a multi-shard SELECT … FOR UPDATE, which a distributed install refuses. How many went.
+/// It reads the runs started before the retention (`sync_runs_started_idx`), not the whole
+/// window the retention keeps: the cost of a round grows with the Items whose latest run is
+/// that old, not with the syncs.
 pub fn prune(retention_s: i32, batch: i32) -> i64 {
     let (ids, items) = super::old_rows(
         "SELECT r.id, r.item_id FROM plaid_sync.sync_runs r
-          WHERE r.finished_at < now() - make_interval(secs => $1)
+          WHERE r.started_at < now() - make_interval(secs => $1)
+            AND r.finished_at < now() - make_interval(secs => $1)
             AND EXISTS (SELECT 1 FROM plaid_sync.sync_runs l
                          WHERE l.item_id = r.item_id AND l.product = r.product AND l.id > r.id)
             AND NOT EXISTS (SELECT 1 FROM plaid_sync.sync_rejects s
                              WHERE s.item_id = r.item_id AND s.sync_run_id = r.id)
-          ORDER BY r.id LIMIT $2",
+          ORDER BY r.started_at LIMIT $2",
         &[retention_s.into(), batch.into()],
     );
     if ids.is_empty() {

@@ -60,6 +60,50 @@ def test_history_is_kept_as_long_as_asked_and_data_stays(emulator, su, cluster):
         assert len(ids(su, "SELECT id FROM plaid_sync.sync_runs")) == len(keep) + 1
 
 
+
+def runs_read(su):
+    """Rows of sync_runs read so far by sequential scans and by its primary key."""
+    su.execute("SELECT pg_stat_clear_snapshot()")
+    return su.execute("SELECT t.seq_tup_read + coalesce(i.idx_tup_read, 0) FROM pg_stat_user_tables t "
+                      "LEFT JOIN pg_stat_user_indexes i ON i.relid = t.relid AND i.indexrelname = 'sync_runs_pkey' "
+                      "WHERE t.relid = 'plaid_sync.sync_runs'::regclass").fetchone()[0]
+
+
+@pytest.mark.workers_only
+def test_a_retention_round_reads_the_old_runs_not_the_window(emulator, su, cluster):
+    """The runs the retention keeps are most of sync_runs (at a million Items, four syncs a day
+    and 30 days, 120 million): a maintenance round must not read them to find the few it deletes."""
+    su.autocommit = True
+    item_id = announce(emulator, su, days=3)
+    drain(su)
+    window = 50_000
+    su.execute("INSERT INTO plaid_sync.sync_runs (item_id, trigger, started_at, finished_at, outcome) "
+               "SELECT %s, 'test', now() - interval '10 minutes' + g * interval '1 ms', "
+               "now() - interval '10 minutes' + g * interval '1 ms', 'ok' FROM generate_series(1, %s) g",
+               (item_id, window))
+    su.execute("ANALYZE plaid_sync.sync_runs")
+    with settings(cluster, history_retention=3600):
+        def old_run_goes():
+            # An old run, and a newer one of the Item's: the Item's latest run is always kept.
+            old = su.execute("INSERT INTO plaid_sync.sync_runs (item_id, trigger, started_at, finished_at, outcome) "
+                             "VALUES (%s, 'test-old', now() - interval '2 hours', now() - interval '2 hours', 'ok') "
+                             "RETURNING id", (item_id,)).fetchone()[0]
+            su.execute("INSERT INTO plaid_sync.sync_runs (item_id, trigger, finished_at, outcome) "
+                       "VALUES (%s, 'test-newer', now(), 'ok')", (item_id,))
+            until(lambda: not ids(su, "SELECT id FROM plaid_sync.sync_runs WHERE id = %s", old), timeout=30,
+                  what="a run older than the retention deleted")
+        old_run_goes()
+        import time
+        time.sleep(1.5)  # the workers' statistics reach shared memory at most once a second
+        before = runs_read(su)
+        for _ in range(3):
+            old_run_goes()
+        time.sleep(1.5)
+        read = runs_read(su) - before
+    assert read < window, f"three maintenance rounds read {read:,} rows of sync_runs (the window holds {window:,})"
+    assert su.execute("SELECT count(*) FROM plaid_sync.sync_runs WHERE trigger = 'test'").fetchone()[0] == window
+
+
 def item_updates(su):
     su.execute("SELECT pg_stat_clear_snapshot()")
     return su.execute("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
