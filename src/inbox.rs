@@ -5,7 +5,7 @@
 
 use pgrx::datum::DatumWithOid;
 
-use crate::database::{one, rows, run};
+use crate::database::{one, row, rows, run};
 use crate::gucs;
 use crate::job::{Due, Job, Outcome, RetryPolicy};
 
@@ -153,7 +153,7 @@ pub fn forget_item(item_id: &str) {
 pub fn claim(first: i16, last: i16) -> Option<(Job, bool)> {
     // Kept plans: an idle worker woken by a commit runs this and nothing else.
     let busy = crate::busy_items::all();
-    rows(
+    row(
         "WITH next AS (
              SELECT q.id FROM plaid_sync.inbox q
               WHERE q.lane BETWEEN $2 AND $3 AND q.status IN ('pending', 'running') AND q.run_after <= now()
@@ -186,7 +186,6 @@ pub fn claim(first: i16, last: i16) -> Option<(Job, bool)> {
             Some((job, r.get::<bool>(8).ok().flatten().unwrap_or(false)))
         },
     )
-    .pop()
 }
 
 /// A long sync keeps its job's lease alive page by page.
@@ -201,7 +200,7 @@ pub fn renew_lease(job_id: i64) {
 /// A Plaid webhook's body as received, its Plaid-Verification header and when it came (Unix
 /// seconds): what its signature check reads.
 pub fn signed(job_id: i64) -> Option<(String, Option<String>, i64)> {
-    rows(
+    row(
         "SELECT raw_body, plaid_verification, extract(epoch FROM received_at)::bigint
            FROM plaid_sync.inbox WHERE id = $1",
         &[job_id.into()],
@@ -213,7 +212,6 @@ pub fn signed(job_id: i64) -> Option<(String, Option<String>, i64)> {
             ))
         },
     )
-    .pop()
 }
 
 /// Gives a claimed job back untouched (its Item is busy elsewhere), or folds it into an

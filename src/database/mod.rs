@@ -12,7 +12,7 @@ mod version;
 pub use citus::places as citus_places;
 pub use copy::copy_in;
 pub use raise::{ok, raise};
-pub use spi::{ParsedJson, in_transaction, one, one_text, rows, rows_text, run, run_text};
+pub use spi::{ParsedJson, in_transaction, one, one_text, row, row_text, rows, run, run_text};
 pub use subxact::{message, subtransaction};
 pub use version::{
     LIBRARY_VERSION, require_current_sql, skew_message, sql_is_current, sql_is_current_now,

@@ -1,5 +1,6 @@
-//! SPI in the forms the rest of the crate needs: one value, a statement run, and statements
-//! whose plans are kept per backend. Each refuses to run outside a transaction.
+//! SPI in the forms the rest of the crate needs: one value, one row, all rows, a statement run,
+//! each through a plan kept per backend (the `_text` forms for SQL made at run time). Each
+//! refuses to run outside a transaction.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -83,6 +84,21 @@ pub fn rows<R>(
     })
 }
 
+/// `f` of the first row, or None when there is none, through a kept plan: a statement that
+/// returns one row (or its first) without collecting them.
+pub fn row<R>(
+    sql: &'static str,
+    args: &[DatumWithOid],
+    f: impl FnOnce(&pgrx::spi::SpiHeapTupleData) -> Option<R>,
+) -> Option<R> {
+    with_kept(sql, args, |c, stmt| {
+        c.update(stmt, None, args)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .next()
+            .and_then(|r| f(&r))
+    })
+}
+
 /// `one` for statement text made at run time: parsed and planned on every call.
 pub fn one_text<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid]) -> Option<T> {
     in_transaction(sql);
@@ -93,18 +109,18 @@ pub fn one_text<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid]) -> O
     }
 }
 
-/// `rows` for statement text made at run time.
-pub fn rows_text<R>(
+/// `row` for statement text made at run time.
+pub fn row_text<R>(
     sql: &str,
     args: &[DatumWithOid],
-    mut f: impl FnMut(&pgrx::spi::SpiHeapTupleData) -> Option<R>,
-) -> Vec<R> {
+    f: impl FnOnce(&pgrx::spi::SpiHeapTupleData) -> Option<R>,
+) -> Option<R> {
     in_transaction(sql);
     Spi::connect_mut(|c| {
         c.update(sql, None, args)
             .unwrap_or_else(|e| panic!("plaid_sync: {e}"))
-            .filter_map(|r| f(&r))
-            .collect()
+            .next()
+            .and_then(|r| f(&r))
     })
 }
 

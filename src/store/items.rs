@@ -247,7 +247,7 @@ pub fn destroy_sealed_token(item_id: &str) {
 /// What a job reads of the Item in one statement: its status, transactions cursor and
 /// sealed token; None for an Item nobody announced.
 pub fn for_job(item_id: &str) -> Option<(String, Option<String>, Option<Vec<u8>>)> {
-    crate::database::rows(
+    crate::database::row(
         "SELECT status, transactions_cursor, access_token_encrypted
            FROM plaid_sync.items WHERE item_id = $1",
         &[item_id.into()],
@@ -259,7 +259,6 @@ pub fn for_job(item_id: &str) -> Option<(String, Option<String>, Option<Vec<u8>>
             ))
         },
     )
-    .pop()
 }
 
 /// What announcing an Item found.

@@ -46,14 +46,13 @@ pub use transactions::{apply_accounts, apply_pages, remove_unseen};
 /// Runs an apply whose final SELECT is `COUNTS` (over CTEs `up`, whose rows say `inserted`,
 /// and `gone`): rows added, changed and removed.
 pub(crate) fn counted(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> (i32, i32, i32) {
-    crate::database::rows_text(sql, args, |r| {
+    crate::database::row_text(sql, args, |r| {
         Some((
             r.get::<i32>(1).ok().flatten().unwrap_or(0),
             r.get::<i32>(2).ok().flatten().unwrap_or(0),
             r.get::<i32>(3).ok().flatten().unwrap_or(0),
         ))
     })
-    .pop()
     .unwrap_or((0, 0, 0))
 }
 

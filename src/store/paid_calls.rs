@@ -27,7 +27,7 @@ pub fn book(
     {
         return Ok(());
     }
-    let (item_calls, server_calls) = crate::database::rows(
+    let (item_calls, server_calls) = crate::database::row(
         "SELECT count(*) FILTER (WHERE item_id = $1), count(*) FROM plaid_sync.paid_calls
           WHERE endpoint = $2 AND requested_at > now() - interval '1 day'",
         &[item_id.into(), endpoint.into()],
@@ -38,7 +38,6 @@ pub fn book(
             ))
         },
     )
-    .pop()
     .unwrap_or((0, 0));
     if item_calls >= per_item as i64 {
         return Err(Error::OverBudget(format!(

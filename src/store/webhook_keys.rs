@@ -14,7 +14,7 @@ pub enum Cached {
 
 /// The cache's answer for `kid`.
 pub fn cached(kid: &str) -> Cached {
-    crate::database::rows(
+    crate::database::row(
         "SELECT jwk, jwk IS NULL AND fetched_at > now() - make_interval(secs => $2)
            FROM plaid_sync.webhook_keys WHERE kid = $1",
         &[kid.into(), UNKNOWN_KID_TTL_S.into()],
@@ -31,7 +31,6 @@ pub fn cached(kid: &str) -> Cached {
             )
         },
     )
-    .pop()
     .unwrap_or(Cached::Missing)
 }
 

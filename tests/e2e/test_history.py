@@ -1,6 +1,8 @@
 """Year two (issue 32): the record of what plaid_sync did is kept as long as
 plaid_sync.history_retention asks and no longer, by worker 0's maintenance; data rows stay."""
 
+import time
+
 import pytest
 
 from conftest import until
@@ -55,10 +57,8 @@ def test_history_is_kept_as_long_as_asked_and_data_stays(emulator, su, cluster):
         webhook(emulator, su, item_id)
         drain(su)
         su.execute("UPDATE plaid_sync.sync_runs SET finished_at = finished_at - interval '1 year'")
-        import time
         time.sleep(6)  # longer than one maintenance round
         assert len(ids(su, "SELECT id FROM plaid_sync.sync_runs")) == len(keep) + 1
-
 
 
 def runs_read(su):
@@ -93,7 +93,6 @@ def test_a_retention_round_reads_the_old_runs_not_the_window(emulator, su, clust
             until(lambda: not ids(su, "SELECT id FROM plaid_sync.sync_runs WHERE id = %s", old), timeout=30,
                   what="a run older than the retention deleted")
         old_run_goes()
-        import time
         time.sleep(1.5)  # the workers' statistics reach shared memory at most once a second
         before = runs_read(su)
         for _ in range(3):
@@ -118,7 +117,6 @@ def test_a_syncs_updates_of_its_item_are_hot(emulator, su):
     item_id = announce(emulator, su, days=3)
     drain(su)
     until(lambda: item_updates(su)[0] > 0, timeout=15, what="the first sync's updates in the statistics")
-    import time
     time.sleep(1.5)
     upd0, hot0 = item_updates(su)
     for _ in range(8):
